@@ -1,0 +1,103 @@
+"""Plan and apply one host: gather, diff, apply exactly the planned changes, re-read, verify."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+from converge.baseline import Baseline, ProviderTable
+from converge.errors import ConvergeError
+from converge.hosts import Host
+from converge.plan import Change, HostPlan, Skipped
+from converge.provider import Provider
+from converge.reads import Read
+from converge.registry import Registry
+
+
+@dataclass
+class _ProviderPlan:
+    provider: Provider
+    table: ProviderTable
+    live: Any
+    changes: list[Change]
+
+
+@dataclass
+class HostRun:
+    """A host's plan together with what applying it needs (the live state it was made from)."""
+
+    host: Host
+    baseline: Baseline
+    only: Collection[str]
+    plan: HostPlan
+    provider_plans: list[_ProviderPlan] = field(default_factory=list)
+
+
+def _selected(baseline: Baseline, only: Collection[str]) -> list[tuple[str, ProviderTable]]:
+    return [(name, table) for name, table in baseline.tables.items() if not only or name in only]
+
+
+def plan_host(host: Host, baseline: Baseline, registry: Registry, only: Collection[str] = ()) -> HostRun:
+    """Read the host once for every provider of the baseline and diff it; never changes the host."""
+    run = HostRun(host, baseline, only, HostPlan(host.name, host.target))
+    selected = [(registry.get(name), table) for name, table in _selected(baseline, only)]
+    reads: list[Read] = []
+    for provider, table in selected:
+        reads += provider.reads(table.spec)
+    try:
+        facts = host.gather(reads)
+    except ConvergeError as error:
+        run.plan.errors.append(str(error))
+        return run
+    for provider, table in selected:
+        try:
+            reason = provider.absent(facts)
+            if reason:
+                if table.required:
+                    run.plan.errors.append(f"{provider.name}: required by the baseline, but {reason}")
+                else:
+                    run.plan.skipped.append(Skipped(provider.name, reason))
+                continue
+            live = provider.live(table.spec, facts)
+            changes = provider.diff(table.spec, live)
+            run.plan.warnings += provider.warnings(table.spec, live)
+        except ConvergeError as error:
+            run.plan.errors.append(f"{provider.name}: {error}")
+            continue
+        run.plan.changes += changes
+        run.provider_plans.append(_ProviderPlan(provider, table, live, changes))
+    return run
+
+
+def apply_host(run: HostRun, registry: Registry) -> HostPlan:
+    """Apply a planned host, then re-read it and record whether it converged.
+
+    A host whose plan failed is not touched. The first provider that fails stops the host:
+    later providers may rely on what it was to do.
+    """
+    plan = run.plan
+    if plan.errors:
+        plan.converged = False
+        return plan
+    if not plan.changes:
+        plan.converged = True  # the plan was just read; nothing to re-read
+        return plan
+    for provider_plan in run.provider_plans:
+        if not provider_plan.changes:
+            continue
+        provider = provider_plan.provider
+        try:
+            done = provider.apply(run.host, provider_plan.table.spec, provider_plan.live, provider_plan.changes)
+        except ConvergeError as error:
+            plan.errors.append(f"{provider.name}: apply failed: {error}")
+            plan.converged = False
+            return plan
+        plan.applied += [f"{provider.name}: {line}" for line in done]
+    after = plan_host(run.host, run.baseline, registry, run.only).plan
+    plan.errors += [f"after apply: {error}" for error in after.errors]
+    if after.changes:
+        pending = ", ".join(f"{change.provider} {change.resource}" for change in after.changes)
+        plan.errors.append(f"did not converge; still differing: {pending}")
+    plan.converged = not plan.errors
+    return plan

@@ -1,0 +1,74 @@
+"""Hosts: everything a provider does to a machine goes through one of these.
+
+A host gathers a batch of reads in one round trip, runs commands given as argv lists, and
+writes files atomically with a backup of what they replace. Providers never learn whether
+the host is this machine or one reached over SSH.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+
+from converge.errors import HostError
+from converge.reads import CommandResult, Facts, Read
+
+BACKUP_ROOT = "/var/lib/converge/backups"
+
+
+class CommandError(HostError):
+    """A command exited non-zero; carries its result so callers can add context."""
+
+    def __init__(self, result: CommandResult) -> None:
+        self.result = result
+        super().__init__(result.failure())
+
+
+class Host(ABC):
+    """One machine converge reads and changes."""
+
+    def __init__(self, name: str, target: str) -> None:
+        self.name = name
+        self.target = target
+        # Every file a run replaces or removes is kept under one directory per run.
+        self.backup_dir = f"{BACKUP_ROOT}/{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+
+    @abstractmethod
+    def gather(self, reads: Iterable[Read]) -> Facts:
+        """Answer every read at once (one round trip on a remote host)."""
+
+    @abstractmethod
+    def run(self, argv: Sequence[str], *, input: str | None = None, check: bool = True) -> CommandResult:
+        """Run a command; raise CommandError on a non-zero exit when `check`."""
+
+    @abstractmethod
+    def read_file(self, path: str) -> str | None:
+        """The text of a file, or None if it does not exist."""
+
+    @abstractmethod
+    def write_file(self, path: str, content: str, *, mode: int = 0o644) -> str | None:
+        """Replace a file atomically, keeping the owner and mode of the file it replaces (`mode`
+        applies to a new file). Returns where the previous version was backed up, if any."""
+
+    @abstractmethod
+    def remove_file(self, path: str) -> str | None:
+        """Remove a file after backing it up; returns the backup path (None if it was absent)."""
+
+    def close(self) -> None:  # noqa: B027 - most hosts hold nothing to release
+        """Release connections."""
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def connect(target: str) -> Host:
+    """A host for a target string (SPEC section 2)."""
+    if target == "local":
+        from converge.hosts.local import LocalHost
+
+        return LocalHost()
+    raise HostError(f"{target}: unsupported target (this version reaches only 'local')")

@@ -1,0 +1,239 @@
+"""sysctl: kernel parameters at runtime (/proc/sys) and persisted in a drop-in converge owns.
+
+A key is in sync when its runtime value is the desired one and converge's drop-in persists it.
+Values are set through `sysctl -w`, so the kernel validates them before they are persisted: a
+value the kernel refuses is rolled back at runtime and never written to the drop-in.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, PlainValidator, RootModel, model_validator
+
+from converge.errors import ProviderError
+from converge.hosts import Host
+from converge.plan import Change
+from converge.provider import Provider
+from converge.reads import Facts, Read, ReadFile, ReadGlob
+
+DROP_IN = "/etc/sysctl.d/99-converge.conf"
+# Where systemd-sysctl and `sysctl --system` look, highest priority first: a file name in an
+# earlier directory masks the same name in later ones; files apply in file-name order.
+BOOT_DIRECTORIES = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d", "/lib/sysctl.d")
+# Read last by `sysctl --system` (and on Debian through the 99-sysctl.conf link).
+SYSCTL_CONF = "/etc/sysctl.conf"
+PROC_SYS = "/proc/sys"
+DROP_IN_HEADER = (
+    "# Managed by converge: rewritten on every apply, local edits are lost.\n"
+    "# Change the baseline instead.\n"
+)
+
+_KEY = re.compile(r"[a-z][a-z0-9_]*(\.[A-Za-z0-9_-]+)+")
+# Enough for numbers, lists and the paths and % patterns of keys such as kernel.core_pattern;
+# nothing a shell or a config parser treats specially (quotes, ;, $, `, newlines).
+_VALUE_TEXT = re.compile(r"[A-Za-z0-9 \t_.:,/+%|@*-]*")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+MAX_KEY_LENGTH = 255
+MAX_VALUE_LENGTH = 4096
+# The widest sysctl integers are unsigned 64-bit; the most negative are signed 64-bit.
+INTEGER_RANGE = (-(2**63), 2**64 - 1)
+
+
+def normalize(value: str) -> str:
+    """Whitespace folded to single spaces and integers in canonical form, as compared."""
+    return " ".join(str(int(token)) if _INTEGER.fullmatch(token) else token for token in value.split())
+
+
+def displayed(value: str | None) -> int | str | None:
+    """Integers as JSON numbers, as users write them in the baseline."""
+    return int(value) if value is not None and _INTEGER.fullmatch(value) else value
+
+
+def _check_key(key: str) -> str:
+    if len(key) > MAX_KEY_LENGTH or not _KEY.fullmatch(key):
+        raise ValueError("not a sysctl key: expected dot-separated names such as kernel.kptr_restrict")
+    return key
+
+
+def _check_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        low, high = INTEGER_RANGE
+        if not low <= value <= high:
+            raise ValueError(f"integer out of range for a sysctl ({low} to {high})")
+        return str(value)
+    if isinstance(value, str):
+        if len(value) > MAX_VALUE_LENGTH:
+            raise ValueError(f"value longer than {MAX_VALUE_LENGTH} characters")
+        if not _VALUE_TEXT.fullmatch(value):
+            raise ValueError("value may hold only letters, digits, spaces and _ . : , / + % | @ * -")
+        if not value.strip():
+            raise ValueError("value is empty")
+        return normalize(value)
+    raise ValueError("a sysctl value is an integer, a boolean or a string (multi-value keys as one string)")
+
+
+SysctlKey = Annotated[str, AfterValidator(_check_key)]
+SysctlValue = Annotated[str, PlainValidator(_check_value)]
+
+
+class SysctlSpec(RootModel[dict[SysctlKey, SysctlValue]]):
+    """`[sysctl]`: key = value, keys bare-dotted (nested tables in TOML) or quoted."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flatten(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        flat: dict[str, Any] = {}
+
+        def walk(node: dict[str, Any], prefix: str) -> None:
+            for name, value in node.items():
+                key = f"{prefix}.{name}" if prefix else name
+                if isinstance(value, dict):
+                    walk(value, key)
+                elif key in flat:
+                    raise ValueError(f"{key} is set twice (once quoted, once as a dotted key)")
+                else:
+                    flat[key] = value
+
+        walk(data, "")
+        return flat
+
+
+def proc_path(key: str) -> str:
+    return f"{PROC_SYS}/{key.replace('.', '/')}"
+
+
+def parse_sysctl_conf(text: str) -> dict[str, str]:
+    """Assignments of a sysctl.d file (sysctl.d(5)): `key = value`, `#`/`;` comments, a
+    leading `-` to ignore failures, `/` accepted as separator when it comes first."""
+    values: dict[str, str] = {}
+    for raw_line in text.splitlines():
+        line = raw_line.strip()
+        if not line or line[0] in "#;" or "=" not in line:
+            continue
+        key, value = (part.strip() for part in line.split("=", 1))
+        key = key.removeprefix("-").strip()
+        if "/" in key and ("." not in key or key.index("/") < key.index(".")):
+            key = key.replace("/", ".")
+        values[key] = normalize(value)
+    return values
+
+
+def render_drop_in(values: dict[str, str]) -> str:
+    return DROP_IN_HEADER + "".join(f"{key} = {value}\n" for key, value in values.items())
+
+
+@dataclass(frozen=True)
+class SysctlLive:
+    runtime: dict[str, str]
+    persisted: dict[str, str]
+    # key -> (file, value) for boot-time files read after the drop-in that set another value.
+    overridden_at_boot: dict[str, tuple[str, str]]
+
+
+def _files_read_after_drop_in(facts: Facts) -> list[tuple[str, str]]:
+    by_name: dict[str, tuple[str, str]] = {}
+    for directory in BOOT_DIRECTORIES:
+        for path, text in facts.glob(f"{directory}/*.conf").items():
+            by_name.setdefault(os.path.basename(path), (path, text))
+    ours = os.path.basename(DROP_IN)
+    later = [by_name[name] for name in sorted(by_name) if name > ours]
+    sysctl_conf = facts.file(SYSCTL_CONF)
+    if sysctl_conf is not None:
+        later.append((SYSCTL_CONF, sysctl_conf))
+    return later
+
+
+class SysctlProvider(Provider[SysctlSpec, SysctlLive]):
+    name = "sysctl"
+    summary = "kernel parameters: runtime values and a persisted sysctl.d drop-in"
+    spec_model = SysctlSpec
+
+    def reads(self, spec: SysctlSpec) -> Sequence[Read]:
+        return [
+            ReadFile(f"{PROC_SYS}/kernel/osrelease"),
+            ReadFile(DROP_IN),
+            ReadFile(SYSCTL_CONF),
+            *(ReadGlob(f"{directory}/*.conf") for directory in BOOT_DIRECTORIES),
+            *(ReadFile(proc_path(key)) for key in spec.root),
+        ]
+
+    def absent(self, facts: Facts) -> str | None:
+        return None if facts.file(f"{PROC_SYS}/kernel/osrelease") is not None else f"no {PROC_SYS} on this host"
+
+    def live(self, spec: SysctlSpec, facts: Facts) -> SysctlLive:
+        runtime: dict[str, str] = {}
+        missing = []
+        for key in spec.root:
+            text = facts.file(proc_path(key))
+            if text is None:
+                missing.append(key)
+            else:
+                runtime[key] = normalize(text)
+        if missing:
+            raise ProviderError(f"no such key on this host: {', '.join(missing)} (nothing under {PROC_SYS})")
+        persisted = parse_sysctl_conf(facts.file(DROP_IN) or "")
+        overridden: dict[str, tuple[str, str]] = {}
+        for path, text in _files_read_after_drop_in(facts):
+            for pattern, value in parse_sysctl_conf(text).items():
+                for key in fnmatch.filter(spec.root, pattern):
+                    if value != spec.root[key]:
+                        overridden[key] = (path, value)
+                    else:
+                        overridden.pop(key, None)
+        return SysctlLive(runtime, persisted, overridden)
+
+    def diff(self, spec: SysctlSpec, live: SysctlLive) -> list[Change]:
+        changes = []
+        for key, wanted in spec.root.items():
+            runtime, persisted = live.runtime[key], live.persisted.get(key)
+            if runtime == wanted and persisted == wanted:
+                continue
+            notes: tuple[str, ...] = ()
+            if runtime == wanted:
+                notes = (f"not persisted: add to {DROP_IN}",)
+            elif persisted == wanted:
+                notes = ("persisted already; runtime differs",)
+            changes.append(Change(
+                self.name, key, "update", displayed(runtime), displayed(wanted), notes,
+                extra={"persisted": displayed(persisted)},
+            ))
+        for key, persisted in live.persisted.items():
+            if key not in spec.root:
+                changes.append(Change(
+                    self.name, key, "remove", displayed(persisted), None,
+                    (f"drop from {DROP_IN}; the runtime value stays as it is",),
+                ))
+        return changes
+
+    def warnings(self, spec: SysctlSpec, live: SysctlLive) -> list[str]:
+        return [
+            f"{key}: {path} sets {value} and is read after {DROP_IN} at boot, so {spec.root[key]} will not survive a reboot"
+            for key, (path, value) in live.overridden_at_boot.items()
+        ]
+
+    def apply(self, host: Host, spec: SysctlSpec, live: SysctlLive, changes: Sequence[Change]) -> list[str]:
+        done = []
+        runtime_keys = [c.resource for c in changes if c.action == "update" and live.runtime[c.resource] != spec.root[c.resource]]
+        if runtime_keys:
+            assignments = [f"{key}={spec.root[key]}" for key in runtime_keys]
+            result = host.run(["sysctl", "-w", *assignments], check=False)
+            if not result.ok:
+                # Put back what the kernel accepted before refusing one, so nothing is half-done.
+                host.run(["sysctl", "-w", *(f"{key}={live.runtime[key]}" for key in runtime_keys)], check=False)
+                refused = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+                raise ProviderError("the kernel refused: " + "; ".join(refused or [result.failure()]) + "; nothing was changed")
+            done.append(f"set {len(runtime_keys)} runtime value(s)")
+        if live.persisted != spec.root:
+            backup = host.write_file(DROP_IN, render_drop_in(spec.root))
+            done.append(f"wrote {DROP_IN}" + (f" (previous version in {backup})" if backup else ""))
+        return done

@@ -1,0 +1,107 @@
+"""Disposable test hosts made of Linux namespaces.
+
+A test host is a process in its own network, mount and UTS namespaces. Inside it /etc, /var/lib,
+/var/log, /run and /root are overlays whose writable layer is a directory of the test, so the
+host can be changed for real (and what it changed can be listed) while the machine's own files
+stay untouched. `net.*` sysctls belong to the network namespace; the global sysctl trees
+(kernel, fs, vm, ...) are shadowed by private copies bind-mounted over /proc/sys, so a write
+there lands in the copy and never reaches the machine's kernel.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+OVERLAID = ("etc", "var/lib", "var/log", "run", "root")
+# Global (not per-namespace) sysctl trees: a test host must never write the real ones.
+SHADOWED_SYSCTL = ("abi", "debug", "dev", "fs", "kernel", "user", "vm")
+
+SETUP = r"""
+set -eu
+state="$1"; hostname "$2"
+for dir in $OVERLAID; do
+    layer="$state/overlay/$(echo "$dir" | tr / _)"
+    mkdir -p "$layer/upper" "$layer/work"
+    mount -t overlay overlay -o "lowerdir=/$dir,upperdir=$layer/upper,workdir=$layer/work" "/$dir"
+done
+for tree in $SHADOWED; do
+    [ -d "/proc/sys/$tree" ] || continue
+    mkdir -p "$state/sysctl/$tree"
+    cp -r "/proc/sys/$tree/." "$state/sysctl/$tree/" 2>/dev/null || true
+    mount --bind "$state/sysctl/$tree" "/proc/sys/$tree"
+done
+ip link set lo up
+echo ready
+exec sleep infinity
+"""
+
+
+class TestHost:
+    """One disposable host; `run` executes a command inside it."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, state_dir: Path, name: str = "testhost") -> None:
+        self.state_dir = state_dir
+        self.name = name
+        state_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "OVERLAID": " ".join(OVERLAID), "SHADOWED": " ".join(SHADOWED_SYSCTL)}
+        self._holder = subprocess.Popen(
+            ["unshare", "--mount", "--net", "--uts", "--propagation", "private",
+             "sh", "-c", SETUP, "testhost-setup", str(state_dir), name],
+            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env,
+        )
+        assert self._holder.stdout is not None
+        if self._holder.stdout.readline().strip() != "ready":
+            self._holder.kill()
+            raise RuntimeError(f"test host {name} failed to start (exit {self._holder.wait()})")
+
+    @property
+    def pid(self) -> int:
+        return self._holder.pid
+
+    def run(self, argv: list[str], *, check: bool = True, input: str | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        completed = subprocess.run(
+            ["nsenter", "-t", str(self.pid), "-m", "-n", "-u", "--", *argv],
+            capture_output=True, text=True, input=input, env=env, check=False,
+        )
+        if check and completed.returncode != 0:
+            raise AssertionError(f"{argv} failed in {self.name} ({completed.returncode}): {completed.stderr}")
+        return completed
+
+    def converge(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the converge CLI inside the host, with the interpreter running the tests."""
+        return self.run([sys.executable, "-m", "converge", *args], check=False, env=env)
+
+    def read(self, path: str) -> str | None:
+        completed = self.run(["cat", path], check=False)
+        return completed.stdout if completed.returncode == 0 else None
+
+    def write(self, path: str, content: str) -> None:
+        self.run(["sh", "-c", 'mkdir -p "$(dirname "$1")" && cat > "$1"', "write", path], input=content)
+
+    def sysctl(self, key: str) -> str:
+        text = self.read("/proc/sys/" + key.replace(".", "/"))
+        assert text is not None, key
+        return " ".join(text.split())
+
+    def set_sysctl(self, key: str, value: str) -> None:
+        self.write("/proc/sys/" + key.replace(".", "/"), value + "\n")
+
+    def changed_files(self) -> list[str]:
+        """Paths the host has written under its overlaid directories, as seen inside it."""
+        changed = []
+        for directory in OVERLAID:
+            upper = self.state_dir / "overlay" / directory.replace("/", "_") / "upper"
+            changed += [f"/{directory}/{path.relative_to(upper)}" for path in upper.rglob("*") if not path.is_dir()]
+        return sorted(changed)
+
+    def close(self) -> None:
+        if self._holder.poll() is None:
+            self._holder.send_signal(signal.SIGKILL)
+            self._holder.wait()
