@@ -22,7 +22,9 @@ from converge.plan import Change
 from converge.provider import Provider
 from converge.reads import Facts, Read, ReadFile, ReadGlob
 
-DROP_IN = "/etc/sysctl.d/99-converge.conf"
+# Sorts after systemd's 99-protect-links.conf and Debian's 99-sysctl.conf, so what converge
+# persists is what the kernel gets at boot (files later in name order win).
+DROP_IN = "/etc/sysctl.d/99-zz-converge.conf"
 # Where systemd-sysctl and `sysctl --system` look, highest priority first: a file name in an
 # earlier directory masks the same name in later ones; files apply in file-name order.
 BOOT_DIRECTORIES = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d", "/lib/sysctl.d")

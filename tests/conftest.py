@@ -7,19 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from tests.testhost import SHADOWED_SYSCTL, TestHost
+from tests.testhost import TestHost
 
 # Global sysctls and the directories the tests converge: a test that leaked out of its test host
 # would change one of these on the machine running the tests.
 GUARDED_SYSCTLS = ("kernel/kptr_restrict", "kernel/dmesg_restrict", "fs/protected_symlinks", "vm/swappiness")
-GUARDED_DIRECTORIES = ("/etc/sysctl.d",)
+GUARDED_DIRECTORIES = (
+    "/etc/sysctl.d", "/etc/fail2ban", "/etc/apparmor.d", "/etc/selinux", "/etc/ufw", "/etc/firewalld", "/etc/default",
+)
 
 
 def _machine_state() -> dict[str, str]:
     state = {key: Path("/proc/sys", key).read_text() for key in GUARDED_SYSCTLS}
     for directory in GUARDED_DIRECTORIES:
-        for path in sorted(Path(directory).glob("*")):
-            state[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+        for path in sorted(Path(directory).rglob("*")):
+            if path.is_file():
+                state[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
     return state
 
 
@@ -40,5 +43,3 @@ def test_host(tmp_path: Path) -> Iterator[TestHost]:
     finally:
         host.close()
 
-
-__all__ = ["SHADOWED_SYSCTL"]

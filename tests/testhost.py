@@ -101,7 +101,27 @@ class TestHost:
             changed += [f"/{directory}/{path.relative_to(upper)}" for path in upper.rglob("*") if not path.is_dir()]
         return sorted(changed)
 
+    def processes(self) -> list[int]:
+        """Every process living in this host's mount namespace (daemons a test started too)."""
+        try:
+            namespace = os.readlink(f"/proc/{self.pid}/ns/mnt")
+        except OSError:
+            return []
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    if os.readlink(f"/proc/{entry}/ns/mnt") == namespace:
+                        found.append(int(entry))
+                except OSError:
+                    continue
+        return found
+
     def close(self) -> None:
-        if self._holder.poll() is None:
-            self._holder.send_signal(signal.SIGKILL)
-            self._holder.wait()
+        """Kill everything started inside the host; its namespaces and mounts go with them."""
+        for pid in self.processes():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+        self._holder.wait()
