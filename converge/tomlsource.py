@@ -7,6 +7,7 @@ quoting and dotted keys follow the TOML grammar exactly); only the line structur
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from collections.abc import Sequence
@@ -23,7 +24,9 @@ def format_key(loc: Sequence[str | int]) -> str:
         if isinstance(part, int):
             text += f"[{part}]"
         else:
-            name = part if _BARE_KEY.match(part) else '"' + part.replace('"', '\\"') + '"'
+            # Non-bare keys are quoted with every control and non-ASCII character escaped, so a
+            # hostile key can neither forge output lines nor hide behind a homoglyph.
+            name = part if _BARE_KEY.match(part) else json.dumps(part)
             text += f".{name}" if text else name
     return text
 

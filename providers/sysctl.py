@@ -63,7 +63,12 @@ def _check_key(key: str) -> str:
     return key
 
 
+_SET_TWICE = object()
+
+
 def _check_value(value: Any) -> str:
+    if value is _SET_TWICE:
+        raise ValueError("set twice: once as a quoted key and once as a dotted key")
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, int):
@@ -102,7 +107,7 @@ class SysctlSpec(RootModel[dict[SysctlKey, SysctlValue]]):
                 if isinstance(value, dict):
                     walk(value, key)
                 elif key in flat:
-                    raise ValueError(f"{key} is set twice (once quoted, once as a dotted key)")
+                    flat[key] = _SET_TWICE  # reported by _check_value, located at the key
                 else:
                     flat[key] = value
 
