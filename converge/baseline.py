@@ -52,16 +52,16 @@ class Baseline:
 
 
 @dataclass(frozen=True)
-class _Source:
+class TomlSource:
     path: Path
     data: dict[str, Any]
     lines: SourceMap
 
 
-class _Locator:
+class Locator:
     """Finds which file, and which line of it, wrote a key of the merged baseline."""
 
-    def __init__(self, sources: Sequence[_Source]) -> None:
+    def __init__(self, sources: Sequence[TomlSource]) -> None:
         self._sources = list(reversed(sources))  # later files win, so they are asked first
 
     def where(self, loc: Loc) -> tuple[Path, int | None]:
@@ -77,7 +77,7 @@ class _Locator:
         return Problem(path, line, format_key(loc) if loc else None, message)
 
 
-def _parse_file(path: Path, included_from: Problem | None) -> _Source:
+def parse_toml_file(path: Path, included_from: Problem | None = None) -> TomlSource:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -91,7 +91,7 @@ def _parse_file(path: Path, included_from: Problem | None) -> _Source:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise BaselineError([_syntax_problem(path, text, error)]) from None
-    return _Source(path, data, SourceMap(text))
+    return TomlSource(path, data, SourceMap(text))
 
 
 def _with(problem: Problem, message: str) -> Problem:
@@ -111,7 +111,7 @@ def _syntax_problem(path: Path, text: str, error: tomllib.TOMLDecodeError) -> Pr
     return Problem(path, line, key or None, f"invalid TOML: {reason}" + (f" in `{written[:80]}`" if written else ""))
 
 
-def _load_chain(path: Path, stack: tuple[Path, ...] = (), included_from: Problem | None = None) -> list[_Source]:
+def _load_chain(path: Path, stack: tuple[Path, ...] = (), included_from: Problem | None = None) -> list[TomlSource]:
     """The file and everything it extends, in merge order (extended files first)."""
     # Paths are shown as the user wrote them, but compared resolved to find cycles.
     path = Path(os.path.normpath(path))
@@ -120,16 +120,16 @@ def _load_chain(path: Path, stack: tuple[Path, ...] = (), included_from: Problem
         cycle = " -> ".join(str(p) for p in (*stack[stack.index(resolved):], resolved))
         assert included_from is not None
         raise BaselineError([_with(included_from, f"extends cycle: {cycle}")])
-    source = _parse_file(path, included_from)
+    source = parse_toml_file(path, included_from)
     meta_data = source.data.get(META_TABLE, {})
-    locator = _Locator([source])
+    locator = Locator([source])
     if not isinstance(meta_data, dict):
         raise BaselineError([locator.problem((META_TABLE,), "must be a table")])
     try:
         meta = BaselineMeta.model_validate(meta_data)
     except ValidationError as error:
-        raise BaselineError(_validation_problems(error, (META_TABLE,), locator, BaselineMeta)) from None
-    chain: list[_Source] = []
+        raise BaselineError(validation_problems(error, (META_TABLE,), locator, BaselineMeta)) from None
+    chain: list[TomlSource] = []
     for index, relative in enumerate(meta.extends):
         here = locator.problem((META_TABLE, "extends"), "")
         here = Problem(here.file, here.line, f"{META_TABLE}.extends[{index}]", "")
@@ -161,7 +161,7 @@ def _source_keys(node: Any, loc: Loc) -> Iterator[tuple[Loc, Any]]:
             yield from _source_keys(value, (*loc, index))
 
 
-def _resolve_sources(table: dict[str, Any], loc: Loc, locator: _Locator) -> list[Problem]:
+def _resolve_sources(table: dict[str, Any], loc: Loc, locator: Locator) -> list[Problem]:
     """Turn `source` values into absolute paths, relative to the file that declared them."""
     problems = []
     for key_loc, value in _source_keys(table, loc):
@@ -217,7 +217,7 @@ def _describe(error: dict[str, Any], known_keys: set[str]) -> str:
     return message
 
 
-def _validation_problems(error: ValidationError, prefix: Loc, locator: _Locator, model: type[BaseModel]) -> list[Problem]:
+def validation_problems(error: ValidationError, prefix: Loc, locator: Locator, model: type[BaseModel]) -> list[Problem]:
     known = _model_field_names(model)
     problems = []
     for item in error.errors():
@@ -232,7 +232,7 @@ def _validation_problems(error: ValidationError, prefix: Loc, locator: _Locator,
 def load_baseline(path: Path, registry: Registry) -> Baseline:
     """Read, compose and validate a baseline; raises BaselineError listing every problem."""
     sources = _load_chain(Path(path))
-    locator = _Locator(sources)
+    locator = Locator(sources)
     merged: dict[str, Any] = {}
     for source in sources:
         _merge(merged, source.data)
@@ -259,7 +259,7 @@ def load_baseline(path: Path, registry: Registry) -> Baseline:
         try:
             spec = model.model_validate(table)
         except ValidationError as error:
-            problems += _validation_problems(error, (name,), locator, model)
+            problems += validation_problems(error, (name,), locator, model)
             continue
         tables[name] = ProviderTable(spec, required is True)
     if problems:

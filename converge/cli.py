@@ -2,27 +2,49 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
 from converge import __version__
 from converge.baseline import Baseline, load_baseline
-from converge.engine import HostRun, apply_host, plan_host
+from converge.engine import HostRun, Job, apply_fleet, close_all, plan_fleet
 from converge.errors import ConvergeError
-from converge.hosts import connect
+from converge.hosts import ConnectOptions
+from converge.inventory import limit_hosts, load_inventory
 from converge.plan import HostPlan, plan_exit_code, render_json, render_text
 from converge.registry import Registry
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
 baseline_argument = click.argument("baseline", type=click.Path(path_type=Path, dir_okay=False), required=False)
-host_option = click.option(
-    "-H", "--host", "targets", multiple=True, metavar="TARGET", help="Host to reach: local (default), ssh://[user@]host[:port]."
-)
+
+
+def fleet_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Options choosing hosts and how to reach them, shared by plan and apply."""
+    options = [
+        click.option("-H", "--host", "targets", multiple=True, metavar="TARGET",
+                     help="Host to reach: local (default), ssh://[user@]host[:port] or user@host[:port]. Repeatable."),
+        click.option("-i", "--inventory", type=click.Path(path_type=Path, dir_okay=False), help="Inventory file of hosts."),
+        click.option("--limit", multiple=True, metavar="PATTERN", help="Only inventory hosts or groups matching (glob)."),
+        click.option("--forks", type=click.IntRange(1, 500), default=20, show_default=True, help="Hosts handled at once."),
+        click.option("--timeout", type=click.FloatRange(0.1), default=10.0, show_default=True, help="SSH connect timeout (s)."),
+        click.option("--become", is_flag=True, help="Run privileged steps through sudo for a non-root SSH user."),
+        click.option("--identity", type=click.Path(exists=True, dir_okay=False), help="SSH private key to try first."),
+        click.option("--trust-new-host-keys", is_flag=True, help="Accept and record host keys not in known_hosts yet."),
+        click.option("--ssh-config", type=click.Path(dir_okay=False), help="SSH config file (default ~/.ssh/config)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (SPEC section 4).")
 only_option = click.option("--only", multiple=True, metavar="PROVIDER", help="Plan only these providers' tables.")
 
@@ -31,10 +53,57 @@ def _use_color() -> bool:
     return sys.stdout.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
 
 
-def _load(baseline: Path | None, registry: Registry) -> Baseline:
-    if baseline is None:
-        raise click.UsageError("a BASELINE file is required")
-    return load_baseline(baseline, registry)
+def _jobs(baseline_path: Path | None, targets: Sequence[str], inventory: Path | None, limit: Sequence[str],
+          registry: Registry) -> list[Job]:
+    """Every host to handle, each with its baseline; a baseline file is loaded once however many use it."""
+    if limit and not inventory:
+        raise click.UsageError("--limit selects hosts of an inventory (-i)")
+    loaded: dict[Path, Baseline] = {}
+
+    def baseline_for(path: Path | None, host: str) -> Baseline:
+        if path is None:
+            raise click.UsageError(f"no baseline for host {host}: give BASELINE or set one in the inventory")
+        key = path.resolve()
+        if key not in loaded:
+            loaded[key] = load_baseline(path, registry)
+        return loaded[key]
+
+    jobs = []
+    if inventory:
+        for entry in limit_hosts(load_inventory(inventory), limit):
+            jobs.append(Job(entry.name, entry.target, baseline_for(entry.baseline or baseline_path, entry.name)))
+    for target in targets or (() if inventory else ("local",)):
+        if target != "local":
+            from converge.hosts.ssh import SSHTarget
+
+            SSHTarget.parse(target)  # a malformed target is a usage error, before any host is contacted
+        jobs.append(Job(None, target, baseline_for(baseline_path, target)))
+    return jobs
+
+
+def _connect_options(become: bool, identity: str | None, timeout: float, trust_new_host_keys: bool,
+                     ssh_config: str | None) -> ConnectOptions:
+    return ConnectOptions(timeout, become, identity, trust_new_host_keys, ssh_config, interactive=sys.stdin.isatty())
+
+
+class _Progress:
+    """`planning: 12/20 done, 1 failed` on a terminal's stderr while hosts finish."""
+
+    def __init__(self, verb: str, total: int) -> None:
+        self.verb, self.total, self.done, self.failed = verb, total, 0, 0
+        self.enabled = total > 1 and sys.stderr.isatty()
+        self._lock = threading.Lock()
+
+    def __call__(self, plan: HostPlan) -> None:
+        with self._lock:
+            self.done += 1
+            self.failed += bool(plan.errors)
+            if self.enabled:
+                click.echo(f"\r\x1b[K{self.verb}: {self.done}/{self.total} done, {self.failed} failed", err=True, nl=False)
+
+    def finish(self) -> None:
+        if self.enabled:
+            click.echo("\r\x1b[K", err=True, nl=False)
 
 
 def _check_only(only: Sequence[str], registry: Registry) -> None:
@@ -44,12 +113,13 @@ def _check_only(only: Sequence[str], registry: Registry) -> None:
         raise click.BadParameter(f"unknown provider {', '.join(unknown)}; installed: {installed}", param_hint="--only")
 
 
-def _plan_all(baseline: Baseline, targets: Sequence[str], only: Sequence[str], registry: Registry) -> list[HostRun]:
-    runs = []
-    for target in targets or ("local",):
-        host = connect(target)
-        runs.append(plan_host(host, baseline, registry, only))
-    return runs
+def _plan_all(jobs: Sequence[Job], only: Sequence[str], options: ConnectOptions, forks: int,
+              registry: Registry) -> list[HostRun]:
+    progress = _Progress("planning", len(jobs))
+    try:
+        return plan_fleet(jobs, registry, only=only, options=options, forks=forks, on_done=progress)
+    finally:
+        progress.finish()
 
 
 def _show(plans: Sequence[HostPlan], as_json: bool) -> None:
@@ -67,16 +137,34 @@ def cli(debug: bool) -> None:
     """Declarative hardening: make hosts match a security baseline written in TOML."""
 
 
+def _with_fleet(command: Callable[..., int]) -> Callable[..., int]:
+    """Turn the fleet options into jobs and connect options, and close every host afterwards."""
+
+    @functools.wraps(command)
+    def wrapper(*, baseline: Path | None, targets: tuple[str, ...], inventory: Path | None, limit: tuple[str, ...],
+                forks: int, timeout: float, become: bool, identity: str | None, trust_new_host_keys: bool,
+                ssh_config: str | None, only: tuple[str, ...], **rest: Any) -> int:
+        registry = Registry()
+        _check_only(only, registry)
+        jobs = _jobs(baseline, targets, inventory, limit, registry)
+        options = _connect_options(become, identity, timeout, trust_new_host_keys, ssh_config)
+        runs = _plan_all(jobs, only, options, forks, registry)
+        try:
+            return command(runs=runs, registry=registry, forks=forks, **rest)
+        finally:
+            close_all(runs)
+
+    return wrapper
+
+
 @cli.command()
 @baseline_argument
-@host_option
+@fleet_options
 @json_option
 @only_option
-def plan(baseline: Path | None, targets: tuple[str, ...], as_json: bool, only: tuple[str, ...]) -> int:
+@_with_fleet
+def plan(runs: list[HostRun], registry: Registry, forks: int, as_json: bool) -> int:
     """Show what apply would change; change nothing. Exit 0 in sync, 2 changes pending, 1 error."""
-    registry = Registry()
-    _check_only(only, registry)
-    runs = _plan_all(_load(baseline, registry), targets, only, registry)
     plans = [run.plan for run in runs]
     _show(plans, as_json)
     return plan_exit_code(plans)
@@ -84,15 +172,13 @@ def plan(baseline: Path | None, targets: tuple[str, ...], as_json: bool, only: t
 
 @cli.command()
 @baseline_argument
-@host_option
+@fleet_options
 @json_option
 @only_option
 @click.option("--yes", "-y", is_flag=True, help="Apply without asking for confirmation.")
-def apply(baseline: Path | None, targets: tuple[str, ...], as_json: bool, only: tuple[str, ...], yes: bool) -> int:
+@_with_fleet
+def apply(runs: list[HostRun], registry: Registry, forks: int, as_json: bool, yes: bool) -> int:
     """Plan, confirm, apply, then re-read each host and verify it converged. Exit 0 when all did."""
-    registry = Registry()
-    _check_only(only, registry)
-    runs = _plan_all(_load(baseline, registry), targets, only, registry)
     plans = [run.plan for run in runs]
     if not as_json:
         _show(plans, as_json=False)
@@ -102,7 +188,11 @@ def apply(baseline: Path | None, targets: tuple[str, ...], as_json: bool, only: 
         if not click.confirm("Apply these changes?", default=False, err=True):
             click.echo("Nothing applied.", err=True)
             return EXIT_ERROR
-    results = [apply_host(run, registry) for run in runs]
+    progress = _Progress("applying", len(runs))
+    try:
+        results = apply_fleet(runs, registry, forks=forks, on_done=progress)
+    finally:
+        progress.finish()
     if as_json:
         click.echo(render_json(results))
     else:

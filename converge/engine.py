@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from converge.baseline import Baseline, ProviderTable
 from converge.errors import ConvergeError
-from converge.hosts import Host
+from converge.hosts import ConnectOptions, Host, connect
 from converge.plan import Change, HostPlan, Skipped
 from converge.provider import Provider
 from converge.reads import Read
@@ -27,11 +28,20 @@ class _ProviderPlan:
 class HostRun:
     """A host's plan together with what applying it needs (the live state it was made from)."""
 
-    host: Host
+    host: Host | None  # None when it could not be reached
     baseline: Baseline
     only: Collection[str]
     plan: HostPlan
     provider_plans: list[_ProviderPlan] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One host to converge: its name, how to reach it, and its baseline."""
+
+    name: str | None
+    target: str
+    baseline: Baseline
 
 
 def _selected(baseline: Baseline, only: Collection[str]) -> list[tuple[str, ProviderTable]]:
@@ -77,7 +87,7 @@ def apply_host(run: HostRun, registry: Registry) -> HostPlan:
     later providers may rely on what it was to do.
     """
     plan = run.plan
-    if plan.errors:
+    if plan.errors or run.host is None:
         plan.converged = False
         return plan
     if not plan.changes:
@@ -101,3 +111,57 @@ def apply_host(run: HostRun, registry: Registry) -> HostPlan:
         plan.errors.append(f"did not converge; still differing: {pending}")
     plan.converged = not plan.errors
     return plan
+
+
+def _in_parallel(items: Sequence[Any], work: Callable[[Any], Any], forks: int) -> list[Any]:
+    if len(items) <= 1:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(max_workers=max(1, min(forks, len(items)))) as pool:
+        return list(pool.map(work, items))
+
+
+def plan_fleet(
+    jobs: Sequence[Job], registry: Registry, *, only: Collection[str] = (), options: ConnectOptions = ConnectOptions(),
+    forks: int = 20, on_done: Callable[[HostPlan], None] | None = None,
+) -> list[HostRun]:
+    """Connect to and plan every host, `forks` at a time; one host's failure never stops another."""
+
+    def plan_one(job: Job) -> HostRun:
+        try:
+            host = connect(job.target, options, name=job.name)
+        except ConvergeError as error:
+            run = HostRun(None, job.baseline, only, HostPlan(job.name or job.target, job.target, errors=[str(error)]))
+        else:
+            try:
+                run = plan_host(host, job.baseline, registry, only)
+            except Exception as error:  # a provider bug on one host must not stop the fleet
+                run = HostRun(host, job.baseline, only, HostPlan(host.name, host.target))
+                run.plan.errors.append(f"internal error: {type(error).__name__}: {error}")
+        if on_done:
+            on_done(run.plan)
+        return run
+
+    return _in_parallel(jobs, plan_one, forks)
+
+
+def apply_fleet(
+    runs: Sequence[HostRun], registry: Registry, *, forks: int = 20, on_done: Callable[[HostPlan], None] | None = None,
+) -> list[HostPlan]:
+    def apply_one(run: HostRun) -> HostPlan:
+        try:
+            plan = apply_host(run, registry)
+        except Exception as error:
+            run.plan.errors.append(f"internal error: {type(error).__name__}: {error}")
+            run.plan.converged = False
+            plan = run.plan
+        if on_done:
+            on_done(plan)
+        return plan
+
+    return _in_parallel(runs, apply_one, forks)
+
+
+def close_all(runs: Sequence[HostRun]) -> None:
+    for run in runs:
+        if run.host is not None:
+            run.host.close()

@@ -46,14 +46,14 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 
 
 def test_source_paths_resolve_relative_to_the_declaring_file(tmp_path: Path) -> None:
-    from converge.baseline import _Locator, _resolve_sources, _Source
+    from converge.baseline import Locator, TomlSource, _resolve_sources
     from converge.tomlsource import SourceMap
 
     text = '[x.profiles.nginx]\nsource = "apparmor/nginx"\n'
     declaring = _write(tmp_path, "common/app.toml", text)
     _write(tmp_path, "common/apparmor/nginx", "profile nginx {}\n")
     table = {"profiles": {"nginx": {"source": "apparmor/nginx"}}}
-    locator = _Locator([_Source(declaring, {}, SourceMap(text))])
+    locator = Locator([TomlSource(declaring, {}, SourceMap(text))])
     assert _resolve_sources(table, ("x",), locator) == []
     assert table["profiles"]["nginx"]["source"] == str((tmp_path / "common/apparmor/nginx").resolve())
     table = {"profiles": {"nginx": {"source": "apparmor/missing"}}}

@@ -10,11 +10,14 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from converge.errors import HostError
 from converge.reads import CommandResult, Facts, Read
 
 BACKUP_ROOT = "/var/lib/converge/backups"
+# Commands run with sbin on PATH (non-login shells over SSH lack it) and the C locale.
+SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class CommandError(HostError):
@@ -65,10 +68,26 @@ class Host(ABC):
         self.close()
 
 
-def connect(target: str) -> Host:
-    """A host for a target string (SPEC section 2)."""
+@dataclass(frozen=True)
+class ConnectOptions:
+    """How to reach remote hosts; `local` ignores them."""
+
+    timeout: float = 10.0
+    become: bool = False
+    identity: str | None = None
+    trust_new_host_keys: bool = False
+    ssh_config: str | None = None
+    # Whether a password may be asked on the terminal (sudo with --become).
+    interactive: bool = False
+
+
+def connect(target: str, options: ConnectOptions = ConnectOptions(), name: str | None = None) -> Host:
+    """A host for a target string (SPEC section 2): `local`, or anything else over SSH."""
     if target == "local":
         from converge.hosts.local import LocalHost
 
         return LocalHost()
-    raise HostError(f"{target}: unsupported target (this version reaches only 'local')")
+    # paramiko costs ~0.1 s to import: only runs that reach remote hosts pay for it.
+    from converge.hosts.ssh import SSHHost
+
+    return SSHHost(target, options, name)

@@ -12,11 +12,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from converge.errors import HostError
-from converge.hosts import CommandError, Host
+from converge.hosts import SEARCH_PATH, CommandError, Host
 from converge.reads import CommandResult, Facts, Read, ReadFailure, ReadFile, ReadGlob, RunCommand, Which
 
-# Commands must parse the same on every host: C locale, and sbin on PATH for non-login shells.
-SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Commands must parse the same on every host: C locale, and sbin on PATH.
 COMMAND_ENV = {"PATH": SEARCH_PATH, "LC_ALL": "C", "LANG": "C"}
 
 

@@ -1,0 +1,232 @@
+"""Hosts reached over SSH with paramiko: one connection per host, reused for the whole run.
+
+~/.ssh/config (HostName, User, Port, IdentityFile, ProxyJump, UserKnownHostsFile), the agent and
+known_hosts are honoured through paramiko's own SSHConfig and key handling. An unknown host key
+is refused unless the user trusts new keys explicitly; a changed one is always refused.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shlex
+import socket
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import paramiko
+
+from converge.errors import HostError
+from converge.hosts import CommandError, ConnectOptions, Host
+from converge.hosts.remote_script import (
+    ENVIRONMENT,
+    REMOVE_SCRIPT,
+    WRITE_SCRIPT,
+    batch_script,
+    parse_batch_output,
+    write_arguments,
+)
+from converge.reads import CommandResult, Facts, Read, ReadFile
+
+DEFAULT_PORT = 22
+_password_lock = threading.Lock()
+_become_password: str | None = None
+
+
+@dataclass(frozen=True)
+class SSHTarget:
+    alias: str
+    user: str | None
+    port: int | None
+
+    @classmethod
+    def parse(cls, target: str) -> SSHTarget:
+        """`ssh://[user@]host[:port]`, `user@host[:port]` or a bare host (or ~/.ssh/config alias)."""
+        parts = urlsplit(target if target.startswith("ssh://") else f"ssh://{target}")
+        try:
+            port = parts.port
+        except ValueError:
+            raise HostError(f"{target}: invalid port") from None
+        if parts.scheme != "ssh" or not parts.hostname or parts.path not in ("", "/") or parts.query or parts.password:
+            raise HostError(f"{target}: not a target; expected local, ssh://[user@]host[:port] or user@host[:port]")
+        # urlsplit lowercases the host name; ~/.ssh/config aliases are case-sensitive.
+        alias = parts.netloc.rpartition("@")[2]
+        alias = alias.rsplit(":", 1)[0] if parts.port is not None else alias
+        return cls(alias.strip("[]"), parts.username, port)
+
+
+class _RefuseUnknownHostKey(paramiko.MissingHostKeyPolicy):
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        raise HostError(
+            f"{hostname}: unknown host key {key.get_name()} {key.fingerprint}; verify it out of band, then "
+            "run again with --trust-new-host-keys to record it in known_hosts"
+        )
+
+
+class _TrustAndRecord(paramiko.MissingHostKeyPolicy):
+    def __init__(self, known_hosts: str) -> None:
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        os.makedirs(os.path.dirname(self.known_hosts), mode=0o700, exist_ok=True)
+        client.save_host_keys(self.known_hosts)
+
+
+def _connect_error(where: str, error: BaseException, timeout: float) -> HostError:
+    match error:
+        case HostError():
+            return error
+        case socket.gaierror():
+            return HostError(f"{where}: cannot resolve host name ({error.strerror})")
+        case paramiko.BadHostKeyException():
+            return HostError(
+                f"{where}: HOST KEY CHANGED: known_hosts has {error.expected_key.fingerprint}, the host offered "
+                f"{error.key.fingerprint}. This may be an attack; if the change is expected, remove the old key "
+                f"(ssh-keygen -R HOST) and trust the new one"
+            )
+        case paramiko.AuthenticationException():
+            return HostError(f"{where}: authentication failed ({error}); check the user, keys and agent")
+        case TimeoutError() | socket.timeout():
+            return HostError(f"{where}: timed out after {timeout:g} s")
+        case paramiko.ssh_exception.NoValidConnectionsError() | ConnectionRefusedError():
+            return HostError(f"{where}: connection refused")
+        case OSError():
+            return HostError(f"{where}: {error.strerror or error}")
+        case _:
+            return HostError(f"{where}: {error}")
+
+
+class SSHHost(Host):
+    def __init__(self, target: str, options: ConnectOptions, name: str | None = None) -> None:
+        parsed = SSHTarget.parse(target)
+        super().__init__(name or parsed.alias, target)
+        self.options = options
+        config = self._ssh_config(options).lookup(parsed.alias)
+        self.hostname = config.get("hostname", parsed.alias)
+        self.port = parsed.port or int(config.get("port", DEFAULT_PORT))
+        self.user = parsed.user or config.get("user") or getpass.getuser()
+        where = f"{self.user}@{self.hostname}:{self.port}"
+        self._jump: SSHHost | None = None
+        try:
+            self._client = self._connect(config, options)
+        except Exception as error:
+            self.close()
+            raise _connect_error(where, error, options.timeout) from error
+        self._sudo: list[str] = []
+        self._sudo_password: str | None = None
+        if options.become and self.user != "root":
+            self._start_become()
+
+    @staticmethod
+    def _ssh_config(options: ConnectOptions) -> paramiko.SSHConfig:
+        path = options.ssh_config or os.path.expanduser("~/.ssh/config")
+        return paramiko.SSHConfig.from_path(path) if os.path.exists(path) else paramiko.SSHConfig()
+
+    def _connect(self, config: paramiko.SSHConfigDict, options: ConnectOptions) -> paramiko.SSHClient:
+        client = paramiko.SSHClient()
+        known_hosts = os.path.expanduser(config.get("userknownhostsfile", "~/.ssh/known_hosts").split()[0])
+        if os.path.exists(known_hosts):
+            client.load_host_keys(known_hosts)
+        client.set_missing_host_key_policy(
+            _TrustAndRecord(known_hosts) if options.trust_new_host_keys else _RefuseUnknownHostKey()
+        )
+        sock = None
+        if config.get("proxyjump") and config["proxyjump"].lower() != "none":
+            # ProxyJump: reach the target through a direct-tcpip channel of the jump host.
+            self._jump = SSHHost(config["proxyjump"].split(",")[0], options)
+            transport = self._jump._client.get_transport()
+            assert transport is not None
+            sock = transport.open_channel("direct-tcpip", (self.hostname, self.port), ("127.0.0.1", 0))
+        identity = [os.path.expanduser(path) for path in config.get("identityfile", [])]
+        if options.identity:
+            identity.insert(0, options.identity)
+        client.connect(
+            self.hostname, port=self.port, username=self.user, key_filename=identity or None,
+            timeout=options.timeout, banner_timeout=options.timeout, auth_timeout=options.timeout,
+            allow_agent=True, look_for_keys=not identity, sock=sock,
+        )
+        return client
+
+    def _start_become(self) -> None:
+        """Use sudo for everything; ask the password once per run on a terminal if sudo needs one."""
+        global _become_password  # noqa: PLW0603 - one password for every host of a run, asked once
+        probe = self._exec(["sudo", "-n", "true"])
+        if probe.ok:
+            self._sudo = ["sudo", "-n", "--"]
+            return
+        if "password" not in probe.stderr or not self.options.interactive:
+            raise HostError(f"{self.name}: sudo refused: {probe.failure()}")
+        with _password_lock:
+            if _become_password is None:
+                _become_password = getpass.getpass(f"sudo password for {self.user} on {self.name}: ")
+        self._sudo, self._sudo_password = ["sudo", "-S", "-p", "", "--"], _become_password
+        check = self.run(["true"], check=False)
+        if not check.ok:
+            raise HostError(f"{self.name}: sudo refused: {check.failure()}")
+
+    def _exec(self, argv: Sequence[str], stdin: bytes | None = None) -> CommandResult:
+        """One SSH session running argv (quoted once, here) with optional input."""
+        try:
+            channel_in, channel_out, channel_err = self._client.exec_command(shlex.join(argv), timeout=None)
+            if stdin:
+                channel_in.write(stdin)
+            channel_in.channel.shutdown_write()
+            stdout = channel_out.read().decode("utf-8", errors="surrogateescape")
+            stderr = channel_err.read().decode("utf-8", errors="surrogateescape")
+            status = channel_out.channel.recv_exit_status()
+        except (paramiko.SSHException, OSError, EOFError) as error:
+            raise HostError(f"{self.name}: connection lost: {error}") from error
+        if status == -1:  # the channel closed without an exit status
+            raise HostError(f"{self.name}: connection lost while running {argv[0]}")
+        return CommandResult(tuple(argv), status, stdout, stderr)
+
+    def _privileged(self, argv: Sequence[str], stdin: bytes = b"") -> CommandResult:
+        if self._sudo_password is not None:
+            stdin = self._sudo_password.encode() + b"\n" + stdin
+        return self._exec([*self._sudo, *argv], stdin)
+
+    def gather(self, reads: Iterable[Read]) -> Facts:
+        ordered = list(dict.fromkeys(reads))
+        if not ordered:
+            return Facts({})
+        result = self._privileged(["sh", "-s"], batch_script(ordered).encode())
+        if result.returncode != 0:
+            raise HostError(f"{self.name}: reading the host failed: {result.failure()}")
+        return Facts(parse_batch_output(ordered, result.stdout))
+
+    def run(self, argv: Sequence[str], *, input: str | None = None, check: bool = True) -> CommandResult:
+        script = ENVIRONMENT + 'command -v "$1" >/dev/null 2>&1 || { echo "$1: command not found" >&2; exit 127; }\nexec "$@"\n'
+        result = self._privileged(["sh", "-c", script, "sh", *argv], (input or "").encode("utf-8", "surrogateescape"))
+        result = CommandResult(tuple(argv), result.returncode, result.stdout, result.stderr)
+        if result.returncode == 127 and "command not found" in result.stderr:
+            raise HostError(f"{argv[0]}: command not found on {self.name}")
+        if check and not result.ok:
+            raise CommandError(result)
+        return result
+
+    def read_file(self, path: str) -> str | None:
+        return self.gather([ReadFile(path)]).file(path)
+
+    def write_file(self, path: str, content: str, *, mode: int = 0o644) -> str | None:
+        data = content.encode("utf-8", errors="surrogateescape")
+        arguments = write_arguments(path, data, mode, f"{self.backup_dir}{path}")
+        result = self._privileged(["sh", "-c", WRITE_SCRIPT, "sh", *arguments], data)
+        if not result.ok:
+            raise HostError(f"cannot write {path} on {self.name}: {result.failure()}")
+        return result.stdout.strip() or None
+
+    def remove_file(self, path: str) -> str | None:
+        result = self._privileged(["sh", "-c", REMOVE_SCRIPT, "sh", path, f"{self.backup_dir}{path}"])
+        if not result.ok:
+            raise HostError(f"cannot remove {path} on {self.name}: {result.failure()}")
+        return result.stdout.strip() or None
+
+    def close(self) -> None:
+        client = getattr(self, "_client", None)
+        if client is not None:
+            client.close()
+        if self._jump is not None:
+            self._jump.close()
