@@ -74,9 +74,14 @@ class TestHost:
             raise AssertionError(f"{argv} failed in {self.name} ({completed.returncode}): {completed.stderr}")
         return completed
 
+    @staticmethod
+    def converge_argv(*args: str) -> list[str]:
+        """The converge CLI, run by the interpreter running the tests."""
+        return [sys.executable, "-m", "converge", *args]
+
     def converge(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        """Run the converge CLI inside the host, with the interpreter running the tests."""
-        return self.run([sys.executable, "-m", "converge", *args], check=False, env=env)
+        """Run the converge CLI inside the host."""
+        return self.run(self.converge_argv(*args), check=False, env=env)
 
     def read(self, path: str) -> str | None:
         completed = self.run(["cat", path], check=False)
