@@ -14,7 +14,7 @@ import click
 
 from converge import __version__
 from converge.baseline import Baseline, load_baseline
-from converge.engine import HostRun, Job, apply_fleet, close_all, plan_fleet
+from converge.engine import ApplyOptions, HostRun, Job, apply_fleet, close_all, plan_fleet
 from converge.errors import ConvergeError
 from converge.hosts import ConnectOptions
 from converge.inventory import limit_hosts, load_inventory
@@ -163,7 +163,7 @@ def _with_fleet(command: Callable[..., int]) -> Callable[..., int]:
 @json_option
 @only_option
 @_with_fleet
-def plan(runs: list[HostRun], registry: Registry, forks: int, as_json: bool) -> int:
+def plan(*, runs: list[HostRun], registry: Registry, forks: int, as_json: bool) -> int:
     """Show what apply would change; change nothing. Exit 0 in sync, 2 changes pending, 1 error."""
     plans = [run.plan for run in runs]
     _show(plans, as_json)
@@ -176,8 +176,12 @@ def plan(runs: list[HostRun], registry: Registry, forks: int, as_json: bool) -> 
 @json_option
 @only_option
 @click.option("--yes", "-y", is_flag=True, help="Apply without asking for confirmation.")
+@click.option("--allow-lockout", is_flag=True, help="Apply firewall changes even if they would block converge's SSH connection.")
+@click.option("--confirm-timeout", type=click.FloatRange(1), default=60.0, show_default=True, metavar="SECONDS",
+              help="Roll firewall changes back unless a new SSH connection confirms them within this time.")
 @_with_fleet
-def apply(runs: list[HostRun], registry: Registry, forks: int, as_json: bool, yes: bool) -> int:
+def apply(*, runs: list[HostRun], registry: Registry, forks: int, as_json: bool, yes: bool, allow_lockout: bool,
+          confirm_timeout: float) -> int:
     """Plan, confirm, apply, then re-read each host and verify it converged. Exit 0 when all did."""
     plans = [run.plan for run in runs]
     if not as_json:
@@ -190,7 +194,8 @@ def apply(runs: list[HostRun], registry: Registry, forks: int, as_json: bool, ye
             return EXIT_ERROR
     progress = _Progress("applying", len(runs))
     try:
-        results = apply_fleet(runs, registry, forks=forks, on_done=progress)
+        options = ApplyOptions(allow_lockout, confirm_timeout)
+        results = apply_fleet(runs, registry, options=options, forks=forks, on_done=progress)
     finally:
         progress.finish()
     if as_json:

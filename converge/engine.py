@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -14,6 +15,10 @@ from converge.plan import Change, HostPlan, Skipped
 from converge.provider import Provider
 from converge.reads import Read
 from converge.registry import Registry
+from converge.safeguard import Firewall, Watchdog, lockout_problem
+
+# How long after the watchdog fires converge waits before checking the host came back.
+ROLLBACK_GRACE_SECONDS = 5.0
 
 
 @dataclass
@@ -33,6 +38,12 @@ class HostRun:
     only: Collection[str]
     plan: HostPlan
     provider_plans: list[_ProviderPlan] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    allow_lockout: bool = False
+    confirm_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -80,11 +91,12 @@ def plan_host(host: Host, baseline: Baseline, registry: Registry, only: Collecti
     return run
 
 
-def apply_host(run: HostRun, registry: Registry) -> HostPlan:
+def apply_host(run: HostRun, registry: Registry, options: ApplyOptions = ApplyOptions()) -> HostPlan:
     """Apply a planned host, then re-read it and record whether it converged.
 
     A host whose plan failed is not touched. The first provider that fails stops the host:
-    later providers may rely on what it was to do.
+    later providers may rely on what it was to do. Firewall changes over a connection are checked
+    for lockout and applied under a commit-confirm watchdog.
     """
     plan = run.plan
     if plan.errors or run.host is None:
@@ -93,24 +105,66 @@ def apply_host(run: HostRun, registry: Registry) -> HostPlan:
     if not plan.changes:
         plan.converged = True  # the plan was just read; nothing to re-read
         return plan
-    for provider_plan in run.provider_plans:
-        if not provider_plan.changes:
-            continue
-        provider = provider_plan.provider
-        try:
-            done = provider.apply(run.host, provider_plan.table.spec, provider_plan.live, provider_plan.changes)
-        except ConvergeError as error:
-            plan.errors.append(f"{provider.name}: apply failed: {error}")
-            plan.converged = False
-            return plan
-        plan.applied += [f"{provider.name}: {line}" for line in done]
-    after = plan_host(run.host, run.baseline, registry, run.only).plan
+    host = run.host
+    pending = [provider_plan for provider_plan in run.provider_plans if provider_plan.changes]
+    firewalls = [p for p in pending if isinstance(p.provider, Firewall)]
+    watchdog = None
+    try:
+        endpoint = host.connection_endpoint() if firewalls else None
+        if endpoint and not options.allow_lockout:
+            for provider_plan in firewalls:
+                problem = lockout_problem(provider_plan.provider, provider_plan.table.spec, provider_plan.live, endpoint)
+                if problem:
+                    raise ConvergeError(f"{provider_plan.provider.name}: {problem}")
+        for provider_plan in pending:
+            provider = provider_plan.provider
+            if endpoint and watchdog is None and provider_plan in firewalls:
+                watchdog = Watchdog(host, [p.provider for p in firewalls], options.confirm_timeout)
+                watchdog.arm()
+                armed_at = time.monotonic()
+            try:
+                done = provider.apply(host, provider_plan.table.spec, provider_plan.live, provider_plan.changes)
+            except ConvergeError as error:
+                if watchdog:
+                    watchdog.roll_back_now()
+                    plan.applied.append("firewall: previous state restored")
+                raise ConvergeError(f"{provider.name}: apply failed: {error}") from error
+            plan.applied += [f"{provider.name}: {line}" for line in done]
+    except ConvergeError as error:
+        plan.errors.append(str(error))
+        plan.converged = False
+        return plan
+    if watchdog and not _confirmed(watchdog, plan, armed_at):
+        plan.converged = False
+        return plan
+    after = plan_host(host, run.baseline, registry, run.only).plan
     plan.errors += [f"after apply: {error}" for error in after.errors]
     if after.changes:
-        pending = ", ".join(f"{change.provider} {change.resource}" for change in after.changes)
-        plan.errors.append(f"did not converge; still differing: {pending}")
+        still = ", ".join(f"{change.provider} {change.resource}" for change in after.changes)
+        plan.errors.append(f"did not converge; still differing: {still}")
     plan.converged = not plan.errors
     return plan
+
+
+def _confirmed(watchdog: Watchdog, plan: HostPlan, armed_at: float) -> bool:
+    """Confirm over a new connection; if that fails, wait for the rollback and check the host is back."""
+    try:
+        watchdog.confirm()
+    except ConvergeError as error:
+        plan.errors.append(
+            f"a new connection failed after the firewall change ({error}); the host restores its previous "
+            f"firewall state {watchdog.timeout:g} s after the change"
+        )
+        time.sleep(max(0.0, armed_at + watchdog.timeout + ROLLBACK_GRACE_SECONDS - time.monotonic()))
+        try:
+            back = watchdog.rolled_back()
+        except ConvergeError as again:
+            plan.errors.append(f"still unreachable after the rollback time: {again}")
+        else:
+            plan.errors.append("rolled back: the host is reachable again" if back else "no rollback was recorded")
+        return False
+    plan.applied.append("firewall: confirmed over a new connection; rollback disarmed")
+    return True
 
 
 def _in_parallel(items: Sequence[Any], work: Callable[[Any], Any], forks: int) -> list[Any]:
@@ -145,11 +199,12 @@ def plan_fleet(
 
 
 def apply_fleet(
-    runs: Sequence[HostRun], registry: Registry, *, forks: int = 20, on_done: Callable[[HostPlan], None] | None = None,
+    runs: Sequence[HostRun], registry: Registry, *, options: ApplyOptions = ApplyOptions(), forks: int = 20,
+    on_done: Callable[[HostPlan], None] | None = None,
 ) -> list[HostPlan]:
     def apply_one(run: HostRun) -> HostPlan:
         try:
-            plan = apply_host(run, registry)
+            plan = apply_host(run, registry, options)
         except Exception as error:
             run.plan.errors.append(f"internal error: {type(error).__name__}: {error}")
             run.plan.converged = False

@@ -58,6 +58,15 @@ class Host(ABC):
     def remove_file(self, path: str) -> str | None:
         """Remove a file after backing it up; returns the backup path (None if it was absent)."""
 
+    def connection_endpoint(self) -> tuple[str, int] | None:
+        """(client address as the host sees it, server port) of the connection converge is using
+        to manage this host, or None when it manages it without one (the local host)."""
+        return None
+
+    def reconnect(self) -> Host:
+        """A new, independent connection to the same host (itself when there is no connection)."""
+        return self
+
     def close(self) -> None:  # noqa: B027 - most hosts hold nothing to release
         """Release connections."""
 

@@ -224,6 +224,17 @@ class SSHHost(Host):
             raise HostError(f"cannot remove {path} on {self.name}: {result.failure()}")
         return result.stdout.strip() or None
 
+    def connection_endpoint(self) -> tuple[str, int] | None:
+        # As the host sees it: behind NAT or a ProxyJump that is not the address we connect from.
+        result = self._exec(["sh", "-c", 'echo "$SSH_CONNECTION"'])
+        fields = result.stdout.split()
+        if not result.ok or len(fields) != 4:
+            raise HostError(f"{self.name}: cannot tell which connection converge is using (SSH_CONNECTION unset)")
+        return fields[0], int(fields[3])
+
+    def reconnect(self) -> Host:
+        return SSHHost(self.target, self.options, self.name)
+
     def close(self) -> None:
         client = getattr(self, "_client", None)
         if client is not None:
