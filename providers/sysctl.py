@@ -1,6 +1,8 @@
 """sysctl: kernel parameters at runtime (/proc/sys) and persisted in a drop-in converge owns.
 
-A key is in sync when its runtime value is the desired one and converge's drop-in persists it.
+A key is in sync when its runtime value is the desired one and the boot-time configuration
+persists it: converge's drop-in, or a file read before it (what the distribution already sets
+is not repeated).
 Values are set through `sysctl -w`, so the kernel validates them before they are persisted: a
 value the kernel refuses is rolled back at runtime and never written to the drop-in.
 """
@@ -142,22 +144,49 @@ def render_drop_in(values: dict[str, str]) -> str:
 @dataclass(frozen=True)
 class SysctlLive:
     runtime: dict[str, str]
-    persisted: dict[str, str]
+    # What converge's drop-in holds now, and what files read before it at boot set.
+    drop_in: dict[str, str]
+    persisted_before_drop_in: dict[str, str]
     # key -> (file, value) for boot-time files read after the drop-in that set another value.
     overridden_at_boot: dict[str, tuple[str, str]]
 
+    def persisted(self, key: str) -> str | None:
+        """The value `key` gets at boot from the drop-in or the files before it."""
+        return self.drop_in[key] if key in self.drop_in else self.persisted_before_drop_in.get(key)
 
-def _files_read_after_drop_in(facts: Facts) -> list[tuple[str, str]]:
+
+def _boot_files(facts: Facts) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(files read before converge's drop-in, files read after it), in boot order, without it."""
     by_name: dict[str, tuple[str, str]] = {}
     for directory in BOOT_DIRECTORIES:
         for path, text in facts.glob(f"{directory}/*.conf").items():
             by_name.setdefault(os.path.basename(path), (path, text))
     ours = os.path.basename(DROP_IN)
-    later = [by_name[name] for name in sorted(by_name) if name > ours]
+    before = [by_name[name] for name in sorted(by_name) if name < ours]
+    after = [by_name[name] for name in sorted(by_name) if name > ours]
     sysctl_conf = facts.file(SYSCTL_CONF)
     if sysctl_conf is not None:
-        later.append((SYSCTL_CONF, sysctl_conf))
-    return later
+        after.append((SYSCTL_CONF, sysctl_conf))
+    return before, after
+
+
+def _assignments(files: list[tuple[str, str]], keys: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """key -> (file, value) of the last of `files` to set each key (globs in files included)."""
+    found: dict[str, tuple[str, str]] = {}
+    for path, text in files:
+        for pattern, value in parse_sysctl_conf(text).items():
+            for key in fnmatch.filter(keys, pattern):
+                found[key] = (path, value)
+    return found
+
+
+def drop_in_content(spec: SysctlSpec, live: SysctlLive) -> dict[str, str]:
+    """What the drop-in must hold: every key it holds already, and every key nothing before it
+    persists with the desired value (so it never repeats what the distribution already sets)."""
+    return {
+        key: wanted for key, wanted in spec.root.items()
+        if key in live.drop_in or live.persisted_before_drop_in.get(key) != wanted
+    }
 
 
 class SysctlProvider(Provider[SysctlSpec, SysctlLive]):
@@ -188,21 +217,16 @@ class SysctlProvider(Provider[SysctlSpec, SysctlLive]):
                 runtime[key] = normalize(text)
         if missing:
             raise ProviderError(f"no such key on this host: {', '.join(missing)} (nothing under {PROC_SYS})")
-        persisted = parse_sysctl_conf(facts.file(DROP_IN) or "")
-        overridden: dict[str, tuple[str, str]] = {}
-        for path, text in _files_read_after_drop_in(facts):
-            for pattern, value in parse_sysctl_conf(text).items():
-                for key in fnmatch.filter(spec.root, pattern):
-                    if value != spec.root[key]:
-                        overridden[key] = (path, value)
-                    else:
-                        overridden.pop(key, None)
-        return SysctlLive(runtime, persisted, overridden)
+        before, after = _boot_files(facts)
+        keys = list(spec.root)
+        persisted_before = {key: value for key, (_, value) in _assignments(before, keys).items()}
+        overridden = {key: found for key, found in _assignments(after, keys).items() if found[1] != spec.root[key]}
+        return SysctlLive(runtime, parse_sysctl_conf(facts.file(DROP_IN) or ""), persisted_before, overridden)
 
     def diff(self, spec: SysctlSpec, live: SysctlLive) -> list[Change]:
         changes = []
         for key, wanted in spec.root.items():
-            runtime, persisted = live.runtime[key], live.persisted.get(key)
+            runtime, persisted = live.runtime[key], live.persisted(key)
             if runtime == wanted and persisted == wanted:
                 continue
             notes: tuple[str, ...] = ()
@@ -214,7 +238,7 @@ class SysctlProvider(Provider[SysctlSpec, SysctlLive]):
                 self.name, key, "update", displayed(runtime), displayed(wanted), notes,
                 extra={"persisted": displayed(persisted)},
             ))
-        for key, persisted in live.persisted.items():
+        for key, persisted in live.drop_in.items():
             if key not in spec.root:
                 changes.append(Change(
                     self.name, key, "remove", displayed(persisted), None,
@@ -240,7 +264,8 @@ class SysctlProvider(Provider[SysctlSpec, SysctlLive]):
                 refused = [line.strip() for line in result.stderr.splitlines() if line.strip()]
                 raise ProviderError("the kernel refused: " + "; ".join(refused or [result.failure()]) + "; nothing was changed")
             done.append(f"set {len(runtime_keys)} runtime value(s)")
-        if live.persisted != spec.root:
-            backup = host.write_file(DROP_IN, render_drop_in(spec.root))
+        content = drop_in_content(spec, live)
+        if content != live.drop_in:
+            backup = host.write_file(DROP_IN, render_drop_in(content))
             done.append(f"wrote {DROP_IN}" + (f" (previous version in {backup})" if backup else ""))
         return done

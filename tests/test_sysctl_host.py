@@ -143,3 +143,16 @@ def test_apply_without_a_terminal_needs_yes(test_host: TestHost, tmp_path: Path)
     assert "--yes" in apply.stderr
     assert test_host.sysctl("kernel.kptr_restrict") == "0"
     assert test_host.changed_files() == []
+
+
+def test_what_earlier_files_persist_is_not_repeated_in_the_drop_in(test_host: TestHost, tmp_path: Path) -> None:
+    test_host.write("/etc/sysctl.d/10-site.conf", "kernel.dmesg_restrict = 1\nkernel.kptr_restrict = 1\n")
+    test_host.set_sysctl("kernel.dmesg_restrict", "1")
+    test_host.set_sysctl("kernel.kptr_restrict", "1")
+    baseline = _baseline(tmp_path, "[sysctl]\nkernel.dmesg_restrict = 1\nkernel.kptr_restrict = 2\n")
+    plan = test_host.converge("plan", baseline, "--json")
+    changes = json.loads(plan.stdout)["hosts"][0]["changes"]
+    assert [(c["resource"], c["before"], c["after"], c["persisted"]) for c in changes] == [("kernel.kptr_restrict", 1, 2, 1)]
+    assert test_host.converge("apply", baseline, "--yes").returncode == 0
+    assert parse_sysctl_conf(test_host.read(DROP_IN) or "") == {"kernel.kptr_restrict": "2"}
+    assert test_host.converge("plan", baseline).returncode == 0
