@@ -7,6 +7,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,9 @@ import click
 
 from converge import __version__
 from converge.baseline import Baseline, load_baseline
-from converge.engine import ApplyOptions, HostRun, Job, apply_fleet, close_all, plan_fleet
+from converge.engine import ApplyOptions, HostRun, Job, apply_fleet, capture_host, close_all, plan_fleet
 from converge.errors import ConvergeError
-from converge.hosts import ConnectOptions
+from converge.hosts import ConnectOptions, Host, connect
 from converge.inventory import limit_hosts, load_inventory
 from converge.plan import HostPlan, plan_exit_code, render_json, render_text
 from converge.registry import Registry
@@ -34,15 +35,32 @@ def fleet_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-i", "--inventory", type=click.Path(path_type=Path, dir_okay=False), help="Inventory file of hosts."),
         click.option("--limit", multiple=True, metavar="PATTERN", help="Only inventory hosts or groups matching (glob)."),
         click.option("--forks", type=click.IntRange(1, 500), default=20, show_default=True, help="Hosts handled at once."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return connection_options(command)
+
+
+def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """SSH options, handed to the command as one `options: ConnectOptions`."""
+
+    @functools.wraps(command)
+    def wrapper(*, timeout: float, become: bool, identity: str | None, trust_new_host_keys: bool,
+                ssh_config: str | None, **rest: Any) -> Any:
+        options = ConnectOptions(timeout, become, identity, trust_new_host_keys, ssh_config, interactive=sys.stdin.isatty())
+        return command(options=options, **rest)
+
+    options = [
         click.option("--timeout", type=click.FloatRange(0.1), default=10.0, show_default=True, help="SSH connect timeout (s)."),
         click.option("--become", is_flag=True, help="Run privileged steps through sudo for a non-root SSH user."),
         click.option("--identity", type=click.Path(exists=True, dir_okay=False), help="SSH private key to try first."),
         click.option("--trust-new-host-keys", is_flag=True, help="Accept and record host keys not in known_hosts yet."),
         click.option("--ssh-config", type=click.Path(dir_okay=False), help="SSH config file (default ~/.ssh/config)."),
     ]
+    decorated: Callable[..., Any] = wrapper
     for option in reversed(options):
-        command = option(command)
-    return command
+        decorated = option(decorated)
+    return decorated
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (SPEC section 4).")
@@ -79,11 +97,6 @@ def _jobs(baseline_path: Path | None, targets: Sequence[str], inventory: Path | 
             SSHTarget.parse(target)  # a malformed target is a usage error, before any host is contacted
         jobs.append(Job(None, target, baseline_for(baseline_path, target)))
     return jobs
-
-
-def _connect_options(become: bool, identity: str | None, timeout: float, trust_new_host_keys: bool,
-                     ssh_config: str | None) -> ConnectOptions:
-    return ConnectOptions(timeout, become, identity, trust_new_host_keys, ssh_config, interactive=sys.stdin.isatty())
 
 
 class _Progress:
@@ -142,12 +155,10 @@ def _with_fleet(command: Callable[..., int]) -> Callable[..., int]:
 
     @functools.wraps(command)
     def wrapper(*, baseline: Path | None, targets: tuple[str, ...], inventory: Path | None, limit: tuple[str, ...],
-                forks: int, timeout: float, become: bool, identity: str | None, trust_new_host_keys: bool,
-                ssh_config: str | None, only: tuple[str, ...], **rest: Any) -> int:
+                forks: int, options: ConnectOptions, only: tuple[str, ...], **rest: Any) -> int:
         registry = Registry()
         _check_only(only, registry)
         jobs = _jobs(baseline, targets, inventory, limit, registry)
-        options = _connect_options(become, identity, timeout, trust_new_host_keys, ssh_config)
         runs = _plan_all(jobs, only, options, forks, registry)
         try:
             return command(runs=runs, registry=registry, forks=forks, **rest)
@@ -225,6 +236,88 @@ def validate(baselines: tuple[Path, ...]) -> int:
             continue
         click.echo(f"{path}: valid ({', '.join(loaded.tables) or 'no provider tables'})")
     return status
+
+
+def _connect_one(target: str, options: ConnectOptions) -> Host:
+    if target != "local":
+        from converge.hosts.ssh import SSHTarget
+
+        SSHTarget.parse(target)
+    return connect(target, options)
+
+
+def _captured_document(target: str, only: Sequence[str], options: ConnectOptions, registry: Registry) -> dict[str, Any]:
+    with _connect_one(target, options) as host:
+        captured = capture_host(host, registry, only)
+    for skipped in captured.skipped:
+        click.echo(f"{target}: {skipped.provider}: skipped: {skipped.reason}", err=True)
+    document: dict[str, Any] = {}
+    for name, table in captured.tables.items():
+        for note in table.notes:
+            click.echo(f"{target}: {name}: {note}", err=True)
+        if table.table:
+            document[name] = table.table
+    return document
+
+
+@cli.command()
+@click.option("-H", "--host", "target", required=True, metavar="TARGET", help="Host to capture.")
+@only_option
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), help="Write here instead of stdout.")
+@connection_options
+def capture(*, target: str, only: tuple[str, ...], output: Path | None, options: ConnectOptions) -> int:
+    """Write a baseline of a host's current state; planning it against the host exits 0."""
+    import tomli_w
+
+    registry = Registry()
+    _check_only(only, registry)
+    document = _captured_document(target, only, options, registry)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    meta = {"baseline": {"name": f"captured-{target}", "description": f"captured from {target} by converge on {stamp}"}}
+    text = f"# Captured from {target} by converge {__version__} on {stamp}.\n" + tomli_w.dumps(meta | document)
+    if output:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {output} ({', '.join(document) or 'nothing captured'})", err=True)
+    else:
+        click.echo(text, nl=False)
+    return EXIT_OK
+
+
+def _state_of(source: str, only: Sequence[str], options: ConnectOptions, registry: Registry) -> dict[str, Any]:
+    """Comparable state of a baseline file or a host: each provider's validated spec as plain data."""
+    if Path(source).is_file():
+        tables = {name: table.spec for name, table in load_baseline(Path(source), registry).tables.items()}
+    else:
+        tables = {
+            name: registry.get(name).spec_model.model_validate(table)
+            for name, table in _captured_document(source, only, options, registry).items()
+        }
+    return {name: spec.model_dump(mode="json") for name, spec in tables.items() if not only or name in only}
+
+
+@cli.command()
+@click.argument("left")
+@click.argument("right")
+@only_option
+@connection_options
+def diff(*, left: str, right: str, only: tuple[str, ...], options: ConnectOptions) -> int:
+    """What differs between two hosts' posture, or a baseline and a host. Exit 0 same, 2 different."""
+    from converge.diff import describe_difference
+
+    registry = Registry()
+    _check_only(only, registry)
+    states = [_state_of(source, only, options, registry) for source in (left, right)]
+    click.echo(f"--- {left}\n+++ {right}")
+    differs = False
+    for name in dict.fromkeys([*states[0], *states[1]]):
+        difference = describe_difference(states[0].get(name), states[1].get(name))
+        if difference:
+            differs = True
+            click.echo(f"{name}")
+            click.echo("\n".join(f"  {line}" for line in difference.splitlines()))
+    if not differs:
+        click.echo("no differences")
+    return EXIT_CHANGES if differs else EXIT_OK
 
 
 @cli.command()

@@ -14,7 +14,8 @@ def describe_difference(before: Any, after: Any) -> str:
     from deepdiff import DeepDiff
 
     lines = []
-    for report_type, levels in DeepDiff(before, after, view="tree").items():
+    # threshold_to_diff_deeper=0: always name the fields, even when few are shared.
+    for report_type, levels in DeepDiff(before, after, view="tree", threshold_to_diff_deeper=0).items():
         for level in levels:
             path = ".".join(str(part) for part in level.path(output_format="list")) or "(value)"
             if "added" in report_type:

@@ -12,7 +12,7 @@ from converge.baseline import Baseline, ProviderTable
 from converge.errors import ConvergeError
 from converge.hosts import ConnectOptions, Host, connect
 from converge.plan import Change, HostPlan, Skipped
-from converge.provider import Provider
+from converge.provider import Captured, Provider
 from converge.reads import Read
 from converge.registry import Registry
 from converge.safeguard import Firewall, Watchdog, lockout_problem
@@ -65,7 +65,7 @@ def plan_host(host: Host, baseline: Baseline, registry: Registry, only: Collecti
     selected = [(registry.get(name), table) for name, table in _selected(baseline, only)]
     reads: list[Read] = []
     for provider, table in selected:
-        reads += provider.reads(table.spec)
+        reads += [*provider.presence_reads(), *provider.reads(table.spec)]
     try:
         facts = host.gather(reads)
     except ConvergeError as error:
@@ -220,3 +220,39 @@ def close_all(runs: Sequence[HostRun]) -> None:
     for run in runs:
         if run.host is not None:
             run.host.close()
+
+
+@dataclass
+class HostCapture:
+    """A host's state as baseline tables, one per provider that can capture it."""
+
+    tables: dict[str, Captured] = field(default_factory=dict)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def capture_host(host: Host, registry: Registry, only: Collection[str] = ()) -> HostCapture:
+    """Read a host's state for every installed provider that can capture (two rounds at most)."""
+    result = HostCapture()
+    providers = []
+    for name in registry.names():
+        if only and name not in only:
+            continue
+        provider = registry.get(name)
+        if provider.can_capture:
+            providers.append(provider)
+        else:
+            result.skipped.append(Skipped(name, "this provider cannot capture"))
+    facts = host.gather([read for p in providers for read in (*p.presence_reads(), *p.capture_reads())])
+    present = []
+    for provider in providers:
+        reason = provider.absent(facts)
+        if reason:
+            result.skipped.append(Skipped(provider.name, reason))
+        else:
+            present.append(provider)
+    more = [read for provider in present for read in provider.capture_more_reads(facts)]
+    if more:
+        facts = facts.merged(host.gather(more))
+    for provider in present:
+        result.tables[provider.name] = provider.capture(facts)
+    return result

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import ClassVar, Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 
@@ -18,6 +19,16 @@ from converge.plan import Change
 from converge.reads import Facts, Read
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
+
+
+@dataclass
+class Captured:
+    """A host's current state as a provider's baseline table (plain TOML-able data)."""
+
+    table: dict[str, Any]
+    # What was seen but deliberately left out, and why (said to the user, not written).
+    notes: list[str] = field(default_factory=list)
+
 LiveT = TypeVar("LiveT")
 
 
@@ -29,8 +40,12 @@ class Provider(ABC, Generic[SpecT, LiveT]):
     summary: ClassVar[str]
     spec_model: ClassVar[type[BaseModel]]
 
+    def presence_reads(self) -> Sequence[Read]:
+        """What `absent` needs, whatever the spec (gathered for plans and captures alike)."""
+        return ()
+
     def reads(self, spec: SpecT) -> Sequence[Read]:
-        """Everything to gather before `absent` and `live` are asked."""
+        """Everything else `live` needs, for this spec."""
         return ()
 
     def absent(self, facts: Facts) -> str | None:
@@ -52,3 +67,17 @@ class Provider(ABC, Generic[SpecT, LiveT]):
     @abstractmethod
     def apply(self, host: Host, spec: SpecT, live: LiveT, changes: Sequence[Change]) -> list[str]:
         """Carry out `changes` (from `diff` on this same `live`); returns what was done."""
+
+    # Capture (`converge capture`, `converge diff`): optional. Reads come in up to two rounds,
+    # because what to read next can depend on what the first round found.
+    can_capture: ClassVar[bool] = False
+
+    def capture_reads(self) -> Sequence[Read]:
+        return ()
+
+    def capture_more_reads(self, facts: Facts) -> Sequence[Read]:
+        return ()
+
+    def capture(self, facts: Facts) -> Captured:
+        """The host's state as a table that, planned against the same host, is in sync."""
+        raise NotImplementedError

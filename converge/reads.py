@@ -104,6 +104,9 @@ class Facts:
         assert answer is None or isinstance(answer, str)
         return answer
 
+    def merged(self, other: Facts) -> Facts:
+        return Facts({**self._answers, **other._answers})
+
     def failed(self, read: Read) -> str | None:
         """The reason a read failed, or None when it succeeded (or found nothing)."""
         answer = self._answers.get(read)

@@ -21,7 +21,7 @@ from pydantic import AfterValidator, PlainValidator, RootModel, model_validator
 from converge.errors import ProviderError
 from converge.hosts import Host
 from converge.plan import Change
-from converge.provider import Provider
+from converge.provider import Captured, Provider
 from converge.reads import Facts, Read, ReadFile, ReadGlob
 
 # Sorts after systemd's 99-protect-links.conf and Debian's 99-sysctl.conf, so what converge
@@ -144,15 +144,17 @@ def render_drop_in(values: dict[str, str]) -> str:
 @dataclass(frozen=True)
 class SysctlLive:
     runtime: dict[str, str]
-    # What converge's drop-in holds now, and what files read before it at boot set.
+    # Boot-time configuration: converge's drop-in, and the last value the files read before
+    # and after it set (with the file, for the ones after, which win over the drop-in).
     drop_in: dict[str, str]
-    persisted_before_drop_in: dict[str, str]
-    # key -> (file, value) for boot-time files read after the drop-in that set another value.
-    overridden_at_boot: dict[str, tuple[str, str]]
+    set_before: dict[str, str]
+    set_after: dict[str, tuple[str, str]]
 
     def persisted(self, key: str) -> str | None:
-        """The value `key` gets at boot from the drop-in or the files before it."""
-        return self.drop_in[key] if key in self.drop_in else self.persisted_before_drop_in.get(key)
+        """The value `key` gets at boot."""
+        if key in self.set_after:
+            return self.set_after[key][1]
+        return self.drop_in[key] if key in self.drop_in else self.set_before.get(key)
 
 
 def _boot_files(facts: Facts) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -181,11 +183,11 @@ def _assignments(files: list[tuple[str, str]], keys: Sequence[str]) -> dict[str,
 
 
 def drop_in_content(spec: SysctlSpec, live: SysctlLive) -> dict[str, str]:
-    """What the drop-in must hold: every key it holds already, and every key nothing before it
-    persists with the desired value (so it never repeats what the distribution already sets)."""
+    """What the drop-in must hold: every key it holds already, and every key the rest of the boot
+    configuration does not persist (it never repeats what the distribution already sets)."""
     return {
         key: wanted for key, wanted in spec.root.items()
-        if key in live.drop_in or live.persisted_before_drop_in.get(key) != wanted
+        if key in live.drop_in or (key not in live.set_after and live.set_before.get(key) != wanted)
     }
 
 
@@ -194,9 +196,11 @@ class SysctlProvider(Provider[SysctlSpec, SysctlLive]):
     summary = "kernel parameters: runtime values and a persisted sysctl.d drop-in"
     spec_model = SysctlSpec
 
+    def presence_reads(self) -> Sequence[Read]:
+        return [ReadFile(f"{PROC_SYS}/kernel/osrelease")]
+
     def reads(self, spec: SysctlSpec) -> Sequence[Read]:
         return [
-            ReadFile(f"{PROC_SYS}/kernel/osrelease"),
             ReadFile(DROP_IN),
             ReadFile(SYSCTL_CONF),
             *(ReadGlob(f"{directory}/*.conf") for directory in BOOT_DIRECTORIES),
@@ -219,20 +223,23 @@ class SysctlProvider(Provider[SysctlSpec, SysctlLive]):
             raise ProviderError(f"no such key on this host: {', '.join(missing)} (nothing under {PROC_SYS})")
         before, after = _boot_files(facts)
         keys = list(spec.root)
-        persisted_before = {key: value for key, (_, value) in _assignments(before, keys).items()}
-        overridden = {key: found for key, found in _assignments(after, keys).items() if found[1] != spec.root[key]}
-        return SysctlLive(runtime, parse_sysctl_conf(facts.file(DROP_IN) or ""), persisted_before, overridden)
+        set_before = {key: value for key, (_, value) in _assignments(before, keys).items()}
+        drop_in = parse_sysctl_conf(facts.file(DROP_IN) or "")
+        return SysctlLive(runtime, drop_in, set_before, _assignments(after, keys))
 
     def diff(self, spec: SysctlSpec, live: SysctlLive) -> list[Change]:
         changes = []
         for key, wanted in spec.root.items():
             runtime, persisted = live.runtime[key], live.persisted(key)
-            if runtime == wanted and persisted == wanted:
+            # A file read after the drop-in decides the boot value: no change of ours can fix
+            # that, so it is a warning, not a change.
+            persisted_ok = persisted == wanted or key in live.set_after
+            if runtime == wanted and persisted_ok:
                 continue
             notes: tuple[str, ...] = ()
             if runtime == wanted:
                 notes = (f"not persisted: add to {DROP_IN}",)
-            elif persisted == wanted:
+            elif persisted_ok:
                 notes = ("persisted already; runtime differs",)
             changes.append(Change(
                 self.name, key, "update", displayed(runtime), displayed(wanted), notes,
@@ -249,7 +256,7 @@ class SysctlProvider(Provider[SysctlSpec, SysctlLive]):
     def warnings(self, spec: SysctlSpec, live: SysctlLive) -> list[str]:
         return [
             f"{key}: {path} sets {value} and is read after {DROP_IN} at boot, so {spec.root[key]} will not survive a reboot"
-            for key, (path, value) in live.overridden_at_boot.items()
+            for key, (path, value) in live.set_after.items() if value != spec.root[key]
         ]
 
     def apply(self, host: Host, spec: SysctlSpec, live: SysctlLive, changes: Sequence[Change]) -> list[str]:
@@ -269,3 +276,41 @@ class SysctlProvider(Provider[SysctlSpec, SysctlLive]):
             backup = host.write_file(DROP_IN, render_drop_in(content))
             done.append(f"wrote {DROP_IN}" + (f" (previous version in {backup})" if backup else ""))
         return done
+
+    can_capture = True
+
+    def capture_reads(self) -> Sequence[Read]:
+        return [ReadFile(DROP_IN), ReadFile(SYSCTL_CONF), *(ReadGlob(f"{directory}/*.conf") for directory in BOOT_DIRECTORIES)]
+
+    def _configured_keys(self, facts: Facts) -> list[str]:
+        """Keys the boot configuration sets by name: the admin's and the distribution's choices,
+        the best record there is of what differs from the kernel's defaults."""
+        before, after = _boot_files(facts)
+        files = [*before, (DROP_IN, facts.file(DROP_IN) or ""), *after]
+        names = {key for _, text in files for key in parse_sysctl_conf(text) if _KEY.fullmatch(key)}
+        return sorted(names)
+
+    def capture_more_reads(self, facts: Facts) -> Sequence[Read]:
+        return [ReadFile(proc_path(key)) for key in self._configured_keys(facts)]
+
+    def capture(self, facts: Facts) -> Captured:
+        keys = self._configured_keys(facts)
+        before, after = _boot_files(facts)
+        live = SysctlLive(
+            {}, parse_sysctl_conf(facts.file(DROP_IN) or ""),
+            {key: value for key, (_, value) in _assignments(before, keys).items()}, _assignments(after, keys),
+        )
+        table: dict[str, int | str] = {}
+        notes = []
+        for key in keys:
+            text = facts.file(proc_path(key))
+            if text is None:
+                notes.append(f"{key}: configured at boot but absent from this kernel; not captured")
+                continue
+            runtime, persisted = normalize(text), live.persisted(key)
+            if runtime != persisted:
+                notes.append(f"{key}: runtime {runtime} differs from the boot configuration ({persisted}); not captured")
+                continue
+            value = displayed(runtime)
+            table[key] = value if value is not None else runtime
+        return Captured(table, notes)
