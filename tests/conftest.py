@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.sshnet import SSHNetwork
 from tests.testhost import TestHost
 
 # Global sysctls and the directories the tests converge: a test that leaked out of its test host
@@ -42,4 +43,14 @@ def test_host(tmp_path: Path) -> Iterator[TestHost]:
         yield host
     finally:
         host.close()
+
+
+@pytest.fixture
+def network(tmp_path: Path) -> Iterator[SSHNetwork]:
+    """A controller test host and, as the test adds them, SSH test hosts joined to it."""
+    net = SSHNetwork(tmp_path / "net")
+    try:
+        yield net
+    finally:
+        net.close()
 

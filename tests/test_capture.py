@@ -31,23 +31,19 @@ def test_capture_then_plan_against_the_same_host_is_in_sync(test_host: TestHost,
     assert test_host.changed_files() == ["/etc/sysctl.d/60-site.conf", "/etc/sysctl.d/70-drifted.conf"]
 
 
-def test_diff_two_hosts_and_a_captured_file_against_a_host(tmp_path: Path) -> None:
-    network = SSHNetwork(tmp_path / "net")
-    try:
-        web1, web2 = network.add_host("web1"), network.add_host("web2")
-        for host, value in ((web1, "1"), (web2, "0")):
-            host.write("/etc/sysctl.d/60-site.conf", f"net.ipv4.conf.all.log_martians = {value}\nnet.ipv4.ip_forward = 0\n")
-            host.set_sysctl("net.ipv4.conf.all.log_martians", value)
-        first, second = f"root@{web1.address}", f"root@{web2.address}"
+def test_diff_two_hosts_and_a_captured_file_against_a_host(network: SSHNetwork, tmp_path: Path) -> None:
+    web1, web2 = network.add_host("web1"), network.add_host("web2")
+    for host, value in ((web1, "1"), (web2, "0")):
+        host.write("/etc/sysctl.d/60-site.conf", f"net.ipv4.conf.all.log_martians = {value}\nnet.ipv4.ip_forward = 0\n")
+        host.set_sysctl("net.ipv4.conf.all.log_martians", value)
+    first, second = f"root@{web1.address}", f"root@{web2.address}"
 
-        differ = network.converge("diff", first, second, "--only", "sysctl")
-        assert differ.returncode == 2, differ.stdout + differ.stderr
-        assert "  ~ net.ipv4.conf.all.log_martians: '1' -> '0'" in differ.stdout.splitlines()
-        assert "ip_forward" not in differ.stdout
+    differ = network.converge("diff", first, second, "--only", "sysctl")
+    assert differ.returncode == 2, differ.stdout + differ.stderr
+    assert "  ~ net.ipv4.conf.all.log_martians: '1' -> '0'" in differ.stdout.splitlines()
+    assert "ip_forward" not in differ.stdout
 
-        captured = tmp_path / "web1.toml"
-        assert network.converge("capture", "-H", first, "-o", str(captured)).returncode == 0
-        assert network.converge("diff", str(captured), first).returncode == 0
-        assert network.converge("diff", str(captured), second).returncode == 2
-    finally:
-        network.close()
+    captured = tmp_path / "web1.toml"
+    assert network.converge("capture", "-H", first, "-o", str(captured)).returncode == 0
+    assert network.converge("diff", str(captured), first).returncode == 0
+    assert network.converge("diff", str(captured), second).returncode == 2

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,15 +19,6 @@ net.ipv4.conf.all.log_martians = 1
 kernel.kptr_restrict = 2
 """
 WANTED = {"net.ipv4.conf.all.accept_redirects": "0", "net.ipv4.conf.all.log_martians": "1", "kernel.kptr_restrict": "2"}
-
-
-@pytest.fixture
-def network(tmp_path: Path) -> Iterator[SSHNetwork]:
-    net = SSHNetwork(tmp_path / "net")
-    try:
-        yield net
-    finally:
-        net.close()
 
 
 @pytest.fixture
@@ -185,7 +175,7 @@ def test_connection_dropped_mid_apply_leaves_files_whole_and_a_rerun_converges(n
     old = "# before\nkernel.kptr_restrict = 1\n"
     host.write(DROP_IN, old)
     # A slow sysctl keeps the apply busy on the host while its connection is cut.
-    host.write("/usr/local/sbin/sysctl", "#!/bin/sh\nsleep 3\nexec /usr/sbin/sysctl \"$@\"\n")
+    host.write("/usr/local/sbin/sysctl", "#!/bin/sh\ntouch /run/sysctl-called\nsleep 3\nexec /usr/sbin/sysctl \"$@\"\n")
     host.run(["chmod", "0755", "/usr/local/sbin/sysctl"])
     apply = subprocess.Popen(
         ["nsenter", "-t", str(network.controller.pid), "-m", "-n", "-u", "--",
@@ -193,7 +183,7 @@ def test_connection_dropped_mid_apply_leaves_files_whole_and_a_rerun_converges(n
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 10
-    while "sleep 3" not in host.run(["ps", "-eo", "args"]).stdout:
+    while host.read("/run/sysctl-called") is None:
         assert time.monotonic() < deadline, "the apply never reached the host"
         time.sleep(0.05)
     host.stop_sshd()  # kills the listener and every session: the connection drops mid-apply
