@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
 import subprocess
 import time
 from pathlib import Path
@@ -198,3 +201,44 @@ def test_connection_dropped_mid_apply_leaves_files_whole_and_a_rerun_converges(n
     rerun = network.converge("apply", "--yes", baseline, "-H", f"root@{host.address}")
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     _assert_converged(host)
+
+
+def _run_on_a_terminal(argv: list[str], answer_after: str, answer: str, timeout: float = 60) -> tuple[int, str]:
+    """Run argv with a pseudo-terminal as its stdin/stdout; type `answer` once `answer_after` shows."""
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: exec, never return into pytest
+        os.execvp(argv[0], argv)
+    output, answered = b"", False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([terminal], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(terminal, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+        if not answered and answer_after.encode() in output:
+            os.write(terminal, answer.encode() + b"\n")
+            answered = True
+    _, status = os.waitpid(pid, 0)
+    os.close(terminal)
+    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
+
+
+def test_become_asks_the_sudo_password_once_on_a_terminal(network: SSHNetwork, baseline: str) -> None:
+    hosts = [network.add_host() for _ in range(2)]
+    for host in hosts:
+        host.add_user("deploy", network.public_key, sudoers="deploy ALL=(ALL) ALL\n")
+        host.run(["chpasswd"], input="deploy:s3cret-Pass\n")
+        host.write("/etc/hosts", f"127.0.0.1 localhost {host.name}\n")
+    argv = ["nsenter", "-t", str(network.controller.pid), "-m", "-n", "-u", "--", *network.controller.converge_argv(
+        "apply", "--yes", "--become", baseline, *(f"-Hdeploy@{host.address}" for host in hosts))]
+    status, output = _run_on_a_terminal(argv, "sudo password for deploy", "s3cret-Pass")
+    assert status == 0, output
+    assert output.count("sudo password for deploy") == 1  # asked once for both hosts
+    assert "s3cret-Pass" not in output  # never echoed
+    for host in hosts:
+        _assert_converged(host)
