@@ -142,6 +142,7 @@ def parse_rich_rule(text: str) -> RichRule:
                 action = key
             elif key == "not":
                 inverted = True
+                continue  # `source not address=…`: still the source element
             element = key
             continue
         if key == "family":
