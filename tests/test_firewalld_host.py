@@ -90,7 +90,8 @@ def test_offline_converges_with_firewall_offline_cmd(test_host: TestHost, tmp_pa
     assert "firewall-offline-cmd --zone=public --add-port=7000-7010/udp --add-port=8443/tcp" in applied
     assert "firewall-offline-cmd --zone=public --remove-service-from-zone=dhcpv6-client" in applied
     _check_converged_zone(_zone(test_host, "public", runtime=False))
-    assert f"<rule family=\"ipv4\">\n    <source address=\"192.0.2.0/24\"/>" in (test_host.read("/etc/firewalld/zones/public.xml") or "")
+    zone_file = test_host.read("/etc/firewalld/zones/public.xml") or ""
+    assert '<rule family="ipv4">\n    <source address="192.0.2.0/24"/>' in zone_file
     assert 'target="DROP"' in (test_host.read("/etc/firewalld/zones/work.xml") or "")
 
 
