@@ -150,6 +150,8 @@ class FirewalldProvider(Provider[FirewalldSpec, FirewalldLive]):
     name = "firewalld"
     summary = "firewalld: default zone; zone services, ports, rich rules, sources, interfaces, target"
     spec_model = FirewalldSpec
+    # Tables a host cannot also have: two managers would fight over one ruleset (for the engine).
+    conflicts = ("ufw",)
 
     def reads(self, spec: FirewalldSpec) -> Sequence[Read]:
         return [Which("firewall-cmd"), Which("firewall-offline-cmd"), ReadFile(f"{CONFIG_DIR}/firewalld.conf"),

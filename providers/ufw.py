@@ -235,6 +235,8 @@ class UfwProvider(Provider[UfwSpec, UfwLive]):
     name = "ufw"
     summary = "ufw: enabled state, logging, default policies and ordered rules (IPv4 and IPv6)"
     spec_model = UfwSpec
+    # Tables a host cannot also have: two managers would fight over one ruleset (for the engine).
+    conflicts = ("firewalld",)
 
     def reads(self, spec: UfwSpec) -> Sequence[Read]:
         return [Which("ufw"), ReadFile(UFW_CONF), ReadFile(UFW_DEFAULTS), *(ReadFile(path) for path in USER_RULES.values()),
