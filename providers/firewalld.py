@@ -70,12 +70,17 @@ def _check_port(value: str) -> str:
     low, high = int(match[1]), int(match[2] or match[1])
     if not 1 <= low <= high <= 65535 or (match[2] and low == high):
         raise ValueError(f"port out of range 1-65535, or a range not from low to high: {value!r}")
-    return value
+    # As firewalld prints it (no leading zeros), so the plan compares like with like.
+    return f"{low}-{high}/{match[3]}" if match[2] else f"{low}/{match[3]}"
 
 
 def _check_source(value: Any) -> str:
+    # firewalld keeps a source as written: a bare address stays bare, a network keeps its prefix.
     try:
-        return str(ipaddress.ip_network(value, strict=True)) if isinstance(value, str) else ""
+        if isinstance(value, str) and "/" in value:
+            return str(ipaddress.ip_network(value, strict=True))
+        if isinstance(value, str):
+            return str(ipaddress.ip_address(value))
     except ValueError:
         pass
     raise ValueError(f"not an address or a network in CIDR form (host bits zero): {value!r}")

@@ -160,6 +160,19 @@ class UfwSpec(BaseModel):
     exclusive: bool = False
     rules: list[UfwRuleSpec] = []
 
+    @model_validator(mode="after")
+    def _one_entry_per_rule(self) -> UfwSpec:
+        # ufw knows a rule by everything but its action and comment: two entries for one rule
+        # would overwrite each other on every apply.
+        first: dict[tuple[object, ...], int] = {}
+        for index, rule_spec in enumerate(self.rules):
+            identity = rule_spec.rule().identity()
+            if identity in first:
+                raise ValueError(f"rules[{index}] is the same rule as rules[{first[identity]}] "
+                                 "(they differ only in action, comment or ensure)")
+            first[identity] = index
+        return self
+
     def settings(self) -> dict[str, Any]:
         routed = "deny" if self.default_routed == "disabled" else self.default_routed
         wanted = {"enabled": self.enabled, "logging": self.logging, "default_incoming": self.default_incoming,

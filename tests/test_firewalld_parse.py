@@ -137,6 +137,14 @@ def test_admits_needs_every_zone_an_interface_could_be_in() -> None:
     assert FirewalldProvider().admits(spec, live, "192.0.2.7", 22)
 
 
+def test_ports_and_sources_are_written_as_firewalld_prints_them() -> None:
+    zone = FirewalldSpec.model_validate({"zones": {"public": {
+        "ports": ["08443/tcp", "07000-7010/udp"], "sources": ["192.0.2.7", "2001:DB8::/32", "198.51.100.0/24"],
+    }}}).zones["public"]
+    assert zone.ports == ["8443/tcp", "7000-7010/udp"]
+    assert zone.sources == ["192.0.2.7", "2001:db8::/32", "198.51.100.0/24"]
+
+
 @pytest.mark.parametrize(("zone", "message"), [
     ({"services": ["ssh; reboot"]}, "not a service name"),
     ({"ports": ["8443"]}, "not a port"),

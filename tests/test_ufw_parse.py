@@ -158,6 +158,11 @@ def test_admits_everything_when_disabled_and_follows_the_default_policy() -> Non
     assert not UfwProvider().admits(_spec(exclusive=True), live, "192.0.2.1", 22)
 
 
+def test_two_entries_for_one_rule_are_refused() -> None:
+    with pytest.raises(ValidationError, match=r"rules\[1\] is the same rule as rules\[0\]"):
+        _spec(rules=[{"action": "allow", "port": "22", "proto": "tcp"}, {"action": "deny", "port": 22, "proto": "tcp"}])
+
+
 @pytest.mark.parametrize(("rule", "message"), [
     ({"action": "allow", "port": "22; rm -rf /"}, "not a port"),
     ({"action": "allow", "port": "70000"}, "out of range"),
