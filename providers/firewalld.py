@@ -158,9 +158,13 @@ class FirewalldProvider(Provider[FirewalldSpec, FirewalldLive]):
     # Tables a host cannot also have: two managers would fight over one ruleset (for the engine).
     conflicts = ("ufw",)
 
+    def presence_reads(self) -> Sequence[Read]:
+        """What `absent` needs (an engine that gathers these separately finds them here too)."""
+        return [Which("firewall-offline-cmd"), ReadFile(f"{CONFIG_DIR}/firewalld.conf")]
+
     def reads(self, spec: FirewalldSpec) -> Sequence[Read]:
-        return [Which("firewall-cmd"), Which("firewall-offline-cmd"), ReadFile(f"{CONFIG_DIR}/firewalld.conf"),
-                RunCommand(STATE), RunCommand(PERMANENT_ZONES), RunCommand(PERMANENT_DEFAULT),
+        return [*self.presence_reads(), Which("firewall-cmd"), RunCommand(STATE),
+                RunCommand(PERMANENT_ZONES), RunCommand(PERMANENT_DEFAULT),
                 RunCommand(RUNTIME_ZONES), RunCommand(RUNTIME_DEFAULT), *(ReadGlob(pattern) for pattern in SERVICE_GLOBS)]
 
     def absent(self, facts: Facts) -> str | None:

@@ -251,8 +251,12 @@ class UfwProvider(Provider[UfwSpec, UfwLive]):
     # Tables a host cannot also have: two managers would fight over one ruleset (for the engine).
     conflicts = ("firewalld",)
 
+    def presence_reads(self) -> Sequence[Read]:
+        """What `absent` needs (an engine that gathers these separately finds them here too)."""
+        return [Which("ufw"), ReadFile(UFW_CONF)]
+
     def reads(self, spec: UfwSpec) -> Sequence[Read]:
-        return [Which("ufw"), ReadFile(UFW_CONF), ReadFile(UFW_DEFAULTS), *(ReadFile(path) for path in USER_RULES.values()),
+        return [*self.presence_reads(), ReadFile(UFW_DEFAULTS), *(ReadFile(path) for path in USER_RULES.values()),
                 ReadGlob(APP_PROFILES), RunCommand(STATUS_ARGV)]
 
     def absent(self, facts: Facts) -> str | None:
