@@ -25,6 +25,7 @@ from converge.plan import Change
 from converge.provider import Provider
 from converge.providers.ufw_rules import (
     ANY,
+    PortRange,
     UfwRule,
     address_family,
     normalize_address,
@@ -188,7 +189,8 @@ class UfwLive:
     enabled_at_boot: bool
     ipv6: bool
     rules: dict[int, list[UfwRule]]
-    apps: dict[str, list[Any]] = field(default_factory=dict)
+    # Application profile -> the ports it opens (for `admits`).
+    apps: dict[str, list[PortRange]] = field(default_factory=dict)
 
 
 @dataclass
