@@ -1,0 +1,178 @@
+"""firewalld zones as its tools print them, rich rules in canonical form, and service ports.
+
+Pure functions over the text of `--list-all-zones` (the same format from `firewall-cmd` for the
+runtime and from `firewall-offline-cmd` for the permanent configuration) and of the service
+definitions under /usr/lib/firewalld/services and /etc/firewalld/services.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shlex
+from dataclasses import dataclass
+from xml.etree import ElementTree
+
+# firewalld prints the REJECT target as %%REJECT%%; the baseline and --set-target say REJECT.
+TARGET_ALIASES = {"%%REJECT%%": "REJECT"}
+LIST_FIELDS = ("services", "ports", "rich_rules", "sources", "interfaces")
+
+
+@dataclass(frozen=True)
+class Zone:
+    """The parts of a zone converge manages; lists are sorted (firewalld keeps them as sets)."""
+
+    target: str
+    services: tuple[str, ...] = ()
+    ports: tuple[str, ...] = ()
+    rich_rules: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    interfaces: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        return {"target": self.target, **{name: list(getattr(self, name)) for name in LIST_FIELDS}}
+
+
+def canonical_rich_rule(text: str) -> str:
+    """A rich rule with every attribute quoted the way firewalld prints it and single spaces,
+    so `family=ipv4` and `family="ipv4"` compare equal. Element order is not changed."""
+    words = []
+    for token in shlex.split(text):
+        key, equals, value = token.partition("=")
+        words.append(f'{key}="{value}"' if equals else token)
+    return " ".join(words)
+
+
+def parse_zones(output: str) -> dict[str, Zone]:
+    """Zones of `firewall-cmd --list-all-zones`: a name line (`public (active)`), then
+    `  key: values` lines; each rich rule on its own line after `  rich rules:`, tab-indented."""
+    zones: dict[str, Zone] = {}
+    name: str | None = None
+    fields: dict[str, str] = {}
+    rich: list[str] = []
+
+    def finish() -> None:
+        if name is not None:
+            zones[name] = Zone(
+                target=TARGET_ALIASES.get(fields.get("target", "default"), fields.get("target", "default")),
+                services=tuple(sorted(fields.get("services", "").split())),
+                ports=tuple(sorted(fields.get("ports", "").split())),
+                rich_rules=tuple(sorted(canonical_rich_rule(rule) for rule in rich)),
+                sources=tuple(sorted(fields.get("sources", "").split())),
+                interfaces=tuple(sorted(fields.get("interfaces", "").split())),
+            )
+
+    for line in output.splitlines():
+        if not line.strip():
+            continue
+        if line.startswith("\t"):
+            rich.append(line.strip())
+        elif line.startswith(" "):
+            key, _, value = line.strip().partition(":")
+            fields[key] = value.strip()
+        else:
+            finish()
+            name, fields, rich = line.split()[0], {}, []
+    finish()
+    return zones
+
+
+@dataclass(frozen=True)
+class PortRange:
+    proto: str
+    low: int
+    high: int
+
+    def admits(self, port: int, proto: str) -> bool:
+        return self.proto == proto and self.low <= port <= self.high
+
+
+def parse_port(text: str) -> PortRange:
+    """`8443/tcp` or `7000-7010/udp` as firewalld writes ports."""
+    ports, _, proto = text.partition("/")
+    low, _, high = ports.partition("-")
+    return PortRange(proto, int(low), int(high or low))
+
+
+def parse_services(files: dict[str, str]) -> dict[str, list[PortRange]]:
+    """Service definitions by name (file name without .xml; later files win, so pass
+    /usr/lib first and /etc second) with the ports each opens."""
+    services: dict[str, list[PortRange]] = {}
+    for path, text in files.items():
+        name = os.path.basename(path).removesuffix(".xml")
+        try:
+            root = ElementTree.fromstring(text)
+        except ElementTree.ParseError:
+            services[name] = []
+            continue
+        services[name] = [parse_port(f"{port.get('port')}/{port.get('protocol')}")
+                          for port in root.iter("port") if port.get("port") and port.get("protocol")]
+    return services
+
+
+@dataclass(frozen=True)
+class RichRule:
+    """What `admits` needs of a rich rule; `certain` is False when the rule also depends on
+    something a source address and a local port cannot tell (destination, source port, …)."""
+
+    family: str | None
+    source: str | None
+    source_inverted: bool
+    service: str | None
+    port: PortRange | None
+    action: str | None
+    certain: bool
+
+
+_KNOWN_WORDS = {"rule", "family", "source", "address", "not", "service", "name", "port", "protocol",
+                "accept", "reject", "drop", "priority", "log", "prefix", "level", "limit", "value", "type"}
+
+
+def parse_rich_rule(text: str) -> RichRule:
+    tokens = shlex.split(text)
+    family = source = service = action = None
+    port: PortRange | None = None
+    inverted, certain, element = False, True, ""
+    for token in tokens:
+        key, equals, value = token.partition("=")
+        if key not in _KNOWN_WORDS:
+            certain = False
+        if not equals:
+            if key in ("accept", "reject", "drop"):
+                action = key
+            elif key == "not":
+                inverted = True
+                continue  # `source not address=…`: still the source element
+            element = key
+            continue
+        if key == "family":
+            family = value
+        elif key == "address" and element == "source":
+            source = value
+        elif key == "name" and element == "service":
+            service = value
+        elif key == "port" and element == "port":
+            port = PortRange("", *(int(part) for part in (value.split("-") * 2)[:2]))
+        elif key == "protocol" and element == "port" and port:
+            port = PortRange(value, port.low, port.high)
+    return RichRule(family, source, inverted, service, port, action, certain)
+
+
+def rich_rule_matches_source(rule: RichRule, source: str) -> bool:
+    address = ipaddress.ip_address(source)
+    if rule.family and rule.family != f"ipv{address.version}":
+        return False
+    if rule.source is None:
+        return True
+    network = ipaddress.ip_network(rule.source, strict=False)
+    inside = network.version == address.version and address in network
+    return inside != rule.source_inverted
+
+
+def network_contains(network: str, source: str) -> bool:
+    try:
+        parsed = ipaddress.ip_network(network, strict=False)
+    except ValueError:
+        return False  # an ipset or MAC source: not an address range
+    address = ipaddress.ip_address(source)
+    return parsed.version == address.version and address in parsed

@@ -1,0 +1,180 @@
+"""ufw's files, parsed by pure functions: tuples captured from real ufw 0.36 in a test host."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from converge.providers.ufw import UfwLive, UfwProvider, UfwSpec, plan_rules
+from converge.providers.ufw_rules import (
+    UfwRule,
+    parse_app_profiles,
+    parse_assignments,
+    parse_status_active,
+    parse_tuple,
+    parse_user_rules,
+    port_ranges,
+)
+
+DATA = Path(__file__).parent / "data" / "ufw"
+
+
+def _text(name: str) -> str:
+    return (DATA / name).read_text()
+
+
+def test_tuples_of_every_kind_parse_to_the_rules_ufw_shows() -> None:
+    rules = parse_user_rules(_text("user.rules"))
+    assert len(rules) == 15
+    assert rules[0] == UfwRule("allow", proto="tcp", port="22", comment="new")
+    assert rules[1] == UfwRule("allow", proto="tcp", port="80,443", source="192.0.2.0/24", comment="web")
+    assert rules[3] == UfwRule("deny", direction="out", proto="tcp", port="25", to="203.0.113.5")
+    assert rules[4] == UfwRule("allow", proto="tcp", port="22", app="OpenSSH")
+    assert rules[5] == UfwRule("allow", interface_in="lo")
+    assert rules[7] == UfwRule("allow", proto="tcp", source="10.0.0.1", source_port="22", source_app="OpenSSH")
+    assert rules[8] == UfwRule("allow", route=True, interface_in="lo", interface_out="lo")
+    assert rules[9].source == "192.0.2.1"  # ufw drops /32
+    assert rules[11] == UfwRule("allow", interface_in="lo", proto="udp", port="5", to="10.1.2.3")
+    assert rules[13] == UfwRule("allow", log="log", proto="tcp", port="25")
+    assert rules[14] == UfwRule("allow", direction="out", interface_out="lo", log="log-all", proto="udp", port="99")
+
+
+def test_ipv6_tuples_app_names_with_spaces_and_utf8_comments() -> None:
+    rules = parse_user_rules(_text("user6.rules"))
+    assert rules[0].source == "any" and rules[0].to == "any"  # ::/0
+    assert rules[3] == UfwRule("reject", source="2001:db8::/32")
+    assert rules[-1].app == "WWW Full"
+    assert rules[-1].comment == "web, v6 only"
+    assert parse_tuple("### tuple ### deny any any 0.0.0.0/0 any 0.0.0.0/0 in comment=c3a9").comment == "é"
+
+
+def test_a_malformed_tuple_is_an_error_not_a_silent_skip() -> None:
+    with pytest.raises(ValueError, match="unexpected ufw rule tuple"):
+        parse_tuple("### tuple ### allow tcp 22")
+    assert parse_user_rules(_text("user.rules.empty")) == []
+    assert parse_user_rules(None) == []
+
+
+def test_selector_round_trips_to_ufw_syntax() -> None:
+    rules = parse_user_rules(_text("user.rules"))
+    assert rules[1].argv() == ["ufw", "allow", "in", "proto", "tcp", "from", "192.0.2.0/24", "to", "any", "port", "80,443",
+                               "comment", "web"]
+    assert rules[8].argv(delete=True) == ["ufw", "route", "delete", "allow", "in", "on", "lo", "out", "on", "lo",
+                                          "from", "any", "to", "any"]
+    assert rules[14].argv() == ["ufw", "allow", "out", "on", "lo", "log-all", "proto", "udp", "from", "any", "to", "any",
+                                "port", "99"]
+
+
+def test_config_files_and_status() -> None:
+    conf = parse_assignments(_text("ufw.conf"))
+    assert conf["ENABLED"] == "yes" and conf["LOGLEVEL"] == "medium"
+    defaults = parse_assignments(_text("default-ufw"))
+    assert defaults["DEFAULT_INPUT_POLICY"] == "DROP" and defaults["IPV6"] == "yes"
+    assert parse_status_active(_text("status-active.txt"))
+    assert not parse_status_active(_text("status-inactive.txt"))
+
+
+def test_application_profiles() -> None:
+    apps = parse_app_profiles({"a": _text("openssh-server"), "b": _text("ufw-webserver")})
+    assert [(r.proto, r.low, r.high) for r in apps["OpenSSH"]] == [("tcp", 22, 22)]
+    assert [(r.proto, r.low) for r in apps["WWW Full"]] == [("tcp", 80), ("tcp", 443)]
+    assert [(r.low, r.high) for r in port_ranges("6000:6007", "udp")] == [(6000, 6007)]
+
+
+def _live(enabled: bool = True, rules4: list[UfwRule] | None = None, rules6: list[UfwRule] | None = None) -> UfwLive:
+    settings = {"enabled": enabled, "logging": "low", "default_incoming": "deny", "default_outgoing": "allow",
+                "default_routed": "deny"}
+    apps = parse_app_profiles({"a": _text("openssh-server")})
+    return UfwLive(settings, enabled, enabled, True, {4: rules4 or [], 6: rules6 or []}, apps)
+
+
+def _spec(**table: object) -> UfwSpec:
+    return UfwSpec.model_validate(table)
+
+
+def test_declared_order_is_kept_by_appending_from_the_first_misplaced_rule() -> None:
+    ssh, web, dns = (UfwRule("allow", proto="tcp", port="22"), UfwRule("allow", proto="tcp", port="80"),
+                     UfwRule("allow", proto="udp", port="53"))
+    live = _live(rules4=[web, ssh], rules6=[web, ssh])
+    spec = _spec(rules=[{"action": "allow", "port": "22", "proto": "tcp"}, {"action": "allow", "port": 80, "proto": "tcp"},
+                        {"action": "allow", "port": "53", "proto": "udp"}])
+    plan = plan_rules(spec, live)
+    assert plan.deletions == [web]  # ssh stays first; web moves after it; dns is new
+    assert plan.appends == [web, dns]
+    assert plan.final_rules(live.rules[4], {r.identity() for r in (ssh, web, dns)}) == [ssh, web, dns]
+
+
+def test_action_or_comment_change_updates_in_place_and_exclusive_removes_the_rest() -> None:
+    ssh, extra = UfwRule("allow", proto="tcp", port="22"), UfwRule("deny", source="198.51.100.7")
+    live = _live(rules4=[ssh, extra], rules6=[ssh])
+    spec = _spec(exclusive=True, rules=[{"action": "limit", "port": "22", "proto": "tcp", "comment": "ssh"}])
+    changes = UfwProvider().diff(spec, live)
+    assert [(c.action, c.resource, c.before, c.after) for c in changes] == [
+        ("remove", "rule in from 198.51.100.7 to any", "deny", None),
+        ("update", "rule in proto tcp from any to any port 22", "allow", "limit # ssh"),
+    ]
+
+
+def test_absent_rules_are_removed_and_a_family_specific_rule_is_looked_up_in_its_family_only() -> None:
+    v6 = UfwRule("allow", source="2001:db8::/32", proto="tcp", port="443")
+    live = _live(rules6=[v6, UfwRule("allow", proto="tcp", port="8080")])
+    spec = _spec(rules=[{"action": "allow", "from": "2001:db8::/32", "port": "443", "proto": "tcp"},
+                        {"action": "allow", "port": 8080, "proto": "tcp", "ensure": "absent"}])
+    changes = UfwProvider().diff(spec, live)
+    assert [(c.action, c.resource) for c in changes] == [("remove", "rule in proto tcp from any to any port 8080")]
+
+
+@pytest.mark.parametrize(("source", "port", "expected"), [
+    ("192.0.2.10", 22, True),       # limit admits
+    ("198.51.100.7", 22, False),    # the deny above it wins
+    ("192.0.2.10", 80, True),       # allowed from 192.0.2.0/24
+    ("203.0.113.9", 80, False),     # not from there: default deny
+    ("2001:db8::5", 22, True),      # the app rule in the IPv6 family
+    ("192.0.2.10", 8080, False),    # an allow bound to a local address is not counted
+    ("192.0.2.10", 25, False),      # a deny bound to an interface is counted
+])
+def test_admits_walks_the_final_rules_first_match_wins(source: str, port: int, expected: bool) -> None:
+    spec = _spec(enabled=True, default_incoming="deny", rules=[
+        {"action": "deny", "from": "198.51.100.7"},
+        {"action": "limit", "port": "22", "proto": "tcp"},
+        {"action": "allow", "from": "192.0.2.0/24", "port": "80", "proto": "tcp"},
+        {"action": "allow", "app": "OpenSSH"},
+        {"action": "allow", "to": "192.0.2.1", "port": "8080", "proto": "tcp"},
+        {"action": "deny", "interface": "lo", "port": "25", "proto": "tcp"},
+        {"action": "allow", "port": "25", "proto": "tcp"},
+    ])
+    assert UfwProvider().admits(spec, _live(enabled=False), source, port) is expected
+
+
+def test_admits_everything_when_disabled_and_follows_the_default_policy() -> None:
+    assert UfwProvider().admits(_spec(enabled=False), _live(), "192.0.2.1", 22)
+    assert not UfwProvider().admits(_spec(), _live(), "192.0.2.1", 22)
+    assert UfwProvider().admits(_spec(default_incoming="allow"), _live(), "192.0.2.1", 22)
+    # A live rule that the spec does not touch still counts (not exclusive).
+    live = _live(rules4=[UfwRule("allow", proto="tcp", port="22")])
+    assert UfwProvider().admits(_spec(), live, "192.0.2.1", 22)
+    assert not UfwProvider().admits(_spec(exclusive=True), live, "192.0.2.1", 22)
+
+
+def test_two_entries_for_one_rule_are_refused() -> None:
+    with pytest.raises(ValidationError, match=r"rules\[1\] is the same rule as rules\[0\]"):
+        _spec(rules=[{"action": "allow", "port": "22", "proto": "tcp"}, {"action": "deny", "port": 22, "proto": "tcp"}])
+
+
+@pytest.mark.parametrize(("rule", "message"), [
+    ({"action": "allow", "port": "22; rm -rf /"}, "not a port"),
+    ({"action": "allow", "port": "70000"}, "out of range"),
+    ({"action": "allow", "port": "6007:6000", "proto": "tcp"}, "from low to high"),
+    ({"action": "allow", "port": "6000:6007"}, "needs proto"),
+    ({"action": "allow", "app": "OpenSSH", "port": "22"}, "takes its ports"),
+    ({"action": "allow", "from": "192.0.2.5/24"}, "host bits"),
+    ({"action": "allow", "from": "192.0.2.0/24", "to": "2001:db8::1"}, "one address family"),
+    ({"action": "allow", "comment": "it's"}, "not a comment"),
+    ({"action": "permit"}, "Input should be"),
+    ({"action": "allow", "interface": "eth0/1"}, "interface"),
+])
+def test_bad_rules_are_refused_at_load_time(rule: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        _spec(rules=[rule])
