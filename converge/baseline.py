@@ -262,6 +262,10 @@ def load_baseline(path: Path, registry: Registry) -> Baseline:
             problems += validation_problems(error, (name,), locator, model)
             continue
         tables[name] = ProviderTable(spec, required is True)
+    for name in tables:
+        for other in registry.get(name).conflicts:
+            if other in tables and name < other:
+                problems.append(locator.problem((other,), f"[{name}] and [{other}] both manage the firewall: declare only one"))
     if problems:
         raise BaselineError(problems)
     top = sources[-1].path

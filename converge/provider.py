@@ -39,6 +39,8 @@ class Provider(ABC, Generic[SpecT, LiveT]):
     name: ClassVar[str]
     summary: ClassVar[str]
     spec_model: ClassVar[type[BaseModel]]
+    # Tables that must not appear in the same baseline (two providers managing one subsystem).
+    conflicts: ClassVar[tuple[str, ...]] = ()
 
     def presence_reads(self) -> Sequence[Read]:
         """What `absent` needs, whatever the spec (gathered for plans and captures alike)."""
