@@ -338,7 +338,10 @@ def desired_profile(name: str, spec: ProfileSpec, on_disk: ProfileOnDisk) -> Des
         raise ProviderError(f"{name}: no {profile_path(name)} on this host; give source or content to install it")
     assert spec.mode is not None
     kernel_mode = None if spec.mode == "disabled" else spec.mode
-    return Desired(with_mode_flags(base, spec.mode), spec.mode == "disabled", spec.mode == "enforce", kernel_mode)
+    # A force-complain/ link already makes it complain (the parser forces the mode): either form
+    # satisfies complain, and converge writes the flag, as aa-complain does, only when neither is there.
+    text = base if spec.mode == "complain" and on_disk.force_complain_link else with_mode_flags(base, spec.mode)
+    return Desired(text, spec.mode == "disabled", spec.mode == "enforce", kernel_mode)
 
 
 def _kernel_notes(name: str, text: str, kernel: KernelState, wanted: str | None, rewritten: bool) -> list[str]:
