@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, PrivateAttr, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, PrivateAttr, field_validator, model_validator
 
 from converge.errors import ProviderError
 from converge.hosts import Host
@@ -222,8 +222,11 @@ def _check_name(name: str) -> str:
             "not a profile file name: letters, digits and _ . @ + - only, no '/', no '..', not starting with '.' "
             "(e.g. usr.sbin.nginx)"
         )
-    if name in _RESERVED or name.endswith(_SKIPPED_SUFFIXES):
-        raise ValueError(f"{name!r} is a directory of {PROFILE_DIR} or a name apparmor_parser skips")
+    if name in _RESERVED:
+        raise ValueError(f"{name!r} is a directory of {PROFILE_DIR}, not a profile")
+    skipped = [suffix for suffix in _SKIPPED_SUFFIXES if name.endswith(suffix)]
+    if skipped:
+        raise ValueError(f"apparmor_parser skips files named *{skipped[0]} when it loads {PROFILE_DIR}")
     return name
 
 
@@ -237,6 +240,13 @@ def _check_text(text: str, where: str) -> str:
     except ValueError:
         raise ValueError(f"{where} defines no profile (no `profile NAME {{` or `/path {{` line)") from None
     return text
+
+
+def _read_source(source: str) -> str:
+    try:
+        return Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read {source}: {error}") from None
 
 
 ProfileName = Annotated[str, AfterValidator(_check_name)]
@@ -253,6 +263,18 @@ class ProfileSpec(BaseModel):
     content: str | None = None
     _text: str | None = PrivateAttr(default=None)
 
+    @field_validator("source")
+    @classmethod
+    def _readable_profile(cls, source: str | None) -> str | None:
+        if source is not None:
+            _check_text(_read_source(source), source)
+        return source
+
+    @field_validator("content")
+    @classmethod
+    def _profile_content(cls, content: str | None) -> str | None:
+        return None if content is None else _check_text(content, "the text")
+
     @model_validator(mode="after")
     def _consistent(self) -> ProfileSpec:
         if self.ensure == "absent":
@@ -263,14 +285,7 @@ class ProfileSpec(BaseModel):
             raise ValueError('mode is required: "enforce", "complain" or "disabled"')
         if self.source is not None and self.content is not None:
             raise ValueError("give either source or content, not both")
-        if self.source is not None:
-            try:
-                text = Path(self.source).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as error:
-                raise ValueError(f"cannot read {self.source}: {error}") from None
-            self._text = _check_text(text, self.source)
-        elif self.content is not None:
-            self._text = _check_text(self.content, "content")
+        self._text = _read_source(self.source) if self.source is not None else self.content
         return self
 
     @property
