@@ -351,6 +351,8 @@ def desired_profile(name: str, spec: ProfileSpec, on_disk: ProfileOnDisk) -> Des
     base = spec.text if spec.text is not None else on_disk.text
     if base is None:
         raise ProviderError(f"{name}: no {profile_path(name)} on this host; give source or content to install it")
+    if not profile_headers(base):
+        raise ProviderError(f"{name}: {profile_path(name)} has no profile header converge can read; give source or content")
     assert spec.mode is not None
     kernel_mode = None if spec.mode == "disabled" else spec.mode
     # A force-complain/ link already makes it complain (the parser forces the mode): either form

@@ -189,3 +189,11 @@ def test_mode_only_for_a_profile_the_host_lacks_is_an_error(test_host: TestHost,
     assert "apparmor: usr.sbin.nginx: no /etc/apparmor.d/usr.sbin.nginx on this host; give source or content" in plan.stdout
     assert test_host.converge("apply", baseline, "--yes").returncode == 1
     assert test_host.changed_files() == []
+
+
+def test_mode_only_for_a_file_without_a_readable_header_is_an_error(test_host: TestHost, tmp_path: Path) -> None:
+    test_host.write("/etc/apparmor.d/usr.bin.odd", "# a file with no profile header\n")
+    baseline = _baseline(tmp_path, '[apparmor.profiles."usr.bin.odd"]\nmode = "complain"\n')
+    plan = test_host.converge("plan", baseline)
+    assert plan.returncode == 1
+    assert "usr.bin.odd: /etc/apparmor.d/usr.bin.odd has no profile header converge can read" in plan.stdout
