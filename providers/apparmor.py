@@ -433,10 +433,7 @@ class AppArmorProvider(Provider[AppArmorSpec, AppArmorLive]):
     def warnings(self, spec: AppArmorSpec, live: AppArmorLive) -> list[str]:
         if live.kernel.enabled or not spec.profiles:
             return []
-        return [
-            f"apparmor: this host's kernel has no AppArmor ({KERNEL_PROFILES} is missing): profiles are managed "
-            "on disk only, and are loaded when the host boots with AppArmor enabled"
-        ]
+        return [f"apparmor: no AppArmor in this host's kernel (no {KERNEL_PROFILES}): profiles are managed on disk only"]
 
     def apply(self, host: Host, spec: AppArmorSpec, live: AppArmorLive, changes: Sequence[Change]) -> list[str]:
         planned = {change.resource: change for change in changes}
