@@ -361,7 +361,8 @@ def desired_profile(name: str, spec: ProfileSpec, on_disk: ProfileOnDisk) -> Des
     return Desired(text, spec.mode == "disabled", spec.mode == "enforce", kernel_mode)
 
 
-def _kernel_notes(name: str, text: str, kernel: KernelState, wanted: str | None, rewritten: bool) -> list[str]:
+def _kernel_notes(text: str, kernel: KernelState, wanted: str | None, rewritten: bool) -> list[str]:
+    """What loading must do; apply decides the same way (a rewritten file is always reloaded)."""
     if not kernel.enabled:
         return []
     loaded = kernel.modes_of(profile_names(text))
@@ -407,7 +408,7 @@ class AppArmorProvider(Provider[AppArmorSpec, AppArmorLive]):
             if profile.ensure == "absent":
                 if on_disk.text is not None or on_disk.disable_link or on_disk.force_complain_link:
                     notes = [f"remove {path} and its disable/ and force-complain/ links"]
-                    notes += _kernel_notes(name, on_disk.text or "", live.kernel, None, False)
+                    notes += _kernel_notes(on_disk.text or "", live.kernel, None, False)
                     changes.append(Change(self.name, name, "remove", on_disk.mode, None, tuple(notes), extra))
                 continue
             desired = desired_profile(name, profile, on_disk)
@@ -420,7 +421,7 @@ class AppArmorProvider(Provider[AppArmorSpec, AppArmorLive]):
             if desired.drop_force_complain and on_disk.force_complain_link:
                 notes.append(f"unlink {FORCE_COMPLAIN_DIR}/{name}")
             disk_changes = bool(notes) or rewrite
-            notes += _kernel_notes(name, desired.text, live.kernel, desired.kernel_mode, disk_changes)
+            notes += _kernel_notes(desired.text, live.kernel, desired.kernel_mode, rewrite)
             if not notes and not rewrite:
                 continue
             if disk_changes and not live.kernel.enabled:

@@ -26,7 +26,19 @@ SHIPPED = sorted(
 )
 
 
+def test_loaded_profiles_file_read_from_a_real_apparmor_kernel() -> None:
+    # Captured in a Debian 6.1 kernel booted with apparmor=1 after converge loaded these profiles
+    # (tests/data/apparmor/vm/run.sh).
+    loaded = parse_loaded_profiles((DATA / "kernel-profiles-vm.txt").read_text())
+    assert loaded == {
+        "man_groff": "complain", "man_filter": "complain", "/usr/bin/man": "complain", "dnsmasq": "complain",
+        "dnsmasq//libvirt_leaseshelper": "complain", "ping": "enforce", "nginx": "enforce",
+    }
+
+
 def test_loaded_profiles_file_is_parsed_by_name_and_mode() -> None:
+    # The kernel's format (apparmorfs.c: `[:ns://]hname (mode)`) with names apparmor_parser -N gives
+    # for shipped profiles, plus the namespaced and kill/unconfined forms a VM run did not produce.
     loaded = parse_loaded_profiles((DATA / "kernel-profiles.txt").read_text())
     assert loaded["ping"] == "complain"
     assert loaded["dnsmasq//libvirt_leaseshelper"] == "complain"
