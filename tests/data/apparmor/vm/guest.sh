@@ -3,7 +3,7 @@
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C NO_COLOR=1
 mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t securityfs securityfs /sys/kernel/security
 mount -t tmpfs tmpfs /run; mount -t tmpfs tmpfs /tmp
-echo "=== apparmor enabled: $(cat /sys/module/apparmor/parameters/enabled)"
+echo; echo "=== apparmor enabled: $(cat /sys/module/apparmor/parameters/enabled)"
 sh "$2/steps.sh" "$1" "$2" 2>&1
 echo "=== guest done"
 poweroff -f

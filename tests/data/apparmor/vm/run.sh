@@ -37,4 +37,4 @@ timeout 900 qemu-system-x86_64 -accel tcg -m 2048 -smp 2 -nographic -no-reboot \
     -kernel "k/boot/vmlinuz-$version" -initrd initrd.gz \
     -append "console=ttyS0 apparmor=1 security=apparmor quiet panic=-1" \
     -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
-    | tr -d '\r' | sed -e 's/\x1bc//g' -e 's/\x1b\[[0-9;?]*[a-zA-Z]//g' | sed -n '/^=== /,$p'
+    | tr -d '\r' | sed -e 's/\x1bc//g' -e 's/\x1b\[[0-9;?]*[a-zA-Z]//g' | sed -n '/=== apparmor enabled/,$p'

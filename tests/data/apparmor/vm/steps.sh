@@ -16,14 +16,17 @@ run() {
 loaded() { echo "=== /sys/kernel/security/apparmor/profiles:"; cat /sys/kernel/security/apparmor/profiles; echo "==="; }
 # A stand-in nginx binary: cat, run from the path the profile attaches to.
 cp /bin/cat /usr/sbin/nginx; mkdir -p /var/www; echo "hello from the web root" > /var/www/index.html
+echo "not for nginx" > /srv/elsewhere.txt  # neither allowed nor denied by the profile
 run plan "$baseline"
 run apply "$baseline" --yes
 loaded
 run plan "$baseline"
 echo "--- complain: confined nginx reads /etc/shadow:"; /usr/sbin/nginx /etc/shadow > /dev/null && echo allowed || echo refused
+echo "--- complain: confined nginx reads /srv/elsewhere.txt:"; /usr/sbin/nginx /srv/elsewhere.txt > /dev/null && echo allowed || echo refused
 run apply enforce.toml --yes
 loaded
 echo "--- enforce: confined nginx reads /etc/shadow:"; /usr/sbin/nginx /etc/shadow > /dev/null && echo allowed || echo refused
+echo "--- enforce: confined nginx reads /srv/elsewhere.txt:"; /usr/sbin/nginx /srv/elsewhere.txt > /dev/null && echo allowed || echo refused
 echo "--- enforce: confined nginx reads the web root:"; /usr/sbin/nginx /var/www/index.html
 echo "--- unconfined cat reads /etc/shadow:"; cat /etc/shadow > /dev/null && echo allowed || echo refused
 run apply enforce.toml --yes
