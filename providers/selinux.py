@@ -1,0 +1,580 @@
+"""selinux: mode and policy, booleans, file contexts, ports and policy modules.
+
+Persistent state is read from the files the SELinux tools themselves read (the config, the policy
+store's `*.local` files, the installed file_contexts) plus three cheap listings (`semanage boolean
+-l`, `semanage port -l`, `semodule -l -m`), each asked only when the baseline declares that kind.
+Changes go in as few transactions as the tools allow: one `setsebool -P` for every boolean, one
+`semanage import` for every file context and port, one `semodule` call for every module.
+
+Everything that needs SELinux in the running kernel (the runtime mode and runtime booleans) goes
+through the small "kernel seam" below, so a host whose kernel has SELinux disabled is planned
+honestly: its persistent state is managed and its runtime is reported, never claimed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, PrivateAttr, model_validator
+
+from converge.errors import ProviderError
+from converge.hosts import Host
+from converge.plan import Change
+from converge.provider import Provider
+from converge.reads import Facts, Read, ReadFile, ReadGlob, RunCommand, Which
+
+CONFIG = "/etc/selinux/config"
+# Each policy's store (managed by semodule/semanage) and installed files (read by the labelling tools).
+STORE_GLOB = "/var/lib/selinux/*/active/seusers"
+PORTS_LOCAL_GLOB = "/var/lib/selinux/*/active/ports.local"
+FILE_CONTEXTS_GLOB = "/etc/selinux/*/contexts/files/file_contexts"
+FILE_CONTEXTS_LOCAL_GLOB = "/etc/selinux/*/contexts/files/file_contexts.local"
+# What converge installed for each module: the source's hash and the store's checksum of the result,
+# so a changed source and a module replaced behind converge's back are both noticed.
+MODULE_RECORDS = "/var/lib/converge/selinux/modules"
+AUTORELABEL = "/.autorelabel"
+TOOLS = ("semanage", "semodule", "setsebool", "checkmodule", "semodule_package", "restorecon")
+
+BOOLEANS_LIST = RunCommand(("semanage", "boolean", "-l"))
+PORTS_LIST = RunCommand(("semanage", "port", "-l"))
+MODULES_LIST = RunCommand(("semodule", "-l", "-m"))
+
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,127}")
+_MODULE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
+_POLICY = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+# A file-context regex as semanage stores it; no whitespace or quotes, since `semanage import`
+# splits its lines on whitespace and strips quotes.
+_FCONTEXT_PATH = re.compile(r"/[A-Za-z0-9_.*+?()\[\]{}|^\\/@%:,=~#-]{0,1023}")
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9_.@%:+,=~/-]{0,1023}")
+_PORT_RANGE = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
+_REGEX_META = set(".*+?[](){}|^$\\")
+_TE_MODULE = re.compile(r"^\s*module\s+(\S+)\s+[0-9][0-9.]*\s*;", re.MULTILINE)
+
+FileType = Literal["all", "file", "directory", "symlink", "char", "block", "socket", "pipe"]
+# semanage's -f letters and the field file_contexts files write for each (none for "all").
+FILE_TYPE_FLAG = {
+    "all": "a", "file": "f", "directory": "d", "symlink": "l", "char": "c", "block": "b", "socket": "s", "pipe": "p",
+}
+FILE_TYPE_FIELD = {"--": "file", "-d": "directory", "-l": "symlink", "-c": "char", "-b": "block", "-s": "socket", "-p": "pipe"}
+
+
+def _pattern(regex: re.Pattern[str], what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not regex.fullmatch(value):
+            raise ValueError(f"not {what}: {value!r}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _plain_path(value: str) -> str:
+    if not _PLAIN_PATH.fullmatch(value) or "/../" in f"{value}/" or "//" in value:
+        raise ValueError(f"not an absolute path without regex characters, '..' or '//': {value!r}")
+    return value
+
+
+def _port_range(value: int | str) -> str:
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    match = _PORT_RANGE.fullmatch(text) if isinstance(text, str) else None
+    if not match:
+        raise ValueError("a port is a number (8080) or a range as a string (\"8080-8090\")")
+    low, high = int(match[1]), int(match[2] or match[1])
+    if not 1 <= low <= high <= 65535:
+        raise ValueError(f"port range must lie within 1-65535 with low <= high, got {text}")
+    return str(low) if low == high else f"{low}-{high}"
+
+
+BooleanName = Annotated[str, _pattern(_NAME, "an SELinux boolean name (lower-case letters, digits, _)")]
+TypeName = Annotated[str, _pattern(_NAME, "an SELinux type name such as httpd_sys_content_t")]
+PortRange = Annotated[str, AfterValidator(_port_range)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class FileContext(_Strict):
+    path: Annotated[str, _pattern(_FCONTEXT_PATH, "a file-context regex starting with / (no spaces or quotes)")]
+    type: TypeName | None = None
+    file_type: FileType = "all"
+    ensure: Literal["present", "absent"] = "present"
+    relabel: Annotated[str, AfterValidator(_plain_path)] | None = None
+
+    @model_validator(mode="after")
+    def _type_when_present(self) -> FileContext:
+        if self.ensure == "present" and self.type is None:
+            raise ValueError("type is required unless ensure = \"absent\"")
+        return self
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.path, self.file_type)
+
+    def relabel_root(self) -> str:
+        """`relabel`, or the regex's literal prefix: the directory every match lives under."""
+        if self.relabel:
+            return self.relabel
+        cut = next((i for i, char in enumerate(self.path) if char in _REGEX_META), len(self.path))
+        prefix = self.path[:cut]
+        whole_component = cut == len(self.path) or prefix.endswith("/") or self.path[cut:cut + 2] == "(/"
+        root = prefix if whole_component else os.path.dirname(prefix)
+        return root.rstrip("/") or "/"
+
+
+class Port(_Strict):
+    type: TypeName | None = None
+    protocol: Literal["tcp", "udp", "sctp", "dccp"]
+    # Strict mode is relaxed here only to accept both an integer and a "low-high" string.
+    port: Annotated[int | str, AfterValidator(_port_range)]
+    ensure: Literal["present", "absent"] = "present"
+
+    @model_validator(mode="after")
+    def _type_when_present(self) -> Port:
+        if self.ensure == "present" and self.type is None:
+            raise ValueError("type is required unless ensure = \"absent\"")
+        return self
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.protocol, str(self.port))
+
+
+class Module(_Strict):
+    name: Annotated[str, _pattern(_MODULE_NAME, "a policy module name (letters, digits, _)")]
+    source: str | None = None  # made absolute by the baseline loader
+    ensure: Literal["present", "absent"] = "present"
+    _text: str = PrivateAttr("")
+
+    @model_validator(mode="after")
+    def _read_source(self) -> Module:
+        if self.source is None:
+            if self.ensure == "present":
+                raise ValueError("source (a .te or .cil file) is required unless ensure = \"absent\"")
+            return self
+        if Path(self.source).suffix not in {".te", ".cil"}:
+            raise ValueError(f"source must be a .te or .cil file, got {Path(self.source).name}")
+        try:
+            self._text = Path(self.source).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(f"cannot read {self.source}: {error}") from None
+        if self.kind == "te":
+            declared = _TE_MODULE.search(self._text)
+            if not declared or declared[1] != self.name:
+                found = f"`module {declared[1]}`" if declared else "no `module NAME VERSION;` statement"
+                raise ValueError(f"{Path(self.source).name} must declare `module {self.name} <version>;`, found {found}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return Path(self.source or "").suffix.lstrip(".")
+
+    @property
+    def text(self) -> str:
+        return self._text
+
+    @property
+    def source_hash(self) -> str:
+        return "sha256:" + hashlib.sha256(self._text.encode()).hexdigest()
+
+
+class SelinuxSpec(_Strict):
+    """`[selinux]`: mode, policy, booleans, fcontexts, ports, modules; each optional."""
+
+    mode: Literal["enforcing", "permissive", "disabled"] | None = None
+    policy: Annotated[str, _pattern(_POLICY, "a policy name such as default or targeted")] | None = None
+    booleans: dict[BooleanName, bool] = {}
+    fcontexts: list[FileContext] = []
+    ports: list[Port] = []
+    modules: list[Module] = []
+
+    @model_validator(mode="after")
+    def _unique(self) -> SelinuxSpec:
+        for kind, keys in (("fcontexts", [f.key for f in self.fcontexts]), ("ports", [p.key for p in self.ports]),
+                           ("modules", [m.name for m in self.modules])):
+            repeated = sorted({str(key) for key in keys if keys.count(key) > 1})
+            if repeated:
+                raise ValueError(f"{kind} declared twice: {', '.join(repeated)}")
+        return self
+
+
+# ---- The kernel seam --------------------------------------------------------------------------
+# SELinux's runtime lives in selinuxfs. Its `enforce` file holds 1 or 0, and each file under
+# `booleans/` holds "<current> <pending>" (the kernel's sel_read_bool). Without the mount, SELinux
+# is disabled in the running kernel: only the persistent state can change until a reboot.
+SELINUXFS = "/sys/fs/selinux"
+
+
+@dataclass(frozen=True)
+class KernelState:
+    mode: Literal["enforcing", "permissive", "disabled"]
+    booleans: dict[str, bool]
+
+
+def kernel_reads() -> list[Read]:
+    return [ReadFile(f"{SELINUXFS}/enforce"), ReadGlob(f"{SELINUXFS}/booleans/*")]
+
+
+def parse_kernel_state(enforce: str | None, boolean_files: Mapping[str, str]) -> KernelState:
+    if enforce is None:
+        return KernelState("disabled", {})
+    booleans = {os.path.basename(path): text.split()[0] == "1" for path, text in boolean_files.items() if text.split()}
+    return KernelState("enforcing" if enforce.strip() == "1" else "permissive", booleans)
+
+
+def set_runtime_mode(host: Host, mode: str) -> str:
+    """setenforce, which fails (and so does apply) when the kernel cannot take it."""
+    host.run(["setenforce", "1" if mode == "enforcing" else "0"])
+    return f"runtime mode set to {mode} (setenforce)"
+# ---- end of the kernel seam --------------------------------------------------------------------
+
+
+def parse_config(text: str) -> dict[str, str]:
+    """KEY=value lines of /etc/selinux/config."""
+    values = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and not key.startswith("#"):
+            values[key.strip()] = value.strip().strip("\"'")
+    return values
+
+
+def edit_config(text: str, settings: Mapping[str, str]) -> str:
+    """Set KEY=value in place, keeping every comment and other line; append keys not present."""
+    pending, lines = dict(settings), []
+    for line in text.splitlines():
+        key, sep, _ = line.strip().partition("=")
+        if sep and key.strip() in settings:
+            if key.strip() in pending:
+                lines.append(f"{key.strip()}={pending.pop(key.strip())}")
+            continue  # a repeated assignment would override ours: drop it
+        lines.append(line)
+    return "\n".join([*lines, *(f"{key}={value}" for key, value in pending.items())]) + "\n"
+
+
+def parse_boolean_list(text: str) -> dict[str, bool]:
+    """`semanage boolean -l`: name (state, default) description; the default is the persistent value."""
+    booleans = {}
+    for match in re.finditer(r"^(\S+)\s+\(\s*(on|off)\s*,\s*(on|off)\s*\)", text, re.MULTILINE):
+        booleans[match[1]] = match[3] == "on"
+    return booleans
+
+
+def parse_port_list(text: str) -> set[tuple[str, str]]:
+    """`semanage port -l`: every (protocol, port or range) the policy or a local change defines."""
+    defined = set()
+    for match in re.finditer(r"^\S+\s+(tcp|udp|sctp|dccp)\s+(.+)$", text, re.MULTILINE):
+        defined |= {(match[1], item.strip()) for item in match[2].split(",") if item.strip()}
+    return defined
+
+
+def _context_type(context: str) -> str | None:
+    parts = context.split(":")
+    return parts[2] if len(parts) >= 3 else None  # "<<none>>" has no type
+
+
+def parse_ports_local(text: str) -> dict[tuple[str, str], str | None]:
+    """The store's ports.local: `portcon tcp 8080 system_u:object_r:http_port_t:s0`."""
+    ports = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) == 4 and fields[0] == "portcon":
+            ports[(fields[1], fields[2])] = _context_type(fields[3])
+    return ports
+
+
+def parse_file_contexts(text: str) -> dict[tuple[str, str], str | None]:
+    """A file_contexts file: `regex [file type] context` -> {(regex, file type): SELinux type}."""
+    contexts = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields or fields[0].startswith("#") or len(fields) not in (2, 3):
+            continue
+        file_type = FILE_TYPE_FIELD.get(fields[1], "all") if len(fields) == 3 else "all"
+        contexts[(fields[0], file_type)] = _context_type(fields[-1])
+    return contexts
+
+
+def parse_module_list(text: str) -> dict[str, str]:
+    """`semodule -l -m`: `name sha256:<hex>` for each installed module."""
+    return {fields[0]: fields[1] for fields in (line.split() for line in text.splitlines()) if len(fields) == 2}
+
+
+def parse_module_record(text: str) -> dict[str, str]:
+    return dict(line.split(" ", 1) for line in text.splitlines() if " " in line)
+
+
+def _store_of(paths: Mapping[str, str], policy: str, root: str) -> str | None:
+    """The text of the glob match belonging to `policy` (the glob's * is the policy name)."""
+    return next((text for path, text in paths.items() if path.startswith(f"{root}/{policy}/")), None)
+
+
+@dataclass(frozen=True)
+class SelinuxLive:
+    config: str
+    policy: str  # the policy the rest of the state was read from (the desired one, else the configured one)
+    kernel: KernelState
+    autorelabel_scheduled: bool
+    booleans: dict[str, bool]
+    fcontexts: dict[tuple[str, str], str | None]
+    policy_fcontexts: set[tuple[str, str]]
+    ports: dict[tuple[str, str], str | None]
+    defined_ports: set[tuple[str, str]]
+    modules: dict[str, str]
+    module_records: dict[str, dict[str, str]]
+
+    @property
+    def config_mode(self) -> str | None:
+        return parse_config(self.config).get("SELINUX")
+
+    @property
+    def config_policy(self) -> str | None:
+        return parse_config(self.config).get("SELINUXTYPE")
+
+
+def _command_output(facts: Facts, read: RunCommand) -> str:
+    result = facts.command(*read.argv)
+    if not result.ok:
+        raise ProviderError(f"`{' '.join(read.argv)}` failed: {result.failure()}")
+    return result.stdout
+
+
+def _resource(kind: str, key: tuple[str, str]) -> str:
+    name, variant = key
+    if kind == "port":
+        return f"port:{name}/{variant}"
+    return f"fcontext:{name}" + ("" if variant == "all" else f" ({variant})")
+
+
+class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
+    name = "selinux"
+    summary = "SELinux mode and policy, booleans, file contexts, ports and policy modules"
+    spec_model = SelinuxSpec
+
+    def reads(self, spec: SelinuxSpec) -> Sequence[Read]:
+        reads: list[Read] = [ReadFile(CONFIG), ReadGlob(STORE_GLOB), ReadFile(AUTORELABEL), *map(Which, TOOLS), *kernel_reads()]
+        if spec.booleans:
+            reads.append(BOOLEANS_LIST)
+        if spec.fcontexts:
+            reads += [ReadGlob(FILE_CONTEXTS_GLOB), ReadGlob(FILE_CONTEXTS_LOCAL_GLOB)]
+        if spec.ports:
+            reads += [ReadGlob(PORTS_LOCAL_GLOB), PORTS_LIST]
+        if spec.modules:
+            reads += [MODULES_LIST, ReadGlob(f"{MODULE_RECORDS}/*.sha256")]
+        return reads
+
+    def absent(self, facts: Facts) -> str | None:
+        missing = [tool for tool in TOOLS if facts.which(tool) is None]
+        if missing:
+            return f"SELinux tools not installed (no {', '.join(missing)})"
+        if facts.file(CONFIG) is None:
+            return f"no SELinux policy installed (no {CONFIG})"
+        if not facts.glob(STORE_GLOB):
+            return "no SELinux policy store under /var/lib/selinux"
+        return None
+
+    def live(self, spec: SelinuxSpec, facts: Facts) -> SelinuxLive:
+        config = facts.file(CONFIG) or ""
+        policy = spec.policy or parse_config(config).get("SELINUXTYPE") or ""
+        if _store_of(facts.glob(STORE_GLOB), policy, "/var/lib/selinux") is None:
+            raise ProviderError(f"policy {policy!r} is not installed (no store /var/lib/selinux/{policy})")
+        booleans = parse_boolean_list(_command_output(facts, BOOLEANS_LIST)) if spec.booleans else {}
+        unknown = sorted(set(spec.booleans) - set(booleans))
+        if unknown:
+            raise ProviderError(f"no such boolean in policy {policy!r}: {', '.join(unknown)}")
+        fcontexts, policy_fcontexts, ports, defined_ports, modules, records = {}, set(), {}, set(), {}, {}
+        if spec.fcontexts:
+            etc = f"/etc/selinux/{policy}"
+            fcontexts = parse_file_contexts(_store_of(facts.glob(FILE_CONTEXTS_LOCAL_GLOB), policy, "/etc/selinux") or "")
+            policy_fcontexts = set(parse_file_contexts(_store_of(facts.glob(FILE_CONTEXTS_GLOB), policy, "/etc/selinux") or ""))
+            if not policy_fcontexts:
+                raise ProviderError(f"no file contexts installed for policy {policy!r} ({etc}/contexts/files/file_contexts)")
+        if spec.ports:
+            ports = parse_ports_local(_store_of(facts.glob(PORTS_LOCAL_GLOB), policy, "/var/lib/selinux") or "")
+            defined_ports = parse_port_list(_command_output(facts, PORTS_LIST))
+        if spec.modules:
+            modules = parse_module_list(_command_output(facts, MODULES_LIST))
+            record_files = facts.glob(f"{MODULE_RECORDS}/*.sha256")
+            records = {Path(path).stem: parse_module_record(text) for path, text in record_files.items()}
+        kernel = parse_kernel_state(facts.file(f"{SELINUXFS}/enforce"), facts.glob(f"{SELINUXFS}/booleans/*"))
+        return SelinuxLive(config, policy, kernel, facts.file(AUTORELABEL) is not None, booleans,
+                           fcontexts, policy_fcontexts, ports, defined_ports, modules, records)
+
+    def diff(self, spec: SelinuxSpec, live: SelinuxLive) -> list[Change]:
+        return [*self._mode_changes(spec, live), *self._boolean_changes(spec, live),
+                *self._record_changes("fcontext", spec.fcontexts, live.fcontexts),
+                *self._record_changes("port", spec.ports, live.ports), *self._module_changes(spec, live)]
+
+    def _mode_changes(self, spec: SelinuxSpec, live: SelinuxLive) -> list[Change]:
+        changes = []
+        runtime, persistent, wanted = live.kernel.mode, live.config_mode, spec.mode
+        if wanted and persistent != wanted:
+            notes = [f"SELINUX={wanted} in {CONFIG}"]
+            if wanted == "disabled" or runtime == "disabled":
+                notes.append("reboot required: SELinux cannot be turned on or off at runtime")
+            elif runtime != wanted:
+                notes.append("runtime too (setenforce)")
+            if wanted != "disabled" and persistent == "disabled" and not live.autorelabel_scheduled:
+                notes.append(f"schedules a full relabel at the next boot ({AUTORELABEL})")
+            changes.append(Change(self.name, "mode", "update", persistent, wanted, tuple(notes), extra={"runtime": runtime}))
+        elif wanted and "disabled" not in (runtime, wanted) and runtime != wanted:
+            changes.append(Change(self.name, "mode", "update", runtime, wanted, ("runtime only (setenforce)",),
+                                  extra={"persistent": persistent}))
+        if spec.policy and live.config_policy != spec.policy:
+            changes.append(Change(self.name, "policy", "update", live.config_policy, spec.policy,
+                                  (f"SELINUXTYPE={spec.policy} in {CONFIG}", "reboot required to load it")))
+        return changes
+
+    def _boolean_changes(self, spec: SelinuxSpec, live: SelinuxLive) -> list[Change]:
+        changes = []
+        for name, wanted in spec.booleans.items():
+            persistent, runtime = live.booleans[name], live.kernel.booleans.get(name)
+            if persistent == wanted and runtime in (None, wanted):
+                continue
+            notes = ("persistent already; runtime differs",) if persistent == wanted else ()
+            changes.append(Change(self.name, f"boolean:{name}", "update", persistent, wanted, notes, extra={"runtime": runtime}))
+        return changes
+
+    def _record_changes(
+        self, kind: str, declared: Sequence[FileContext | Port], local: Mapping[tuple[str, str], str | None]
+    ) -> list[Change]:
+        changes = []
+        for item in declared:
+            current = local.get(item.key, "absent") if item.key in local else None
+            resource = _resource(kind, item.key)
+            if item.ensure == "absent":
+                if item.key in local:
+                    changes.append(Change(self.name, resource, "remove", current, None, ("local customisation removed",)))
+            elif item.key not in local:
+                changes.append(Change(self.name, resource, "add", None, item.type))
+            elif current != item.type:
+                changes.append(Change(self.name, resource, "update", current, item.type))
+        return changes
+
+    def _module_changes(self, spec: SelinuxSpec, live: SelinuxLive) -> list[Change]:
+        changes = []
+        for module in spec.modules:
+            installed, record = live.modules.get(module.name), live.module_records.get(module.name, {})
+            resource = f"module:{module.name}"
+            if module.ensure == "absent":
+                if installed:
+                    changes.append(Change(self.name, resource, "remove", installed, None, ("semodule -r",)))
+            elif installed is None:
+                changes.append(Change(self.name, resource, "add", None, module.source_hash, (f"from {module.kind} source",)))
+            elif record.get("source") != module.source_hash:
+                changes.append(Change(self.name, resource, "update", record.get("source", "(not installed by converge)"),
+                                      module.source_hash, ("source changed",)))
+            elif record.get("module") != installed:
+                changes.append(Change(self.name, resource, "update", installed, module.source_hash,
+                                      ("module in the store was replaced since converge installed it",)))
+        return changes
+
+    def warnings(self, spec: SelinuxSpec, live: SelinuxLive) -> list[str]:
+        if spec.mode and spec.mode != "disabled" and live.kernel.mode == "disabled" and live.config_mode == spec.mode:
+            return [f"SELinux is disabled in the running kernel: {spec.mode} takes effect after a reboot with SELinux enabled"]
+        if spec.mode == "disabled" and live.kernel.mode != "disabled" and live.config_mode == "disabled":
+            return ["SELinux is still enabled in the running kernel: it is disabled at the next reboot"]
+        return []
+
+    def apply(self, host: Host, spec: SelinuxSpec, live: SelinuxLive, changes: Sequence[Change]) -> list[str]:
+        by_kind: dict[str, list[Change]] = {}
+        for change in changes:
+            by_kind.setdefault(change.resource.split(":", 1)[0], []).append(change)
+        done = []
+        if "mode" in by_kind or "policy" in by_kind:
+            done += self._apply_mode(host, spec, live)
+        if "boolean" in by_kind:
+            assignments = [f"{c.resource.split(':', 1)[1]}={'1' if c.after else '0'}" for c in by_kind["boolean"]]
+            host.run(["setsebool", "-P", *assignments])
+            done.append(f"set {len(assignments)} boolean(s) persistently (setsebool -P)")
+        if "fcontext" in by_kind or "port" in by_kind:
+            done += self._apply_records(host, spec, live, by_kind.get("fcontext", []), by_kind.get("port", []))
+        if "module" in by_kind:
+            done += self._apply_modules(host, spec, by_kind["module"])
+        return done
+
+    def _apply_mode(self, host: Host, spec: SelinuxSpec, live: SelinuxLive) -> list[str]:
+        done = []
+        settings = {key: value for key, value in (("SELINUX", spec.mode), ("SELINUXTYPE", spec.policy)) if value}
+        if any(parse_config(live.config).get(key) != value for key, value in settings.items()):
+            backup = host.write_file(CONFIG, edit_config(live.config, settings))
+            done.append(f"wrote {CONFIG}" + (f" (previous version in {backup})" if backup else ""))
+        runtime = live.kernel.mode
+        if spec.mode and "disabled" not in (runtime, spec.mode) and runtime != spec.mode:
+            done.append(set_runtime_mode(host, spec.mode))
+        elif spec.mode and runtime == "disabled" and live.config_mode != spec.mode:
+            done.append(f"runtime unchanged: SELinux is disabled in the running kernel; {spec.mode} after a reboot")
+        if spec.mode and spec.mode != "disabled" and live.config_mode == "disabled" and not live.autorelabel_scheduled:
+            host.write_file(AUTORELABEL, "")
+            done.append(f"scheduled a full relabel at the next boot ({AUTORELABEL})")
+        return done
+
+    def _apply_records(self, host: Host, spec: SelinuxSpec, live: SelinuxLive,
+                       fcontext_changes: list[Change], port_changes: list[Change]) -> list[str]:
+        """Every file-context and port change in one `semanage import` transaction: all or nothing."""
+        wanted_fc = {_resource("fcontext", f.key): f for f in spec.fcontexts}
+        wanted_ports = {_resource("port", p.key): p for p in spec.ports}
+        lines = []
+        for change in fcontext_changes:
+            fc = wanted_fc[change.resource]
+            where = ["-f", FILE_TYPE_FLAG[fc.file_type]]
+            if change.action == "remove":
+                lines.append(["fcontext", "-d", *where, fc.path])
+            else:
+                verb = "-a" if change.action == "add" and fc.key not in live.policy_fcontexts else "-m"
+                lines.append(["fcontext", verb, *where, "-t", str(fc.type), fc.path])
+        for change in port_changes:
+            port = wanted_ports[change.resource]
+            where = ["-p", port.protocol, str(port.port)]
+            if change.action == "remove":
+                lines.append(["port", "-d", *where])
+            else:
+                verb = "-a" if change.action == "add" and port.key not in live.defined_ports else "-m"
+                lines.append(["port", verb, "-t", str(port.type), *where])
+        # Every token was matched against a pattern without whitespace or quotes, so semanage's
+        # whitespace split gives back exactly these argv lists.
+        host.run(["semanage", "import"], input="".join(" ".join(line) + "\n" for line in lines))
+        done = [f"semanage import: {len(fcontext_changes)} file context(s), {len(port_changes)} port(s) in one transaction"]
+        roots = sorted({wanted_fc[c.resource].relabel_root() for c in fcontext_changes})
+        if roots:
+            # -i: a path that does not exist yet has nothing to relabel.
+            result = host.run(["restorecon", "-R", "-v", "-i", *roots])
+            relabelled = sum(1 for line in result.stdout.splitlines() if line.startswith("Relabeled"))
+            done.append(f"restorecon -R {' '.join(roots)}: relabelled {relabelled} file(s)")
+        return done
+
+    def _apply_modules(self, host: Host, spec: SelinuxSpec, changes: list[Change]) -> list[str]:
+        """Compile .te sources (checkmodule validates them first), then one semodule transaction."""
+        modules = {m.name: m for m in spec.modules}
+        work = host.run(["mktemp", "-d", "/tmp/converge-selinux.XXXXXX"]).stdout.strip()
+        try:
+            arguments, installed = [], []
+            for change in changes:
+                module = modules[change.resource.split(":", 1)[1]]
+                if change.action == "remove":
+                    arguments += ["-r", module.name]
+                    continue
+                source = f"{work}/{module.name}.{module.kind}"
+                host.write_file(source, module.text, mode=0o600)
+                if module.kind == "te":
+                    host.run(["checkmodule", "-M", "-m", "-o", f"{work}/{module.name}.mod", source])
+                    host.run(["semodule_package", "-o", f"{work}/{module.name}.pp", "-m", f"{work}/{module.name}.mod"])
+                    source = f"{work}/{module.name}.pp"
+                arguments += ["-i", source]
+                installed.append(module)
+            host.run(["semodule", *arguments])
+        finally:
+            host.run(["rm", "-rf", "--", work], check=False)
+        checksums = parse_module_list(host.run(["semodule", "-l", "-m"]).stdout)
+        for module in installed:
+            record = f"source {module.source_hash}\nmodule {checksums.get(module.name, 'missing')}\n"
+            host.write_file(f"{MODULE_RECORDS}/{module.name}.sha256", record)
+        for change in changes:
+            if change.action == "remove":
+                host.remove_file(f"{MODULE_RECORDS}/{change.resource.split(':', 1)[1]}.sha256")
+        return [f"semodule: {len(installed)} module(s) installed, {len(changes) - len(installed)} removed in one transaction"]
