@@ -279,12 +279,12 @@ def _context_type(context: str) -> str | None:
 
 
 def parse_ports_local(text: str) -> dict[tuple[str, str], str | None]:
-    """The store's ports.local: `portcon tcp 8080 system_u:object_r:http_port_t:s0`."""
+    """The store's ports.local: `portcon tcp 8080 <context>`, ranges written `portcon udp 7000 - 7005 <context>`."""
     ports = {}
     for line in text.splitlines():
         fields = line.split()
-        if len(fields) == 4 and fields[0] == "portcon":
-            ports[(fields[1], fields[2])] = _context_type(fields[3])
+        if len(fields) >= 4 and fields[0] == "portcon":
+            ports[(fields[1], "".join(fields[2:-1]))] = _context_type(fields[-1])
     return ports
 
 
