@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, PrivateAttr, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from converge.errors import ProviderError
 from converge.hosts import Host
@@ -151,23 +151,31 @@ class Module(_Strict):
     ensure: Literal["present", "absent"] = "present"
     _text: str = PrivateAttr("")
 
+    @field_validator("source")
+    @classmethod
+    def _check_source(cls, source: str | None, info: ValidationInfo) -> str | None:
+        if source is None:
+            return None
+        path = Path(source)
+        if path.suffix not in {".te", ".cil"}:
+            raise ValueError(f"source must be a .te or .cil file, got {path.name}")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(f"cannot read {source}: {error}") from None
+        name = info.data.get("name")
+        # checkmodule refuses a module whose output file is named after another module.
+        declared = _TE_MODULE.search(text)
+        if path.suffix == ".te" and name and (not declared or declared[1] != name):
+            found = f"`module {declared[1]}`" if declared else "no `module NAME VERSION;` statement"
+            raise ValueError(f"{path.name} must declare `module {name} <version>;`, found {found}")
+        return source
+
     @model_validator(mode="after")
     def _read_source(self) -> Module:
-        if self.source is None:
-            if self.ensure == "present":
-                raise ValueError("source (a .te or .cil file) is required unless ensure = \"absent\"")
-            return self
-        if Path(self.source).suffix not in {".te", ".cil"}:
-            raise ValueError(f"source must be a .te or .cil file, got {Path(self.source).name}")
-        try:
-            self._text = Path(self.source).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise ValueError(f"cannot read {self.source}: {error}") from None
-        if self.kind == "te":
-            declared = _TE_MODULE.search(self._text)
-            if not declared or declared[1] != self.name:
-                found = f"`module {declared[1]}`" if declared else "no `module NAME VERSION;` statement"
-                raise ValueError(f"{Path(self.source).name} must declare `module {self.name} <version>;`, found {found}")
+        if self.source is None and self.ensure == "present":
+            raise ValueError("source (a .te or .cil file) is required unless ensure = \"absent\"")
+        self._text = Path(self.source).read_text(encoding="utf-8") if self.source else ""
         return self
 
     @property
