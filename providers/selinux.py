@@ -50,7 +50,7 @@ _MODULE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
 _POLICY = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 # A file-context regex as semanage stores it; no whitespace or quotes, since `semanage import`
 # splits its lines on whitespace and strips quotes.
-_FCONTEXT_PATH = re.compile(r"/[A-Za-z0-9_.*+?()\[\]{}|^\\/@%:,=~#-]{0,1023}")
+_FCONTEXT_PATH = re.compile(r"/[A-Za-z0-9_.*+?()\[\]{}|^\\/@%:,=~-]{0,1023}")
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9_.@%:+,=~/-]{0,1023}")
 _PORT_RANGE = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
 _REGEX_META = set(".*+?[](){}|^$\\")
@@ -130,7 +130,6 @@ class FileContext(_Strict):
 class Port(_Strict):
     type: TypeName | None = None
     protocol: Literal["tcp", "udp", "sctp", "dccp"]
-    # Strict mode is relaxed here only to accept both an integer and a "low-high" string.
     port: Annotated[int | str, AfterValidator(_port_range)]
     ensure: Literal["present", "absent"] = "present"
 
@@ -453,7 +452,7 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
     ) -> list[Change]:
         changes = []
         for item in declared:
-            current = local.get(item.key, "absent") if item.key in local else None
+            current = local.get(item.key)
             resource = _resource(kind, item.key)
             if item.ensure == "absent":
                 if item.key in local:
@@ -508,15 +507,16 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
 
     def _apply_mode(self, host: Host, spec: SelinuxSpec, live: SelinuxLive) -> list[str]:
         done = []
-        settings = {key: value for key, value in (("SELINUX", spec.mode), ("SELINUXTYPE", spec.policy)) if value}
-        if any(parse_config(live.config).get(key) != value for key, value in settings.items()):
-            backup = host.write_file(CONFIG, edit_config(live.config, settings))
-            done.append(f"wrote {CONFIG}" + (f" (previous version in {backup})" if backup else ""))
         runtime = live.kernel.mode
+        # The runtime first: if the kernel refuses it, the config still says what it said.
         if spec.mode and "disabled" not in (runtime, spec.mode) and runtime != spec.mode:
             done.append(set_runtime_mode(host, spec.mode))
         elif spec.mode and runtime == "disabled" and live.config_mode != spec.mode:
             done.append(f"runtime unchanged: SELinux is disabled in the running kernel; {spec.mode} after a reboot")
+        settings = {key: value for key, value in (("SELINUX", spec.mode), ("SELINUXTYPE", spec.policy)) if value}
+        if any(parse_config(live.config).get(key) != value for key, value in settings.items()):
+            backup = host.write_file(CONFIG, edit_config(live.config, settings))
+            done.append(f"wrote {CONFIG}" + (f" (previous version in {backup})" if backup else ""))
         if spec.mode and spec.mode != "disabled" and live.config_mode == "disabled" and not live.autorelabel_scheduled:
             host.write_file(AUTORELABEL, "")
             done.append(f"scheduled a full relabel at the next boot ({AUTORELABEL})")

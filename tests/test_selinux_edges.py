@@ -34,7 +34,7 @@ def _stand_in_selinuxfs(host: TestHost, enforce: str, booleans: dict[str, str]) 
 
 
 def test_runtime_state_comes_from_the_kernel_and_is_never_claimed(test_host: TestHost, tmp_path: Path) -> None:
-    test_host.write("/etc/selinux/config", STOCK_CONFIG.replace("SELINUX=permissive", "SELINUX=enforcing"))
+    test_host.write("/etc/selinux/config", STOCK_CONFIG)  # SELINUX=permissive
     _stand_in_selinuxfs(test_host, "0", {"httpd_enable_homedirs": "1 1", "httpd_can_network_connect": "0 0"})
     baseline = _write_baseline(tmp_path, '[selinux]\nmode = "enforcing"\n[selinux.booleans]\n'
                                          "httpd_enable_homedirs = false\nhttpd_can_network_connect = false\n")
@@ -42,17 +42,24 @@ def test_runtime_state_comes_from_the_kernel_and_is_never_claimed(test_host: Tes
     assert plan.returncode == 2, plan.stderr
     changes = {c["resource"]: c for c in json.loads(plan.stdout)["hosts"][0]["changes"]}
     assert set(changes) == {"mode", "boolean:httpd_enable_homedirs"}
-    assert (changes["mode"]["before"], changes["mode"]["after"]) == ("permissive", "enforcing")
-    assert changes["mode"]["notes"] == ["runtime only (setenforce)"]
+    mode = changes["mode"]
+    assert (mode["before"], mode["after"], mode["runtime"]) == ("permissive", "enforcing", "permissive")
+    assert changes["mode"]["notes"] == ["SELINUX=enforcing in /etc/selinux/config", "runtime too (setenforce)"]
     boolean = changes["boolean:httpd_enable_homedirs"]
     assert (boolean["before"], boolean["after"], boolean["runtime"]) == (False, False, True)
     assert boolean["notes"] == ["persistent already; runtime differs"]
 
+    # setenforce needs the real kernel: apply fails, claims nothing and leaves the config alone.
     apply = test_host.converge("apply", baseline, "--yes")
     assert apply.returncode == 1
     assert "apply failed: setenforce" in apply.stdout
     assert "runtime mode set" not in apply.stdout and "converged" not in apply.stdout
+    assert test_host.read("/etc/selinux/config") == STOCK_CONFIG
     assert test_host.read("/sys/fs/selinux/enforce") == "0"
+
+    test_host.write("/etc/selinux/config", STOCK_CONFIG.replace("SELINUX=permissive", "SELINUX=enforcing"))
+    mode = json.loads(test_host.converge("plan", baseline, "--json").stdout)["hosts"][0]["changes"][0]
+    assert (mode["resource"], mode["before"], mode["notes"]) == ("mode", "permissive", ["runtime only (setenforce)"])
 
 
 def test_enabling_from_disabled_needs_a_reboot_and_a_relabel(test_host: TestHost, tmp_path: Path) -> None:
