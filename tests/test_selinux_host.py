@@ -6,6 +6,7 @@ other, in file order: refused -> converged -> changed -> module replaced and rem
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -27,6 +28,9 @@ require {
 
 allow httpd_t httpd_sys_content_t:file { read open getattr };
 """
+
+CIL_SOURCE = "(allow httpd_t self (process (setrlimit)))\n"
+CIL_HASH = "sha256:" + hashlib.sha256(CIL_SOURCE.encode()).hexdigest()
 
 BASELINE = """
 [selinux]
@@ -180,12 +184,15 @@ def test_changed_values_and_source_converge(host: TestHost, baseline_dir: Path) 
         .replace('type = "httpd_sys_content_t"', 'type = "httpd_sys_content_t"\nensure = "absent"')
         .replace('type = "http_port_t"', 'type = "http_cache_port_t"')
         + '\n[[selinux.ports]]\ntype = "http_port_t"\nprotocol = "udp"\nport = "9000-9010"\n'
+        + '\n[[selinux.modules]]\nname = "mycil"\nsource = "selinux/mycil.cil"\n'
     )
+    (baseline_dir / "selinux" / "mycil.cil").write_text(CIL_SOURCE)
     baseline = _baseline(baseline_dir, text)
     code, host_plan = _plan(host, baseline)
     assert code == 2
     changes = {resource: (c["action"], c["before"], c["after"]) for resource, c in _changes(host_plan).items()}
     source_hash = changes.pop("module:mynginx")
+    assert changes.pop("module:mycil") == ("add", None, CIL_HASH)
     assert changes == {
         "boolean:httpd_enable_homedirs": ("update", True, False),
         "fcontext:/srv/www(/.*)?": ("remove", "httpd_sys_content_t", None),
@@ -204,7 +211,10 @@ def test_changed_values_and_source_converge(host: TestHost, baseline_dir: Path) 
     ports = _local(host, "port")
     assert re.search(r"^http_cache_port_t\s+tcp\s+8080$", ports, re.MULTILINE)
     assert re.search(r"^http_port_t\s+udp\s+9000-9010$", ports, re.MULTILINE)
-    assert _modules(host)["mynginx"] != modules_before["mynginx"]
+    modules = _modules(host)
+    assert modules["mynginx"] != modules_before["mynginx"]
+    assert modules["mycil"] == CIL_HASH  # the store's checksum of a .cil module is its source's
+    assert "semodule: 2 module(s) installed, 0 removed in one transaction" in apply.stdout
     assert host.converge("plan", baseline).returncode == 0
 
 
