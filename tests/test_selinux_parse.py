@@ -9,19 +9,18 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from converge.providers.selinux import (
-    FileContext,
-    SelinuxSpec,
+from converge.providers.selinux.kernel import parse_kernel_state
+from converge.providers.selinux.parse import (
     edit_config,
     parse_boolean_list,
     parse_config,
     parse_file_contexts,
-    parse_kernel_state,
     parse_module_list,
     parse_module_record,
     parse_port_list,
     parse_ports_local,
 )
+from converge.providers.selinux.spec import FileContext, SelinuxSpec
 
 DATA = Path(__file__).parent / "data" / "selinux"
 

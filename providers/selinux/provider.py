@@ -1,32 +1,27 @@
-"""selinux: mode and policy, booleans, file contexts, ports and policy modules.
-
-Persistent state is read from the files the SELinux tools themselves read (the config, the policy
-store's `*.local` files, the installed file_contexts) plus three cheap listings (`semanage boolean
--l`, `semanage port -l`, `semodule -l -m`), each asked only when the baseline declares that kind.
-Changes go in as few transactions as the tools allow: one `setsebool -P` for every boolean, one
-`semanage import` for every file context and port, one `semodule` call for every module.
-
-Everything that needs SELinux in the running kernel (the runtime mode and runtime booleans) goes
-through the small "kernel seam" below, so a host whose kernel has SELinux disabled is planned
-honestly: its persistent state is managed and its runtime is reported, never claimed.
-"""
+"""The provider: reads, live state, diff and apply."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
-
-from pydantic import AfterValidator, BaseModel, ConfigDict, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from converge.errors import ProviderError
 from converge.hosts import Host
 from converge.plan import Change
 from converge.provider import Provider
+from converge.providers.selinux.kernel import SELINUXFS, KernelState, kernel_reads, parse_kernel_state, set_runtime_mode
+from converge.providers.selinux.parse import (
+    edit_config,
+    parse_boolean_list,
+    parse_config,
+    parse_file_contexts,
+    parse_module_list,
+    parse_module_record,
+    parse_port_list,
+    parse_ports_local,
+)
+from converge.providers.selinux.spec import FILE_TYPE_FLAG, FileContext, Port, SelinuxSpec
 from converge.reads import Facts, Read, ReadFile, ReadGlob, RunCommand, Which
 
 CONFIG = "/etc/selinux/config"
@@ -44,276 +39,6 @@ TOOLS = ("semanage", "semodule", "setsebool", "checkmodule", "semodule_package",
 BOOLEANS_LIST = RunCommand(("semanage", "boolean", "-l"))
 PORTS_LIST = RunCommand(("semanage", "port", "-l"))
 MODULES_LIST = RunCommand(("semodule", "-l", "-m"))
-
-_NAME = re.compile(r"[a-z][a-z0-9_]{0,127}")
-_MODULE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
-_POLICY = re.compile(r"[a-z][a-z0-9_-]{0,63}")
-# A file-context regex as semanage stores it; no whitespace or quotes, since `semanage import`
-# splits its lines on whitespace and strips quotes.
-_FCONTEXT_PATH = re.compile(r"/[A-Za-z0-9_.*+?()\[\]{}|^\\/@%:,=~-]{0,1023}")
-_PLAIN_PATH = re.compile(r"/[A-Za-z0-9_.@%:+,=~/-]{0,1023}")
-_PORT_RANGE = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
-_REGEX_META = set(".*+?[](){}|^$\\")
-_TE_MODULE = re.compile(r"^\s*module\s+(\S+)\s+[0-9][0-9.]*\s*;", re.MULTILINE)
-
-FileType = Literal["all", "file", "directory", "symlink", "char", "block", "socket", "pipe"]
-# semanage's -f letters and the field file_contexts files write for each (none for "all").
-FILE_TYPE_FLAG = {
-    "all": "a", "file": "f", "directory": "d", "symlink": "l", "char": "c", "block": "b", "socket": "s", "pipe": "p",
-}
-FILE_TYPE_FIELD = {"--": "file", "-d": "directory", "-l": "symlink", "-c": "char", "-b": "block", "-s": "socket", "-p": "pipe"}
-
-
-def _pattern(regex: re.Pattern[str], what: str) -> AfterValidator:
-    def check(value: str) -> str:
-        if not regex.fullmatch(value):
-            raise ValueError(f"not {what}: {value!r}")
-        return value
-
-    return AfterValidator(check)
-
-
-def _plain_path(value: str) -> str:
-    if not _PLAIN_PATH.fullmatch(value) or "/../" in f"{value}/" or "//" in value:
-        raise ValueError(f"not an absolute path without regex characters, '..' or '//': {value!r}")
-    return value
-
-
-def _port_range(value: int | str) -> str:
-    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-    match = _PORT_RANGE.fullmatch(text) if isinstance(text, str) else None
-    if not match:
-        raise ValueError("a port is a number (8080) or a range as a string (\"8080-8090\")")
-    low, high = int(match[1]), int(match[2] or match[1])
-    if not 1 <= low <= high <= 65535:
-        raise ValueError(f"port range must lie within 1-65535 with low <= high, got {text}")
-    return str(low) if low == high else f"{low}-{high}"
-
-
-BooleanName = Annotated[str, _pattern(_NAME, "an SELinux boolean name (lower-case letters, digits, _)")]
-TypeName = Annotated[str, _pattern(_NAME, "an SELinux type name such as httpd_sys_content_t")]
-PortRange = Annotated[str, AfterValidator(_port_range)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class FileContext(_Strict):
-    path: Annotated[str, _pattern(_FCONTEXT_PATH, "a file-context regex starting with / (no spaces or quotes)")]
-    type: TypeName | None = None
-    file_type: FileType = "all"
-    ensure: Literal["present", "absent"] = "present"
-    relabel: Annotated[str, AfterValidator(_plain_path)] | None = None
-
-    @model_validator(mode="after")
-    def _type_when_present(self) -> FileContext:
-        if self.ensure == "present" and self.type is None:
-            raise ValueError("type is required unless ensure = \"absent\"")
-        return self
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.path, self.file_type)
-
-    def relabel_root(self) -> str:
-        """`relabel`, or the regex's literal prefix: the directory every match lives under."""
-        if self.relabel:
-            return self.relabel
-        cut = next((i for i, char in enumerate(self.path) if char in _REGEX_META), len(self.path))
-        prefix = self.path[:cut]
-        whole_component = cut == len(self.path) or prefix.endswith("/") or self.path[cut:cut + 2] == "(/"
-        root = prefix if whole_component else os.path.dirname(prefix)
-        return root.rstrip("/") or "/"
-
-
-class Port(_Strict):
-    type: TypeName | None = None
-    protocol: Literal["tcp", "udp", "sctp", "dccp"]
-    port: Annotated[int | str, AfterValidator(_port_range)]
-    ensure: Literal["present", "absent"] = "present"
-
-    @model_validator(mode="after")
-    def _type_when_present(self) -> Port:
-        if self.ensure == "present" and self.type is None:
-            raise ValueError("type is required unless ensure = \"absent\"")
-        return self
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.protocol, str(self.port))
-
-
-class Module(_Strict):
-    name: Annotated[str, _pattern(_MODULE_NAME, "a policy module name (letters, digits, _)")]
-    source: str | None = None  # made absolute by the baseline loader
-    ensure: Literal["present", "absent"] = "present"
-    _text: str = PrivateAttr("")
-
-    @field_validator("source")
-    @classmethod
-    def _check_source(cls, source: str | None, info: ValidationInfo) -> str | None:
-        if source is None:
-            return None
-        path = Path(source)
-        if path.suffix not in {".te", ".cil"}:
-            raise ValueError(f"source must be a .te or .cil file, got {path.name}")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise ValueError(f"cannot read {source}: {error}") from None
-        name = info.data.get("name")
-        # checkmodule refuses a module whose output file is named after another module.
-        declared = _TE_MODULE.search(text)
-        if path.suffix == ".te" and name and (not declared or declared[1] != name):
-            found = f"`module {declared[1]}`" if declared else "no `module NAME VERSION;` statement"
-            raise ValueError(f"{path.name} must declare `module {name} <version>;`, found {found}")
-        return source
-
-    @model_validator(mode="after")
-    def _read_source(self) -> Module:
-        if self.source is None and self.ensure == "present":
-            raise ValueError("source (a .te or .cil file) is required unless ensure = \"absent\"")
-        self._text = Path(self.source).read_text(encoding="utf-8") if self.source else ""
-        return self
-
-    @property
-    def kind(self) -> str:
-        return Path(self.source or "").suffix.lstrip(".")
-
-    @property
-    def text(self) -> str:
-        return self._text
-
-    @property
-    def source_hash(self) -> str:
-        return "sha256:" + hashlib.sha256(self._text.encode()).hexdigest()
-
-
-class SelinuxSpec(_Strict):
-    """`[selinux]`: mode, policy, booleans, fcontexts, ports, modules; each optional."""
-
-    mode: Literal["enforcing", "permissive", "disabled"] | None = None
-    policy: Annotated[str, _pattern(_POLICY, "a policy name such as default or targeted")] | None = None
-    booleans: dict[BooleanName, bool] = {}
-    fcontexts: list[FileContext] = []
-    ports: list[Port] = []
-    modules: list[Module] = []
-
-    @model_validator(mode="after")
-    def _unique(self) -> SelinuxSpec:
-        for kind, keys in (("fcontexts", [f.key for f in self.fcontexts]), ("ports", [p.key for p in self.ports]),
-                           ("modules", [m.name for m in self.modules])):
-            repeated = sorted({str(key) for key in keys if keys.count(key) > 1})
-            if repeated:
-                raise ValueError(f"{kind} declared twice: {', '.join(repeated)}")
-        return self
-
-
-# ---- The kernel seam --------------------------------------------------------------------------
-# SELinux's runtime lives in selinuxfs. Its `enforce` file holds 1 or 0, and each file under
-# `booleans/` holds "<current> <pending>" (the kernel's sel_read_bool). Without the mount, SELinux
-# is disabled in the running kernel: only the persistent state can change until a reboot.
-SELINUXFS = "/sys/fs/selinux"
-
-
-@dataclass(frozen=True)
-class KernelState:
-    mode: Literal["enforcing", "permissive", "disabled"]
-    booleans: dict[str, bool]
-
-
-def kernel_reads() -> list[Read]:
-    return [ReadFile(f"{SELINUXFS}/enforce"), ReadGlob(f"{SELINUXFS}/booleans/*")]
-
-
-def parse_kernel_state(enforce: str | None, boolean_files: Mapping[str, str]) -> KernelState:
-    if enforce is None:
-        return KernelState("disabled", {})
-    booleans = {os.path.basename(path): text.split()[0] == "1" for path, text in boolean_files.items() if text.split()}
-    return KernelState("enforcing" if enforce.strip() == "1" else "permissive", booleans)
-
-
-def set_runtime_mode(host: Host, mode: str) -> str:
-    """setenforce, which fails (and so does apply) when the kernel cannot take it."""
-    host.run(["setenforce", "1" if mode == "enforcing" else "0"])
-    return f"runtime mode set to {mode} (setenforce)"
-# ---- end of the kernel seam --------------------------------------------------------------------
-
-
-def parse_config(text: str) -> dict[str, str]:
-    """KEY=value lines of /etc/selinux/config."""
-    values = {}
-    for line in text.splitlines():
-        key, sep, value = line.strip().partition("=")
-        if sep and not key.startswith("#"):
-            values[key.strip()] = value.strip().strip("\"'")
-    return values
-
-
-def edit_config(text: str, settings: Mapping[str, str]) -> str:
-    """Set KEY=value in place, keeping every comment and other line; append keys not present."""
-    pending, lines = dict(settings), []
-    for line in text.splitlines():
-        key, sep, _ = line.strip().partition("=")
-        if sep and key.strip() in settings:
-            if key.strip() in pending:
-                lines.append(f"{key.strip()}={pending.pop(key.strip())}")
-            continue  # a repeated assignment would override ours: drop it
-        lines.append(line)
-    return "\n".join([*lines, *(f"{key}={value}" for key, value in pending.items())]) + "\n"
-
-
-def parse_boolean_list(text: str) -> dict[str, bool]:
-    """`semanage boolean -l`: name (state, default) description; the default is the persistent value."""
-    booleans = {}
-    for match in re.finditer(r"^(\S+)\s+\(\s*(on|off)\s*,\s*(on|off)\s*\)", text, re.MULTILINE):
-        booleans[match[1]] = match[3] == "on"
-    return booleans
-
-
-def parse_port_list(text: str) -> set[tuple[str, str]]:
-    """`semanage port -l`: every (protocol, port or range) the policy or a local change defines."""
-    defined = set()
-    for match in re.finditer(r"^\S+\s+(tcp|udp|sctp|dccp)\s+(.+)$", text, re.MULTILINE):
-        defined |= {(match[1], item.strip()) for item in match[2].split(",") if item.strip()}
-    return defined
-
-
-def _context_type(context: str) -> str | None:
-    parts = context.split(":")
-    return parts[2] if len(parts) >= 3 else None  # "<<none>>" has no type
-
-
-def parse_ports_local(text: str) -> dict[tuple[str, str], str | None]:
-    """The store's ports.local: `portcon tcp 8080 <context>`, ranges written `portcon udp 7000 - 7005 <context>`."""
-    ports = {}
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) >= 4 and fields[0] == "portcon":
-            ports[(fields[1], "".join(fields[2:-1]))] = _context_type(fields[-1])
-    return ports
-
-
-def parse_file_contexts(text: str) -> dict[tuple[str, str], str | None]:
-    """A file_contexts file: `regex [file type] context` -> {(regex, file type): SELinux type}."""
-    contexts = {}
-    for line in text.splitlines():
-        fields = line.split()
-        if not fields or fields[0].startswith("#") or len(fields) not in (2, 3):
-            continue
-        file_type = FILE_TYPE_FIELD.get(fields[1], "all") if len(fields) == 3 else "all"
-        contexts[(fields[0], file_type)] = _context_type(fields[-1])
-    return contexts
-
-
-def parse_module_list(text: str) -> dict[str, str]:
-    """`semodule -l -m`: `name sha256:<hex>` for each installed module."""
-    return {fields[0]: fields[1] for fields in (line.split() for line in text.splitlines()) if len(fields) == 2}
-
-
-def parse_module_record(text: str) -> dict[str, str]:
-    return dict(line.split(" ", 1) for line in text.splitlines() if " " in line)
 
 
 def _store_of(paths: Mapping[str, str], policy: str, root: str) -> str | None:
