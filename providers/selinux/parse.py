@@ -32,7 +32,9 @@ def edit_config(text: str, settings: Mapping[str, str]) -> str:
 
 
 def parse_boolean_list(text: str) -> dict[str, bool]:
-    """`semanage boolean -l`: name (state, default) description; the default is the persistent value."""
+    """`semanage boolean -l`: `name (state, default) description`. In seobject the state is the
+    kernel's active value (the default when SELinux is off) and the default the policy store's,
+    i.e. the persistent value."""
     booleans = {}
     for match in re.finditer(r"^(\S+)\s+\(\s*(on|off)\s*,\s*(on|off)\s*\)", text, re.MULTILINE):
         booleans[match[1]] = match[3] == "on"
