@@ -121,3 +121,17 @@ def test_a_module_source_must_declare_the_module_it_is_named_for(tmp_path: Path)
     assert result.returncode == 1
     message = "other.te must declare `module mymod <version>;`, found `module other`"
     assert f"{path}:4: selinux.modules[0].source: {message}" in result.stderr
+
+
+def test_a_module_checkmodule_refuses_stops_apply_before_any_change(test_host: TestHost, tmp_path: Path) -> None:
+    (tmp_path / "broken.te").write_text("module broken 1.0;\n\nallow httpd_t undeclared_t:file read;\n")
+    baseline = _write_baseline(tmp_path, '[selinux]\n[selinux.booleans]\nhttpd_enable_homedirs = true\n'
+                                         '[[selinux.modules]]\nname = "broken"\nsource = "broken.te"\n')
+    plan = test_host.converge("plan", baseline, "--json")
+    planned = {c["resource"] for c in json.loads(plan.stdout)["hosts"][0]["changes"]}
+    assert planned == {"boolean:httpd_enable_homedirs", "module:broken"}
+    apply = test_host.converge("apply", baseline, "--yes")
+    assert apply.returncode == 1
+    assert "apply failed: checkmodule" in apply.stdout
+    assert test_host.changed_files() == []  # the boolean was not set either
+    assert not list(Path("/tmp").glob("converge-selinux.*"))  # the build directory is gone

@@ -21,7 +21,7 @@ from converge.providers.selinux.parse import (
     parse_port_list,
     parse_ports_local,
 )
-from converge.providers.selinux.spec import FILE_TYPE_FLAG, FileContext, Port, SelinuxSpec
+from converge.providers.selinux.spec import FILE_TYPE_FLAG, FileContext, Module, Port, SelinuxSpec
 from converge.reads import Facts, Read, ReadFile, ReadGlob, RunCommand, Which
 
 CONFIG = "/etc/selinux/config"
@@ -218,16 +218,24 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
         for change in changes:
             by_kind.setdefault(change.resource.split(":", 1)[0], []).append(change)
         done = []
-        if "mode" in by_kind or "policy" in by_kind:
-            done += self._apply_mode(host, spec, live)
-        if "boolean" in by_kind:
-            assignments = [f"{c.resource.split(':', 1)[1]}={'1' if c.after else '0'}" for c in by_kind["boolean"]]
-            host.run(["setsebool", "-P", *assignments])
-            done.append(f"set {len(assignments)} boolean(s) persistently (setsebool -P)")
-        if "fcontext" in by_kind or "port" in by_kind:
-            done += self._apply_records(host, spec, live, by_kind.get("fcontext", []), by_kind.get("port", []))
-        if "module" in by_kind:
-            done += self._apply_modules(host, spec, by_kind["module"])
+        module_changes = by_kind.get("module", [])
+        work = host.run(["mktemp", "-d", "/tmp/converge-selinux.XXXXXX"]).stdout.strip() if module_changes else None
+        try:
+            # Modules are built first: checkmodule refuses a broken .te before anything changes.
+            semodule_arguments, installed = self._build_modules(host, spec, module_changes, work) if work else ([], [])
+            if "mode" in by_kind or "policy" in by_kind:
+                done += self._apply_mode(host, spec, live)
+            if "boolean" in by_kind:
+                assignments = [f"{c.resource.split(':', 1)[1]}={'1' if c.after else '0'}" for c in by_kind["boolean"]]
+                host.run(["setsebool", "-P", *assignments])
+                done.append(f"set {len(assignments)} boolean(s) persistently (setsebool -P)")
+            if "fcontext" in by_kind or "port" in by_kind:
+                done += self._apply_records(host, spec, live, by_kind.get("fcontext", []), by_kind.get("port", []))
+            if module_changes:
+                done += self._install_modules(host, semodule_arguments, installed, module_changes)
+        finally:
+            if work:
+                host.run(["rm", "-rf", "--", work], check=False)
         return done
 
     def _apply_mode(self, host: Host, spec: SelinuxSpec, live: SelinuxLive) -> list[str]:
@@ -281,28 +289,29 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
             done.append(f"restorecon -R {' '.join(roots)}: relabelled {relabelled} file(s)")
         return done
 
-    def _apply_modules(self, host: Host, spec: SelinuxSpec, changes: list[Change]) -> list[str]:
-        """Compile .te sources (checkmodule validates them first), then one semodule transaction."""
+    def _build_modules(self, host: Host, spec: SelinuxSpec, changes: list[Change], work: str) -> tuple[list[str], list[Module]]:
+        """semodule's arguments for the changed modules: .te sources compiled (and so validated)
+        with checkmodule and semodule_package, .cil sources as they are, removals as -r."""
         modules = {m.name: m for m in spec.modules}
-        work = host.run(["mktemp", "-d", "/tmp/converge-selinux.XXXXXX"]).stdout.strip()
-        try:
-            arguments, installed = [], []
-            for change in changes:
-                module = modules[change.resource.split(":", 1)[1]]
-                if change.action == "remove":
-                    arguments += ["-r", module.name]
-                    continue
-                source = f"{work}/{module.name}.{module.kind}"
-                host.write_file(source, module.text, mode=0o600)
-                if module.kind == "te":
-                    host.run(["checkmodule", "-M", "-m", "-o", f"{work}/{module.name}.mod", source])
-                    host.run(["semodule_package", "-o", f"{work}/{module.name}.pp", "-m", f"{work}/{module.name}.mod"])
-                    source = f"{work}/{module.name}.pp"
-                arguments += ["-i", source]
-                installed.append(module)
-            host.run(["semodule", *arguments])
-        finally:
-            host.run(["rm", "-rf", "--", work], check=False)
+        arguments, installed = [], []
+        for change in changes:
+            module = modules[change.resource.split(":", 1)[1]]
+            if change.action == "remove":
+                arguments += ["-r", module.name]
+                continue
+            source = f"{work}/{module.name}.{module.kind}"
+            host.write_file(source, module.text, mode=0o600)
+            if module.kind == "te":
+                host.run(["checkmodule", "-M", "-m", "-o", f"{work}/{module.name}.mod", source])
+                host.run(["semodule_package", "-o", f"{work}/{module.name}.pp", "-m", f"{work}/{module.name}.mod"])
+                source = f"{work}/{module.name}.pp"
+            arguments += ["-i", source]
+            installed.append(module)
+        return arguments, installed
+
+    def _install_modules(self, host: Host, arguments: list[str], installed: list[Module], changes: list[Change]) -> list[str]:
+        """One semodule transaction, then the records of what it installed."""
+        host.run(["semodule", *arguments])
         checksums = parse_module_list(host.run(["semodule", "-l", "-m"]).stdout)
         for module in installed:
             record = f"source {module.source_hash}\nmodule {checksums.get(module.name, 'missing')}\n"
