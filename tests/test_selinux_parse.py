@@ -1,0 +1,139 @@
+"""The SELinux provider's pure parts: parsers on output captured from the real tools on Debian 12
+(selinux-policy-default, policycoreutils 3.4, in a test host after a converge apply), the kernel
+seam on selinuxfs-format text, the config editor and the baseline model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from converge.providers.selinux.kernel import parse_kernel_state
+from converge.providers.selinux.parse import (
+    edit_config,
+    parse_boolean_list,
+    parse_config,
+    parse_file_contexts,
+    parse_module_list,
+    parse_module_record,
+    parse_port_list,
+    parse_ports_local,
+)
+from converge.providers.selinux.spec import FileContext, SelinuxSpec
+
+DATA = Path(__file__).parent / "data" / "selinux"
+
+
+def _data(name: str) -> str:
+    return (DATA / name).read_text()
+
+
+def test_boolean_list_gives_every_boolean_with_its_persistent_value() -> None:
+    booleans = parse_boolean_list(_data("semanage-boolean-l.txt"))
+    assert len(booleans) == 291  # every line but the header and the blank line after it
+    assert booleans["httpd_can_network_connect_db"] is True  # set with setsebool -P before capture
+    assert booleans["httpd_enable_homedirs"] is False
+    assert booleans["aide_mmap_files"] is False
+    assert "SELinux" not in booleans
+
+
+def test_port_list_gives_single_ports_and_ranges_per_protocol() -> None:
+    defined = parse_port_list(_data("semanage-port-l.txt"))
+    assert ("tcp", "8080") in defined and ("tcp", "443") in defined
+    assert ("tcp", "10001-10010") in defined  # http_cache_port_t's range
+    assert ("udp", "7000-7005") in defined  # a local range
+    assert ("udp", "8080") not in defined
+
+
+def test_ports_local_joins_the_spaced_range_libsemanage_writes() -> None:
+    assert parse_ports_local(_data("ports.local")) == {("tcp", "8080"): "http_port_t", ("udp", "7000-7005"): "http_port_t"}
+
+
+def test_file_contexts_local_keys_by_regex_and_file_type() -> None:
+    assert parse_file_contexts(_data("file_contexts.local")) == {
+        ("/srv/www(/.*)?", "all"): "httpd_sys_content_t",
+        ("/var/www(/.*)?", "all"): "httpd_sys_rw_content_t",
+        ("/srv/dir", "directory"): "httpd_sys_content_t",
+        ("/srv/file", "file"): "httpd_sys_content_t",
+    }
+
+
+def test_policy_file_contexts_include_none_contexts_and_typed_entries() -> None:
+    contexts = parse_file_contexts(_data("file_contexts"))
+    assert contexts[("/var/www(/.*)?", "all")] == "httpd_sys_content_t"
+    assert contexts[("/var/www(/.*)?/logs", "directory")] == "httpd_sys_ra_content_t"
+    assert None in contexts.values()  # <<none>> entries have no type
+    assert len(contexts) > 25
+
+
+def test_module_list_and_record() -> None:
+    modules = parse_module_list(_data("semodule-l-m.txt"))
+    assert len(modules) == 315
+    assert modules["mynginx"] == "sha256:617591fe459b1e2e8431c28227d55f400e60a2642703f0584b701b04d899351e"
+    assert parse_module_record("source sha256:ab\nmodule sha256:cd\n") == {"source": "sha256:ab", "module": "sha256:cd"}
+
+
+def test_kernel_seam_reads_selinuxfs_format() -> None:
+    assert parse_kernel_state(None, {}).mode == "disabled"
+    state = parse_kernel_state("1", {"/sys/fs/selinux/booleans/httpd_enable_homedirs": "1 0",
+                                     "/sys/fs/selinux/booleans/ftpd_full_access": "0 0"})
+    assert state.mode == "enforcing"
+    assert state.booleans == {"httpd_enable_homedirs": True, "ftpd_full_access": False}  # current, not pending
+    assert parse_kernel_state("0\n", {}).mode == "permissive"
+
+
+def test_config_is_edited_in_place_keeping_comments() -> None:
+    original = _data("config")
+    edited = edit_config(original, {"SELINUX": "enforcing", "SELINUXTYPE": "default"})
+    assert parse_config(edited) == {"SELINUX": "enforcing", "SELINUXTYPE": "default", "SETLOCALDEFS": "0"}
+    assert [line for line in edited.splitlines() if line.startswith("#")] == [
+        line for line in original.splitlines() if line.startswith("#")
+    ]
+    assert len(edited.splitlines()) == len(original.splitlines())
+    # A repeated assignment would override ours: it is dropped; a missing one is appended.
+    assert edit_config("SELINUX=disabled\nSELINUX=permissive\n", {"SELINUX": "enforcing", "SELINUXTYPE": "mls"}) == (
+        "SELINUX=enforcing\nSELINUXTYPE=mls\n"
+    )
+
+
+@pytest.mark.parametrize(("path", "root"), [
+    ("/srv/www(/.*)?", "/srv/www"),
+    ("/srv/www/.*", "/srv/www"),
+    ("/srv/ww[wx]", "/srv"),
+    ("/opt/app/data", "/opt/app/data"),
+    ("/.*", "/"),
+])
+def test_relabel_root_is_the_literal_prefix(path: str, root: str) -> None:
+    assert FileContext(path=path, type="var_t").relabel_root() == root
+    assert FileContext(path=path, type="var_t", relabel="/srv").relabel_root() == "/srv"
+
+
+def test_spec_accepts_the_spec_example_and_port_ranges() -> None:
+    spec = SelinuxSpec.model_validate({
+        "mode": "enforcing", "policy": "targeted", "booleans": {"httpd_enable_homedirs": False},
+        "fcontexts": [{"path": "/srv/www(/.*)?", "type": "httpd_sys_content_t"}, {"path": "/old", "ensure": "absent"}],
+        "ports": [{"type": "http_port_t", "protocol": "tcp", "port": 8080},
+                  {"type": "http_port_t", "protocol": "udp", "port": "9000-9010"}],
+    })
+    assert [port.key for port in spec.ports] == [("tcp", "8080"), ("udp", "9000-9010")]
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ({"mode": "enforce"}, "Input should be"),
+    ({"booleans": {"httpd;reboot": True}}, "not an SELinux boolean name"),
+    ({"booleans": {"httpd_enable_homedirs": 1}}, "valid boolean"),
+    ({"fcontexts": [{"path": "/srv/www $(reboot)", "type": "var_t"}]}, "file-context regex"),
+    ({"fcontexts": [{"path": "srv", "type": "var_t"}]}, "file-context regex"),
+    ({"fcontexts": [{"path": "/srv"}]}, "type is required"),
+    ({"fcontexts": [{"path": "/srv", "type": "var_t", "relabel": "/srv/../etc"}]}, "'..'"),
+    ({"ports": [{"type": "http_port_t", "protocol": "tcp", "port": 70000}]}, "1-65535"),
+    ({"ports": [{"type": "http_port_t", "protocol": "tcp", "port": "90-80"}]}, "low <= high"),
+    ({"ports": [{"type": "http_port_t", "protocol": "icmp", "port": 80}]}, "Input should be"),
+    ({"ports": [{"type": "http_port_t", "protocol": "tcp", "port": 80}] * 2}, "declared twice"),
+    ({"modules": [{"name": "m"}]}, "source"),
+    ({"policy": "../x"}, "not a policy name"),
+])
+def test_spec_refuses_bad_values(table: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace("$", r"\$")):
+        SelinuxSpec.model_validate(table)
