@@ -14,6 +14,7 @@ import socket
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import paramiko
@@ -96,7 +97,7 @@ def _connect_error(where: str, error: BaseException, timeout: float) -> HostErro
         case OSError():
             return HostError(f"{where}: {error.strerror or error}")
         case _:
-            return HostError(f"{where}: {error}")
+            return HostError(f"{where}: {error or type(error).__name__}")
 
 
 class SSHHost(Host):
@@ -110,6 +111,7 @@ class SSHHost(Host):
         self.user = parsed.user or config.get("user") or getpass.getuser()
         where = f"{self.user}@{self.hostname}:{self.port}"
         self._jump: SSHHost | None = None
+        self._config = config
         try:
             self._client = self._connect(config, options)
         except Exception as error:
@@ -170,7 +172,7 @@ class SSHHost(Host):
     def _exec(self, argv: Sequence[str], stdin: bytes | None = None) -> CommandResult:
         """One SSH session running argv (quoted once, here) with optional input."""
         try:
-            channel_in, channel_out, channel_err = self._client.exec_command(shlex.join(argv), timeout=None)
+            channel_in, channel_out, channel_err = self._open_session(shlex.join(argv))
             if stdin:
                 channel_in.write(stdin)
             channel_in.channel.shutdown_write()
@@ -182,6 +184,15 @@ class SSHHost(Host):
         if status == -1:  # the channel closed without an exit status
             raise HostError(f"{self.name}: connection lost while running {argv[0]}")
         return CommandResult(tuple(argv), status, stdout, stderr)
+
+    def _open_session(self, command: str) -> tuple[Any, Any, Any]:
+        """Start `command` in a new session, reconnecting once if the connection has dropped
+        since the last one: nothing ran yet, so a retry cannot run anything twice."""
+        transport = self._client.get_transport()
+        if transport is None or not transport.is_active():
+            self._client.close()
+            self._client = self._connect(self._config, self.options)
+        return self._client.exec_command(command, timeout=None)
 
     def _privileged(self, argv: Sequence[str], stdin: bytes = b"") -> CommandResult:
         if self._sudo_password is not None:
