@@ -53,7 +53,8 @@ _PARAMS = rf"\[[a-z_]+=(?:{_PLAIN}|{_QUOTED})(?:, ?[a-z_]+=(?:{_PLAIN}|{_QUOTED}
 _ACTION = re.compile(rf"(?:{_NAME}|{_INTERPOLATION})(?:{_PARAMS})?")
 _FILTER = re.compile(rf"{_NAME}(?:\[[a-z_]+=[A-Za-z0-9_.-]+(?:, ?[a-z_]+=[A-Za-z0-9_.-]+)*\])?")
 _PORT_ITEM = re.compile(r"[a-z][a-z0-9-]{0,31}|[0-9]{1,5}(?::[0-9]{1,5})?")
-_LOG_PATH = re.compile(rf"(?:/[A-Za-z0-9_.*?@+-]+)+|{_INTERPOLATION}")
+# Absolute, no `..` component: a log path must not walk out of the directory it names.
+_LOG_PATH = re.compile(rf"(?:/(?!\.\.(?:/|$))[A-Za-z0-9_.*?@+-]+)+|{_INTERPOLATION}")
 _JOURNAL_MATCH = re.compile(r"\+|[A-Z_][A-Z0-9_]*=[A-Za-z0-9_.@:-]+")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")
@@ -120,8 +121,8 @@ def _listed(pattern: re.Pattern[str], what: str, separator: str) -> Any:
 
 
 def _port(value: Any) -> str:
-    items = [str(value)] if isinstance(value, int) and not isinstance(value, bool) else value
-    items = items.split(",") if isinstance(items, str) else None
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    items = text.split(",") if isinstance(text, str) else None
     if not items or not all(_PORT_ITEM.fullmatch(item.strip()) for item in items):
         raise ValueError("not a port: expected a number, a range 1000:2000, a service name, or several joined by commas")
     for item in items:
@@ -208,7 +209,7 @@ def _jail_name(value: Any) -> str:
     if not isinstance(value, str) or not re.fullmatch(_NAME, value):
         raise ValueError("not a jail name: letters, digits and _ . - (such as sshd)")
     if value.upper() in {"DEFAULT", "INCLUDES"}:
-        raise ValueError(f"{value} is a section fail2ban reserves; use [fail2ban.defaults] for the defaults")
+        raise ValueError(f"the name {value} is reserved by fail2ban; use [fail2ban.defaults] for the defaults")
     return value
 
 
