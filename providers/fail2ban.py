@@ -299,7 +299,8 @@ def fail2ban_errors(result: CommandResult) -> str:
     for line in (result.stderr + "\n" + result.stdout).splitlines():
         match = re.search(r"\bERROR\s+(.*)", line)
         if match and "test configuration failed" not in match[1]:
-            messages.append(match[1].removeprefix("NOK: ").strip())
+            # The server's refusals arrive as a Python tuple: NOK: ('Failed to change log target',)
+            messages.append(re.sub(r"^NOK: \(['\"](.*)['\"],\)$", r"\1", match[1].strip()))
     return "; ".join(dict.fromkeys(messages)) or result.failure()
 
 
@@ -437,8 +438,13 @@ class Fail2banProvider(Provider[Fail2banSpec, Fail2banLive]):
             _restore(host, live.file_text)
             if live.running_jails is not None:
                 host.run((CLIENT, "reload"), check=False)
-            raise ProviderError(f"{' '.join(command)} failed: {fail2ban_errors(result)}; {JAIL_FILE} was restored"
-                                + ("; the server keeps its previous jails" if live.running_jails is not None else ""))
+                outcome = "the server keeps its previous jails"
+            else:
+                # A server that failed half-way through `start` keeps running without jails.
+                if command == START_WITHOUT_SYSTEMD:
+                    host.run((CLIENT, "stop"), check=False)
+                outcome = "the server is stopped, as it was"
+            raise ProviderError(f"{' '.join(command)} failed: {fail2ban_errors(result)}; {JAIL_FILE} was restored; {outcome}")
         done.append("reloaded fail2ban-server" if live.running_jails is not None else "started fail2ban-server")
         return done
 

@@ -60,6 +60,8 @@ def test_fail2ban_error_messages_are_its_own() -> None:
         "Unable to read the filter 'nosuchfilter'; Errors in jail 'sshd'."
     )
     assert "Unable to read the filter 'nosuch'" in fail2ban_errors(_result("reload-missing-filter.txt"))
+    assert fail2ban_errors(_result("start-bad-logtarget.txt")) == "Failed to change log target"
+    assert fail2ban_errors(_result("get-nosuch-maxretry.txt")) == "nosuch"
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("600", 600), ("10m", 600), ("1h 30m", 5400), ("1d", 86400), ("2w", 1209600),

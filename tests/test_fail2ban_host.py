@@ -218,3 +218,19 @@ def test_failed_logins_in_the_jail_log_get_the_address_banned(host: TestHost, tm
     assert _banned(host, "sshd") == [ATTACKER]
     rules = host.run(["iptables", "-S", "f2b-sshd"]).stdout
     assert f"-A f2b-sshd -s {ATTACKER}/32 -j REJECT" in rules
+
+
+def test_a_server_that_fails_to_start_leaves_the_previous_file_and_no_server(host: TestHost, tmp_path: Path) -> None:
+    host.write("/var/log/auth.log", "")
+    previous = "[sshd]\nenabled = true\nmaxretry = 6\n"
+    host.write(JAIL_FILE, previous)
+    # A mistake outside converge's file that `-t` does not see: the server fails while starting.
+    host.write("/etc/fail2ban/fail2ban.local", "[Definition]\nlogtarget = /var/log/no-such-directory/fail2ban.log\n")
+    baseline = _baseline(tmp_path, SSHD.format(maxretry=3))
+
+    apply = host.converge("apply", baseline, "--yes")
+    assert apply.returncode == 1
+    assert "fail2ban-client -x start failed: Failed to change log target" in apply.stdout
+    assert f"{JAIL_FILE} was restored; the server is stopped, as it was" in apply.stdout
+    assert host.read(JAIL_FILE) == previous
+    assert host.run(["fail2ban-client", "ping"], check=False).returncode != 0
