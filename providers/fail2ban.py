@@ -23,10 +23,12 @@ from converge.errors import ProviderError
 from converge.hosts import Host
 from converge.plan import Change
 from converge.provider import Provider
-from converge.reads import CommandResult, Facts, Read, ReadFile, RunCommand, Which
+from converge.reads import CommandResult, Facts, Read, ReadFile, ReadGlob, RunCommand, Which
 
 CONFIG_DIR = "/etc/fail2ban"
+# Read after jail.conf, jail.d/*.conf and jail.local: the baseline wins over the stock files.
 JAIL_FILE = f"{CONFIG_DIR}/jail.d/converge.local"
+LOCAL_FILES = f"{CONFIG_DIR}/jail.d/*.local"
 FILE_HEADER = (
     "# Managed by converge: rewritten on every apply, local edits are lost.\n"
     "# Change the baseline ([fail2ban.defaults], [fail2ban.jails.NAME]) instead.\n"
@@ -314,21 +316,38 @@ class Fail2banLive:
     live_values: dict[str, dict[str, str | frozenset[str]]]
     config_error: str | None  # why `fail2ban-client -t` refuses the configuration on disk
     systemd: bool
+    # (file, section, options) set again by jail.d/*.local files fail2ban reads after ours.
+    overrides: list[tuple[str, str, list[str]]]
+
+
+def overriding_files(spec: Fail2banSpec, later_files: dict[str, str]) -> list[tuple[str, str, list[str]]]:
+    """Options of the baseline that files read after JAIL_FILE set again (theirs win)."""
+    found = []
+    for path, text in later_files.items():
+        try:
+            sections = parse_jail_file(text)
+        except ValueError:
+            continue  # fail2ban-client -t reports a broken file
+        for section, options in spec.sections().items():
+            overlap = [option for option in options if option in sections.get(section, {})]
+            if overlap:
+                found.append((path, section, overlap))
+    return found
 
 
 def _live_reads(spec: Fail2banSpec) -> list[tuple[str, str]]:
-    """(jail, option) pairs to ask the server: options the jail or the defaults set."""
-    defaults = spec.defaults.section()
-    return [
-        (jail, option) for jail, options in spec.jails.items() for option in LIVE_OPTIONS
-        if option in options.section() or option in defaults
-    ]
+    """(jail, option) pairs to ask the server: the options the jail's own section sets.
+
+    An option only [fail2ban.defaults] sets is not asked: the jail's section in jail.conf or
+    another file may set it (recidive's bantime), and fail2ban rightly prefers that one.
+    """
+    return [(jail, option) for jail, options in spec.jails.items() for option in LIVE_OPTIONS if option in options.section()]
 
 
 def _drift(spec: Fail2banSpec, name: str, live: Fail2banLive) -> tuple[list[str], dict[str, Any]]:
     """How the running jail `name` differs from the baseline: notes, and the live values shown."""
-    options = spec.defaults.section() | spec.jails[name].section()
-    enabled = options.get("enabled")
+    options = spec.jails[name].section()
+    enabled = options.get("enabled")  # from the defaults, another file's section may override it
     running = live.running_jails is not None and name in live.running_jails
     if live.running_jails is None or enabled is None:
         return [], {}
@@ -338,7 +357,8 @@ def _drift(spec: Fail2banSpec, name: str, live: Fail2banLive) -> tuple[list[str]
         return ["enabled but not running: reload starts it"], {"running": False}
     notes, shown = [], {}
     for option, reported in live.live_values.get(name, {}).items():
-        wanted = expected_live_value(option, options[option], options.get("backend"))
+        backend = options.get("backend", spec.defaults.section().get("backend"))
+        wanted = expected_live_value(option, options[option], backend)
         if wanted is not None and reported != wanted:
             shown[option] = sorted(reported) if isinstance(reported, frozenset) else reported
             notes.append(f"live {option} is {_shown(reported)}, not {_shown(wanted)}: reload applies it")
@@ -356,7 +376,8 @@ class Fail2banProvider(Provider[Fail2banSpec, Fail2banLive]):
 
     def reads(self, spec: Fail2banSpec) -> Sequence[Read]:
         return [
-            Which(CLIENT), ReadFile(JAIL_FILE), RunCommand(STATUS), RunCommand(CONFIG_TEST), RunCommand(SYSTEMD_BOOTED),
+            Which(CLIENT), ReadFile(JAIL_FILE), ReadGlob(LOCAL_FILES), RunCommand(STATUS), RunCommand(CONFIG_TEST),
+            RunCommand(SYSTEMD_BOOTED),
             *(RunCommand((CLIENT, "get", jail, option)) for jail, option in _live_reads(spec)),
         ]
 
@@ -383,8 +404,10 @@ class Fail2banProvider(Provider[Fail2banSpec, Fail2banLive]):
                 if jail in running and result.ok:
                     values.setdefault(jail, {})[option] = parse_live_option(option, result.stdout)
         test = facts.command(*CONFIG_TEST)
+        # fail2ban reads jail.d/*.local last, in name order: the ones named after ours win.
+        later = {path: text for path, text in facts.glob(LOCAL_FILES).items() if path > JAIL_FILE}
         return Fail2banLive(text, sections, running, values, None if test.ok else fail2ban_errors(test),
-                            facts.command(*SYSTEMD_BOOTED).ok)
+                            facts.command(*SYSTEMD_BOOTED).ok, overriding_files(spec, later))
 
     def diff(self, spec: Fail2banSpec, live: Fail2banLive) -> list[Change]:
         changes = []
@@ -404,7 +427,7 @@ class Fail2banProvider(Provider[Fail2banSpec, Fail2banLive]):
                                   detail))
         if not changes and live.file_text != render_jail_file(wanted):
             reason = "cannot be parsed" if live.file_sections is None else "differs in layout or comments"
-            changes.append(Change(self.name, JAIL_FILE, "update", None, None, (f"{reason}: rewrite it",)))
+            changes.append(Change(self.name, JAIL_FILE, "update", "edited", "managed content", (f"{reason}: rewrite it",)))
         if spec.start_server and live.running_jails is None:
             changes.append(Change(self.name, "server", "update", "stopped", "running"))
         return changes
@@ -415,6 +438,8 @@ class Fail2banProvider(Provider[Fail2banSpec, Fail2banLive]):
             found.append(f"fail2ban-client -t refuses the configuration now on this host: {live.config_error}; "
                          "apply refuses any configuration that fails this test (a jail of another file, such as "
                          "Debian's sshd in jail.d/defaults-debian.conf, can be declared here to fix or disable it)")
+        found += [f"{path} is read after {JAIL_FILE} and sets {', '.join(options)} in [{section}]: its values win"
+                  for path, section, options in live.overrides]
         if live.running_jails is None and not spec.start_server and spec.jails:
             found.append("fail2ban-server is not running: the jails take effect when it starts (or set start_server = true)")
         return found

@@ -14,7 +14,9 @@ from pydantic import ValidationError
 from converge.providers.fail2ban import (
     JAIL_FILE,
     Fail2banSpec,
+    _live_reads,
     fail2ban_errors,
+    overriding_files,
     parse_jail_file,
     parse_jail_list,
     parse_live_option,
@@ -135,3 +137,23 @@ def test_converge_validate_names_the_line_and_key(baseline: Path) -> None:
 def test_the_managed_file_is_a_jail_d_local_file() -> None:
     # Read after jail.conf, jail.d/*.conf and jail.local: the baseline wins over the stock files.
     assert JAIL_FILE == "/etc/fail2ban/jail.d/converge.local"
+
+
+def test_only_options_of_the_jail_itself_are_compared_live() -> None:
+    # jail.conf's [recidive] sets bantime = 1w, which rightly beats [DEFAULT]: not a drift.
+    spec = Fail2banSpec.model_validate({"defaults": {"bantime": "1h", "maxretry": 5},
+                                        "jails": {"recidive": {"enabled": True, "maxretry": 2}}})
+    assert _live_reads(spec) == [("recidive", "maxretry")]
+
+
+def test_files_read_after_ours_that_set_our_options_are_found() -> None:
+    spec = Fail2banSpec.model_validate({"defaults": {"bantime": "1h"}, "jails": {"sshd": {"maxretry": 3, "port": "ssh"}}})
+    later = {
+        "/etc/fail2ban/jail.d/zz-local.local": "[sshd]\nmaxretry = 10\nport = ssh\nfindtime = 1m\n[DEFAULT]\nbantime = 5m\n",
+        "/etc/fail2ban/jail.d/zz-other.local": "[nginx]\nmaxretry = 1\n",
+        "/etc/fail2ban/jail.d/zz-broken.local": "no section\n",
+    }
+    assert overriding_files(spec, later) == [
+        ("/etc/fail2ban/jail.d/zz-local.local", "DEFAULT", ["bantime"]),
+        ("/etc/fail2ban/jail.d/zz-local.local", "sshd", ["port", "maxretry"]),
+    ]

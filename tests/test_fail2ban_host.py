@@ -234,3 +234,31 @@ def test_a_server_that_fails_to_start_leaves_the_previous_file_and_no_server(hos
     assert f"{JAIL_FILE} was restored; the server is stopped, as it was" in apply.stdout
     assert host.read(JAIL_FILE) == previous
     assert host.run(["fail2ban-client", "ping"], check=False).returncode != 0
+
+
+def test_hand_edits_are_rewritten_and_a_later_file_that_wins_is_named(host: TestHost, tmp_path: Path) -> None:
+    host.write("/var/log/auth.log", "")
+    baseline = _baseline(tmp_path, SSHD.format(maxretry=3))
+    _apply(host, baseline)
+
+    # A comment added by hand changes no option: the file is still rewritten to what converge manages.
+    host.write(JAIL_FILE, (host.read(JAIL_FILE) or "") + "# tuned by hand\n")
+    plan = host.converge("plan", baseline, "--json")
+    [change] = json.loads(plan.stdout)["hosts"][0]["changes"]
+    assert (change["resource"], change["notes"]) == (JAIL_FILE, ["differs in layout or comments: rewrite it"])
+    _apply(host, baseline)
+    assert "# tuned by hand" not in (host.read(JAIL_FILE) or "")
+    _assert_in_sync(host, baseline)
+
+    # A jail.d/*.local file read after converge.local sets maxretry again: fail2ban obeys it.
+    host.write("/etc/fail2ban/jail.d/zz-admin.local", "[sshd]\nmaxretry = 10\n")
+    host.run(["fail2ban-client", "reload"])
+    plan = host.converge("plan", baseline, "--json")
+    record = json.loads(plan.stdout)["hosts"][0]
+    assert record["warnings"] == [
+        f"/etc/fail2ban/jail.d/zz-admin.local is read after {JAIL_FILE} and sets maxretry in [sshd]: its values win"
+    ]
+    assert record["changes"][0]["live"] == {"maxretry": "10"}
+    apply = host.converge("apply", baseline, "--yes")
+    assert apply.returncode == 1
+    assert "did not converge; still differing: fail2ban jails.sshd" in apply.stdout
