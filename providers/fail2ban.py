@@ -51,7 +51,9 @@ _NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 _INTERPOLATION = r"%\([a-z_]+\)s"  # a reference to another option, as fail2ban's own files use
 _PLAIN = rf"(?:[A-Za-z0-9_.:/@+-]|{_INTERPOLATION})+"
 _QUOTED = rf'"(?:[A-Za-z0-9_.:/@+, -]|{_INTERPOLATION})*"'
-_PARAMS = rf"\[[a-z_]+=(?:{_PLAIN}|{_QUOTED})(?:, ?[a-z_]+=(?:{_PLAIN}|{_QUOTED}))*\]"
+# Parameters named action* replace the action's shell commands: those belong in action.d files.
+_PARAM = rf"(?!action)[a-z_]+=(?:{_PLAIN}|{_QUOTED})"
+_PARAMS = rf"\[{_PARAM}(?:, ?{_PARAM})*\]"
 _ACTION = re.compile(rf"(?:{_NAME}|{_INTERPOLATION})(?:{_PARAMS})?")
 _FILTER = re.compile(rf"{_NAME}(?:\[[a-z_]+=[A-Za-z0-9_.-]+(?:, ?[a-z_]+=[A-Za-z0-9_.-]+)*\])?")
 _PORT_ITEM = re.compile(r"[a-z][a-z0-9-]{0,31}|[0-9]{1,5}(?::[0-9]{1,5})?")
@@ -68,7 +70,7 @@ TIME_UNITS = {
     "w": 604800, "week": 604800, "weeks": 604800,
 }
 _TIME_PART = re.compile(r"([0-9]{1,9}) ?(" + "|".join(sorted(TIME_UNITS, key=len, reverse=True)) + r")?(?![a-z])")
-_TIME = re.compile(rf"{_TIME_PART.pattern}(?: {_TIME_PART.pattern})*")
+_TIME = re.compile(rf"{_TIME_PART.pattern}(?: ?{_TIME_PART.pattern})*")
 
 
 def time_to_seconds(value: str) -> int:
@@ -91,8 +93,7 @@ def _time(value: Any, *, permanent_allowed: bool = False) -> str:
         raise ValueError("a time, not a table (quote dotted options: \"bantime.increment\" = true)")
     text = " ".join(str(value).split()) if isinstance(value, str) else ""
     if not isinstance(value, str) or not _TIME.fullmatch(text) or time_to_seconds(text) < 1:
-        raise ValueError(f"not a time: expected seconds or numbers with units {', '.join(('s', 'm', 'h', 'd', 'w'))}, "
-                         "such as \"10m\" or \"1h 30m\"")
+        raise ValueError("not a time: expected seconds, or numbers with the units s, m, h, d or w such as \"10m\" or \"1h 30m\"")
     return text
 
 
@@ -158,6 +159,7 @@ def _multipliers(value: Any) -> str:
 Count = Annotated[int, Field(ge=1, le=MAX_COUNT)]
 Time = Annotated[str, PlainValidator(_time)]
 BanTime = Annotated[str, PlainValidator(lambda value: _time(value, permanent_allowed=True))]
+Actions = Annotated[str, _listed(_ACTION, "actions: name or name[param=value, ...], no action* command parameters", "\n")]
 Name = Annotated[str, _matching(re.compile(_NAME), "a name: letters, digits and _ . - (such as iptables-multiport)")]
 
 
@@ -185,7 +187,7 @@ class JailOptions(BaseModel):
     bantime_maxtime: Time | None = Field(None, alias="bantime.maxtime")
     bantime_rndtime: Time | None = Field(None, alias="bantime.rndtime")
     bantime_overalljails: bool | None = Field(None, alias="bantime.overalljails")
-    action: Annotated[str, _listed(_ACTION, "actions: name or name[param=value, ...]", "\n")] | None = None
+    action: Actions | None = None
     banaction: Name | None = None
     banaction_allports: Name | None = None
     chain: Name | None = None

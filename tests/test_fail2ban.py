@@ -67,7 +67,8 @@ def test_fail2ban_error_messages_are_its_own() -> None:
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("600", 600), ("10m", 600), ("1h 30m", 5400), ("1d", 86400), ("2w", 1209600),
-                                               ("-1", -1), ("90 seconds", 90), ("1 hour", 3600)])
+                                               ("-1", -1), ("90 seconds", 90), ("1 hour", 3600),
+                                               ("1d12h", 129600)])
 def test_times_in_seconds_as_fail2ban_counts_them(text: str, seconds: int) -> None:
     assert time_to_seconds(text) == seconds
 
@@ -106,6 +107,7 @@ def test_a_broken_file_is_reported_as_unreadable() -> None:
     ({"filter": "../../etc/passwd"}, "not a filter name"),
     ({"logpath": "/var/log/$(reboot)"}, "absolute log file paths"),
     ({"action": "iptables[name=a;b]"}, "expected actions"),
+    ({"action": "iptables[name=ssh, actionban=reboot]"}, "no action* command parameters"),
     ({"bantime": "1 month"}, "not a time"),
     ({"findtime": -1}, "1 to 1000000000"),
     ({"destemail": "root@localhost\nsender = x"}, "not an e-mail address"),
