@@ -244,6 +244,12 @@ def render_jail_file(sections: dict[str, dict[str, str]]) -> str:
     return FILE_HEADER + "\n" + "\n".join(blocks)
 
 
+def desired_file(spec: Fail2banSpec) -> str | None:
+    """The file the baseline asks for; None (no file) when it declares no defaults and no jail."""
+    sections = spec.sections()
+    return render_jail_file(sections) if sections else None
+
+
 def parse_jail_file(text: str) -> dict[str, dict[str, str]]:
     """Sections and options of a jail file, values as fail2ban reads them; ValueError if unreadable."""
     # No section is special here: [DEFAULT] is one of the sections converge writes.
@@ -427,9 +433,12 @@ class Fail2banProvider(Provider[Fail2banSpec, Fail2banLive]):
             detail = describe_difference(before, after) if before and after and before != after else None
             changes.append(Change(self.name, resource, action, before, after, tuple(notes), {"live": shown} if shown else {},
                                   detail))
-        if not changes and live.file_text != render_jail_file(wanted):
-            reason = "cannot be parsed" if live.file_sections is None else "differs in layout or comments"
-            changes.append(Change(self.name, JAIL_FILE, "update", "edited", "managed content", (f"{reason}: rewrite it",)))
+        if not changes and live.file_text != desired_file(spec):
+            if not wanted:
+                changes.append(Change(self.name, JAIL_FILE, "remove", "present", None, ("the baseline declares no jail",)))
+            else:
+                reason = "cannot be parsed" if live.file_sections is None else "differs in layout or comments"
+                changes.append(Change(self.name, JAIL_FILE, "update", "edited", "managed content", (f"{reason}: rewrite it",)))
         if spec.start_server and live.running_jails is None:
             changes.append(Change(self.name, "server", "update", "stopped", "running"))
         return changes
@@ -448,12 +457,16 @@ class Fail2banProvider(Provider[Fail2banSpec, Fail2banLive]):
 
     def apply(self, host: Host, spec: Fail2banSpec, live: Fail2banLive, changes: Sequence[Change]) -> list[str]:
         done = []
-        text = render_jail_file(spec.sections())
+        text = desired_file(spec)
         if live.file_text != text:
             _test_staged(host, text)
-            backup = host.write_file(JAIL_FILE, text, mode=0o644)
-            kept = f" (previous version in {backup})" if backup else ""
-            done.append(f"wrote {JAIL_FILE}{kept}, accepted by fail2ban-client -t")
+            if text is None:
+                backup = host.remove_file(JAIL_FILE)
+                done.append(f"removed {JAIL_FILE} (previous version in {backup}), accepted by fail2ban-client -t")
+            else:
+                backup = host.write_file(JAIL_FILE, text, mode=0o644)
+                kept = f" (previous version in {backup})" if backup else ""
+                done.append(f"wrote {JAIL_FILE}{kept}, accepted by fail2ban-client -t")
         if live.running_jails is not None:
             command: tuple[str, ...] = (CLIENT, "reload")
         elif spec.start_server:
@@ -476,14 +489,16 @@ class Fail2banProvider(Provider[Fail2banSpec, Fail2banLive]):
         return done
 
 
-def _test_staged(host: Host, text: str) -> None:
-    """Run `fail2ban-client -t` on a copy of the configuration holding `text`; raise if refused."""
+def _test_staged(host: Host, text: str | None) -> None:
+    """Run `fail2ban-client -t` on a copy of the configuration with `text` as JAIL_FILE (None: without
+    it); raise with fail2ban's message if refused."""
     stage = host.run(("mktemp", "-d", "-p", STAGING_PARENT, "converge-fail2ban.XXXXXXXX")).stdout.strip()
     try:
         host.run(("cp", "-a", f"{CONFIG_DIR}/.", stage))
         staged_file = stage + JAIL_FILE.removeprefix(CONFIG_DIR)
         host.run(("rm", "-f", staged_file))  # a fresh file: write_file then keeps no backup of the copy
-        host.write_file(staged_file, text, mode=0o644)
+        if text is not None:
+            host.write_file(staged_file, text, mode=0o644)
         result = host.run((CLIENT, "-c", stage, "-t"), check=False)
     finally:
         host.run(("rm", "-rf", "--", stage), check=False)

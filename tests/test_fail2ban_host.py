@@ -262,3 +262,17 @@ def test_hand_edits_are_rewritten_and_a_later_file_that_wins_is_named(host: Test
     apply = host.converge("apply", baseline, "--yes")
     assert apply.returncode == 1
     assert "did not converge; still differing: fail2ban jails.sshd" in apply.stdout
+
+
+def test_a_baseline_without_jails_removes_the_file_once_fail2ban_accepts_that(host: TestHost, tmp_path: Path) -> None:
+    host.write("/var/log/auth.log", "")
+    _apply(host, _baseline(tmp_path, SSHD.format(maxretry=3)))
+    empty = _baseline(tmp_path, "[fail2ban]\nstart_server = true\n", "empty.toml")
+
+    plan = host.converge("plan", empty, "--json")
+    changes = json.loads(plan.stdout)["hosts"][0]["changes"]
+    assert sorted((c["resource"], c["action"]) for c in changes) == [("defaults", "remove"), ("jails.sshd", "remove")]
+    assert f"removed {JAIL_FILE}" in _apply(host, empty)
+    assert host.read(JAIL_FILE) is None
+    assert _get(host, "sshd", "maxretry") == "5"  # Debian's sshd jail, with jail.conf's defaults again
+    _assert_in_sync(host, empty)
