@@ -310,7 +310,7 @@ def fail2ban_errors(result: CommandResult) -> str:
         match = re.search(r"\bERROR\s+(.*)", line)
         if match and "test configuration failed" not in match[1]:
             # The server's refusals arrive as a Python tuple: NOK: ('Failed to change log target',)
-            messages.append(re.sub(r"^NOK: \(['\"](.*)['\"],\)$", r"\1", match[1].strip()))
+            messages.append(re.sub(r"^NOK: \(['\"](.*)['\"],\)$", r"\1", match[1].strip()).rstrip("."))
     return "; ".join(dict.fromkeys(messages)) or result.failure()
 
 
@@ -424,7 +424,8 @@ class Fail2banProvider(Provider[Fail2banSpec, Fail2banLive]):
         for section in dict.fromkeys([*wanted, *on_file]):
             resource = "defaults" if section == "DEFAULT" else f"jails.{section}"
             before, after = on_file.get(section), wanted.get(section)
-            notes, shown = _drift(spec, section, live) if section in spec.jails else ([], {})
+            # Live drift matters when the file is right already; a new file is reloaded anyway.
+            notes, shown = _drift(spec, section, live) if section in spec.jails and before == after else ([], {})
             if before == after and not notes:
                 continue
             if after is None:

@@ -59,7 +59,7 @@ def test_fail2ban_error_messages_are_its_own() -> None:
     assert fail2ban_errors(_result("test-missing-log.txt")) == missing_log
     assert fail2ban_errors(_result("test-missing-filter.txt")) == (
         "Found no accessible config files for 'filter.d/nosuchfilter' under /etc/fail2ban; "
-        "Unable to read the filter 'nosuchfilter'; Errors in jail 'sshd'."
+        "Unable to read the filter 'nosuchfilter'; Errors in jail 'sshd'"
     )
     assert "Unable to read the filter 'nosuch'" in fail2ban_errors(_result("reload-missing-filter.txt"))
     assert fail2ban_errors(_result("start-bad-logtarget.txt")) == "Failed to change log target"

@@ -101,6 +101,8 @@ def test_jails_added_changed_disabled_removed_match_live_each_time(host: TestHos
 
     # Add a jail.
     added = _baseline(tmp_path, SSHD.format(maxretry=3) + EXTRA.format(enabled="true"))
+    [change] = json.loads(host.converge("plan", added, "--json").stdout)["hosts"][0]["changes"]
+    assert (change["resource"], change["action"], "notes" in change) == ("jails.ssh-extra", "add", False)
     assert "reloaded fail2ban-server" in _apply(host, added)
     assert _jails(host) == ["ssh-extra", "sshd"]
     assert _get(host, "ssh-extra", "maxretry") == "7"
