@@ -250,6 +250,17 @@ def desired_file(spec: Fail2banSpec) -> str | None:
     return render_jail_file(sections) if sections else None
 
 
+def _typed(value: str) -> bool | int | str:
+    if value in {"true", "false"}:
+        return value == "true"
+    return int(value) if re.fullmatch(r"-?[0-9]+", value) else value
+
+
+def displayed(section: dict[str, str] | None) -> dict[str, bool | int | str] | None:
+    """A section's options as a baseline writes them (booleans and whole numbers typed), for plans."""
+    return None if section is None else {option: _typed(value) for option, value in section.items()}
+
+
 def parse_jail_file(text: str) -> dict[str, dict[str, str]]:
     """Sections and options of a jail file, values as fail2ban reads them; ValueError if unreadable."""
     # No section is special here: [DEFAULT] is one of the sections converge writes.
@@ -368,7 +379,7 @@ def _drift(spec: Fail2banSpec, name: str, live: Fail2banLive) -> tuple[list[str]
         backend = options.get("backend", spec.defaults.section().get("backend"))
         wanted = expected_live_value(option, options[option], backend)
         if wanted is not None and reported != wanted:
-            shown[option] = sorted(reported) if isinstance(reported, frozenset) else reported
+            shown[option] = sorted(reported) if isinstance(reported, frozenset) else _typed(reported)
             notes.append(f"live {option} is {_shown(reported)}, not {_shown(wanted)}: reload applies it")
     return notes, shown
 
@@ -423,12 +434,12 @@ class Fail2banProvider(Provider[Fail2banSpec, Fail2banLive]):
         on_file = live.file_sections or {}
         for section in dict.fromkeys([*wanted, *on_file]):
             resource = "defaults" if section == "DEFAULT" else f"jails.{section}"
-            before, after = on_file.get(section), wanted.get(section)
+            before, after = displayed(on_file.get(section)), displayed(wanted.get(section))
             # Live drift matters when the file is right already; a new file is reloaded anyway.
             notes, shown = _drift(spec, section, live) if section in spec.jails and before == after else ([], {})
             if before == after and not notes:
                 continue
-            if after is None:
+            if after is None and section != "DEFAULT":
                 notes = [f"drop from {JAIL_FILE}; reload stops the jail unless another file enables it"]
             action = "add" if before is None else "remove" if after is None else "update"
             detail = describe_difference(before, after) if before and after and before != after else None

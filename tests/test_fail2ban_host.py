@@ -85,7 +85,7 @@ def test_jails_added_changed_disabled_removed_match_live_each_time(host: TestHos
     assert plan.returncode == 2, plan.stdout + plan.stderr
     changes = {change["resource"]: change for change in json.loads(plan.stdout)["hosts"][0]["changes"]}
     assert changes["jails.sshd"]["action"] == "add"
-    assert changes["jails.sshd"]["after"] == {"enabled": "true", "port": "ssh", "maxretry": "3"}
+    assert changes["jails.sshd"]["after"] == {"enabled": True, "port": "ssh", "maxretry": 3}
     assert (changes["server"]["before"], changes["server"]["after"]) == ("stopped", "running")
     assert "started fail2ban-server" in _apply(host, start)
     assert _jails(host) == ["sshd"]
@@ -112,7 +112,7 @@ def test_jails_added_changed_disabled_removed_match_live_each_time(host: TestHos
     # Change maxretry.
     changed = _baseline(tmp_path, SSHD.format(maxretry=4) + EXTRA.format(enabled="true"))
     plan = host.converge("plan", changed)
-    assert plan.returncode == 2 and "~ maxretry: '3' -> '4'" in plan.stdout, plan.stdout
+    assert plan.returncode == 2 and "~ maxretry: 3 -> 4" in plan.stdout, plan.stdout
     _apply(host, changed)
     assert _get(host, "sshd", "maxretry") == "4"
     _assert_in_sync(host, changed)
@@ -145,7 +145,7 @@ def test_live_drift_is_planned_and_a_reload_repairs_it(host: TestHost, tmp_path:
     plan = host.converge("plan", baseline, "--json")
     assert plan.returncode == 2
     [change] = json.loads(plan.stdout)["hosts"][0]["changes"]
-    assert (change["resource"], change["action"], change["live"]) == ("jails.sshd", "update", {"maxretry": "9"})
+    assert (change["resource"], change["action"], change["live"]) == ("jails.sshd", "update", {"maxretry": 9})
     assert change["notes"] == ["live maxretry is 9, not 3: reload applies it"]
     assert "reloaded fail2ban-server" in _apply(host, baseline)
     assert _get(host, "sshd", "maxretry") == "3"
@@ -260,7 +260,7 @@ def test_hand_edits_are_rewritten_and_a_later_file_that_wins_is_named(host: Test
     assert record["warnings"] == [
         f"/etc/fail2ban/jail.d/zz-admin.local is read after {JAIL_FILE} and sets maxretry in [sshd]: its values win"
     ]
-    assert record["changes"][0]["live"] == {"maxretry": "10"}
+    assert record["changes"][0]["live"] == {"maxretry": 10}
     apply = host.converge("apply", baseline, "--yes")
     assert apply.returncode == 1
     assert "did not converge; still differing: fail2ban jails.sshd" in apply.stdout
