@@ -308,9 +308,11 @@ def expected_live_value(option: str, value: str, backend: str | None) -> str | f
         return frozenset(paths)
     if option == "ignoreip":
         try:
-            return frozenset(str(ipaddress.ip_network(item, strict=False)) for item in value.split())
+            networks = [ipaddress.ip_network(item, strict=False) for item in value.split()]
         except ValueError:
             return None  # host names are resolved by fail2ban
+        # fail2ban prints networks with their host bits cleared, and single addresses bare.
+        return frozenset(str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net) for net in networks)
     return value
 
 
@@ -424,7 +426,7 @@ class Fail2banProvider(Provider[Fail2banSpec, Fail2banLive]):
                     values.setdefault(jail, {})[option] = parse_live_option(option, result.stdout)
         test = facts.command(*CONFIG_TEST)
         # fail2ban reads jail.d/*.local last, in name order: the ones named after ours win.
-        later = {path: text for path, text in facts.glob(LOCAL_FILES).items() if path > JAIL_FILE}
+        later = {path: content for path, content in facts.glob(LOCAL_FILES).items() if path > JAIL_FILE}
         return Fail2banLive(text, sections, running, values, None if test.ok else fail2ban_errors(test),
                             facts.command(*SYSTEMD_BOOTED).ok, overriding_files(spec, later))
 

@@ -15,6 +15,8 @@ from converge.providers.fail2ban import (
     JAIL_FILE,
     Fail2banSpec,
     _live_reads,
+    displayed,
+    expected_live_value,
     fail2ban_errors,
     overriding_files,
     parse_jail_file,
@@ -159,3 +161,24 @@ def test_files_read_after_ours_that_set_our_options_are_found() -> None:
         ("/etc/fail2ban/jail.d/zz-local.local", "DEFAULT", ["bantime"]),
         ("/etc/fail2ban/jail.d/zz-local.local", "sshd", ["port", "maxretry"]),
     ]
+
+
+def test_baseline_values_are_compared_with_what_the_server_prints() -> None:
+    # The section the captures were made with: bantime = 1h, ignoreip = 127.0.0.1/8 ::1 192.0.2.7, two log files.
+    assert expected_live_value("ignoreip", "127.0.0.1/8 ::1 192.0.2.7", None) == parse_live_option(
+        "ignoreip", _data("get-sshd-ignoreip.txt"))
+    assert expected_live_value("bantime", "1h", None) == parse_live_option("bantime", _data("get-sshd-bantime.txt"))
+    assert expected_live_value("findtime", "10m", None) == parse_live_option("findtime", _data("get-sshd-findtime.txt"))
+    assert expected_live_value("ignoreself", "true", None) == parse_live_option("ignoreself", _data("get-sshd-ignoreself.txt"))
+    assert expected_live_value("logpath", "/var/log/auth.log\n/var/log/web.log", "auto") == parse_live_option(
+        "logpath", _data("get-sshd-logpath.txt"))
+    # What fail2ban resolves itself cannot be predicted: not compared.
+    assert expected_live_value("logpath", "/var/log/*.log", "auto") is None
+    assert expected_live_value("logpath", "/var/log/auth.log", "systemd") is None
+    assert expected_live_value("ignoreip", "127.0.0.1 gateway.example", None) is None
+
+
+def test_plans_show_values_typed_as_the_baseline_writes_them() -> None:
+    assert displayed({"enabled": "true", "maxretry": "3", "bantime": "-1", "port": "ssh"}) == {
+        "enabled": True, "maxretry": 3, "bantime": -1, "port": "ssh"}
+    assert displayed(None) is None

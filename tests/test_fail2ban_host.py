@@ -72,6 +72,7 @@ enabled = {enabled}
 filter = "sshd"
 logpath = "/var/log/extra.log"
 maxretry = 7
+ignoreip = ["127.0.0.1/8", "::1", "192.0.2.7"]   # compared live as fail2ban prints them
 """
 
 
@@ -107,6 +108,7 @@ def test_jails_added_changed_disabled_removed_match_live_each_time(host: TestHos
     assert _jails(host) == ["ssh-extra", "sshd"]
     assert _get(host, "ssh-extra", "maxretry") == "7"
     assert _get(host, "ssh-extra", "logpath").splitlines()[1:] == ["`- /var/log/extra.log"]
+    assert _get(host, "ssh-extra", "ignoreip").splitlines()[1:] == ["|- 127.0.0.0/8", "|- 192.0.2.7", "`- ::1"]
     _assert_in_sync(host, added)
 
     # Change maxretry.
