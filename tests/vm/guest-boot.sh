@@ -3,6 +3,7 @@
 # policy for SELinux, and sshd with the session's keys. Reports on the console, which the
 # fixture watches.
 set -u
+sshd_context=""
 say() { echo "converge-vm: $*" > /dev/console; }
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -20,6 +21,12 @@ case ",$(cat /sys/kernel/security/lsm)," in
     # machine's root (its /etc/selinux/config says permissive, SELINUXTYPE=default).
     mount -t selinuxfs selinuxfs /sys/fs/selinux
     if load_policy -i; then say "selinux policy loaded, $(getenforce)"; else say "load_policy failed"; fi
+    # Nothing here is labelled (9p without xattrs: unlabeled_t), so sshd cannot run in sshd_t.
+    # It runs where Debian puts root's logins, unconfined_t, and libselinux is told that a login
+    # from there stays there: otherwise sshd, in enforcing mode, refuses every session because
+    # it finds no default context for root.
+    sshd_context=unconfined_u:unconfined_r:unconfined_t:s0-s0:c0.c1023
+    echo "unconfined_r:unconfined_t:s0 unconfined_r:unconfined_t:s0" >> /etc/selinux/default/contexts/users/unconfined_u
     ;;
 esac
 hostname converge-vm
@@ -34,7 +41,7 @@ cp /converge-vm/ssh_host_ed25519_key /etc/ssh/converge-vm/
 chmod 0600 /root/.ssh/authorized_keys /etc/ssh/converge-vm/ssh_host_ed25519_key
 # The machine's own /root/.bashrc must not shape what commands see over SSH.
 printf '# converge VM: neutral\n' > /root/.bashrc
-if /usr/sbin/sshd -f /converge-vm/sshd_config -E /var/log/sshd.log; then say "sshd started"; else say "sshd failed"; fi
+if ${sshd_context:+runcon "$sshd_context"} /usr/sbin/sshd -f /converge-vm/sshd_config -E /var/log/sshd.log; then say "sshd started"; else say "sshd failed"; fi
 # PID 1 must not exit (the kernel would panic). Nothing in the tier leaves orphans running long
 # enough for unreaped zombies to matter; they go with the VM.
 exec sleep infinity

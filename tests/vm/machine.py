@@ -134,12 +134,24 @@ class VirtualMachine:
             time.sleep(0.2)
 
     def _connect(self) -> paramiko.SSHClient:
-        client = paramiko.SSHClient()
-        client.load_host_keys(str(self.home / ".ssh/known_hosts"))
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        client.connect("127.0.0.1", port=self.port, username="root", key_filename=str(self.key),
-                       look_for_keys=False, allow_agent=False, timeout=60, banner_timeout=60, auth_timeout=60)
-        return client
+        # qemu accepts on the forwarded port before the guest's sshd is reachable, and resets such
+        # connections: retry those, never a refused key or authentication.
+        deadline = time.monotonic() + 60
+        while True:
+            client = paramiko.SSHClient()
+            client.load_host_keys(str(self.home / ".ssh/known_hosts"))
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            try:
+                client.connect("127.0.0.1", port=self.port, username="root", key_filename=str(self.key),
+                               look_for_keys=False, allow_agent=False, timeout=30, banner_timeout=30, auth_timeout=30)
+                return client
+            except (paramiko.SSHException, ConnectionError, EOFError) as error:
+                client.close()
+                if isinstance(error, paramiko.AuthenticationException | paramiko.BadHostKeyException):
+                    raise
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.alias}: sshd unreachable: {error}\n{self.console()[-3000:]}") from error
+                time.sleep(0.5)
 
     def run(self, script: str, *, check: bool = True) -> GuestResult:
         """Run a POSIX sh script in the guest in one SSH session: batch what you can, sessions are slow."""
