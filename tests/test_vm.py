@@ -93,31 +93,37 @@ echo "after=$(cat /sys/fs/selinux/booleans/allow_execheap) $(getsebool allow_exe
 def test_converge_plans_applies_and_verifies_real_kernel_sysctls_over_ssh(
     machine: str, request: pytest.FixtureRequest, tmp_path: Path,
 ) -> None:
+    """On the SELinux guest in enforcing mode: converge's sessions, atomic writes and backups all pass the policy."""
     vm: VirtualMachine = request.getfixturevalue(machine)
+    enforcing = machine == "selinux_vm"
     wanted = {"kernel.kptr_restrict": "2", "kernel.yama.ptrace_scope": "2", "net.ipv4.conf.all.log_martians": "1"}
     baseline = tmp_path / "kernel.toml"
     baseline.write_text("[sysctl]\n" + "".join(f"{key} = {value}\n" for key, value in wanted.items()))
     read_back = f"sysctl -n {' '.join(wanted)}; echo ---; cat {DROP_IN} 2>/dev/null; true"
-    booted_values = vm.run(read_back).stdout.split("---")[0].split()
+    booted_values = vm.run(read_back + ("; setenforce 1" if enforcing else "")).stdout.split("---")[0].split()
     assert booted_values != list(wanted.values()), "the guest kernel already has the baseline's values"
+    try:
+        plan = vm.converge("plan", str(baseline), "--json")
+        assert plan.returncode == 2, plan.stdout + plan.stderr
+        (host,) = json.loads(plan.stdout)["hosts"]
+        assert sorted(change["resource"] for change in host["changes"]) == sorted(wanted), host
 
-    plan = vm.converge("plan", str(baseline), "--json")
-    assert plan.returncode == 2, plan.stdout + plan.stderr
-    (host,) = json.loads(plan.stdout)["hosts"]
-    assert sorted(change["resource"] for change in host["changes"]) == sorted(wanted), host
+        # Through the ~/.ssh/config alias this time: HostName, Port, User and IdentityFile from the file.
+        apply = vm.converge("apply", "--yes", str(baseline), host=vm.alias)
+        assert apply.returncode == 0, apply.stdout + apply.stderr
+        assert ": converged" in apply.stdout
 
-    # Through the ~/.ssh/config alias this time: HostName, Port, User and IdentityFile from the file.
-    apply = vm.converge("apply", "--yes", str(baseline), host=vm.alias)
-    assert apply.returncode == 0, apply.stdout + apply.stderr
-    assert ": converged" in apply.stdout
+        live, drop_in, mode = vm.run(read_back + "; echo ---; getenforce 2>/dev/null || echo none").stdout.split("---")
+        assert live.split() == list(wanted.values())
+        assert parse_sysctl_conf(drop_in) == wanted
+        assert mode.strip() == ("Enforcing" if enforcing else "none")
 
-    live, drop_in = vm.run(read_back).stdout.split("---")
-    assert live.split() == list(wanted.values())
-    assert parse_sysctl_conf(drop_in) == wanted
-
-    again = vm.converge("plan", str(baseline))
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "in sync" in again.stdout
-    second_apply = vm.converge("apply", "--yes", str(baseline))
-    assert second_apply.returncode == 0, second_apply.stdout + second_apply.stderr
-    assert "0 to add, 0 to change, 0 to remove" in second_apply.stdout
+        again = vm.converge("plan", str(baseline))
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "in sync" in again.stdout
+        second_apply = vm.converge("apply", "--yes", str(baseline))
+        assert second_apply.returncode == 0, second_apply.stdout + second_apply.stderr
+        assert "0 to add, 0 to change, 0 to remove" in second_apply.stdout
+    finally:
+        if enforcing:
+            vm.run("setenforce 0")

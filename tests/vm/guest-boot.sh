@@ -27,6 +27,14 @@ case ",$(cat /sys/kernel/security/lsm)," in
     # it finds no default context for root.
     sshd_context=unconfined_u:unconfined_r:unconfined_t:s0-s0:c0.c1023
     echo "unconfined_r:unconfined_t:s0 unconfined_r:unconfined_t:s0" >> /etc/selinux/default/contexts/users/unconfined_u
+    # In enforcing mode a new file inherits its directory's type, and unlabeled_t may not live
+    # on the overlay's tmpfs: label /etc (small, and its files' types matter: shadow_t) and the
+    # directories under /var/lib and /var/log (the bulk of their files only needs reading), so
+    # converge and the admin tools can create files in enforcing mode too.
+    restorecon -R /etc
+    find /var/lib /var/log -xdev -type d -exec restorecon {} +
+    restorecon /root
+    say "relabelled /etc and the directories of /var/lib, /var/log"
     ;;
 esac
 hostname converge-vm
