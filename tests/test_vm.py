@@ -49,6 +49,9 @@ echo "confined_denied=$(aa-exec -p converge-vm-probe -- cat /etc/shadow 2>&1 >/d
 cat /etc/shadow >/dev/null; echo "unconfined=$?"
 apparmor_parser -r -C /etc/apparmor.d/converge-vm-probe
 echo "complain=$(grep '^converge-vm-probe ' /sys/kernel/security/apparmor/profiles)"
+aa-exec -p converge-vm-probe -- cat /etc/shadow >/dev/null 2>&1; echo "complain_denied_read=$?"
+aa-exec -p converge-vm-probe -- cat /etc/hosts >/dev/null 2>&1; echo "complain_unlisted_read=$?"
+echo "allowed_logged=$(dmesg | grep 'apparmor="ALLOWED"' | grep 'profile="converge-vm-probe"' | grep -c 'name="/etc/hosts"')"
 """
     try:
         seen = _fields(apparmor_vm.run(script).stdout)
@@ -60,6 +63,11 @@ echo "complain=$(grep '^converge-vm-probe ' /sys/kernel/security/apparmor/profil
     assert seen["confined_denied"] == "cat: /etc/shadow: Permission denied"
     assert seen["unconfined"] == "0"
     assert seen["complain"] == "converge-vm-probe (complain)"
+    # Complain mode allows and logs what the profile does not cover; an explicit `deny` rule
+    # stays enforced even in complain mode.
+    assert seen["complain_unlisted_read"] == "0"
+    assert seen["allowed_logged"] == "1"
+    assert seen["complain_denied_read"] == "1"
     profiles = apparmor_vm.run("cat /sys/kernel/security/apparmor/profiles").stdout
     assert "converge-vm-probe" not in profiles
 
