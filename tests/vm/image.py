@@ -72,6 +72,13 @@ def load_order(dependencies: dict[str, list[str]], wanted: tuple[str, ...]) -> l
     return list(graphlib.TopologicalSorter(graph).static_order())
 
 
+def _run(argv: list[str], cwd: Path | None = None) -> str:
+    completed = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise RuntimeError(f"building the VM image: {' '.join(argv)} failed ({completed.returncode}): {completed.stderr.strip()}")
+    return completed.stdout
+
+
 def _module_paths(modules_dep: str) -> dict[str, str]:
     return {module_name(path): path for line in modules_dep.splitlines() if (path := line.partition(":")[0])}
 
@@ -86,11 +93,7 @@ def _digest() -> str:
 
 def build_image(cache_root: Path = CACHE_ROOT) -> Image:
     """The cached image for the newest kernel package, built first if it is not there yet."""
-    search = subprocess.run(
-        ["apt-cache", "search", "--names-only", r"^linux-image-6\.1\.0-[0-9]+-amd64$"],
-        capture_output=True, text=True, check=True,
-    )
-    package = newest_kernel_package(search.stdout)
+    package = newest_kernel_package(_run(["apt-cache", "search", "--names-only", r"^linux-image-6\.1\.0-[0-9]+-amd64$"]))
     version = package.removeprefix("linux-image-")
     image_dir = cache_root / f"{package}-{_digest()}"
     image = Image(image_dir / "vmlinuz", image_dir / "initramfs.cpio", version)
@@ -101,11 +104,11 @@ def build_image(cache_root: Path = CACHE_ROOT) -> Image:
         work = Path(scratch)
         # apt's download sandbox user cannot write a root-owned temporary directory.
         os.chmod(work, 0o755)
-        subprocess.run(["apt-get", "download", "-q", package], cwd=work, capture_output=True, check=True)
+        _run(["apt-get", "download", "-q", package], cwd=work)
         (deb,) = work.glob("*.deb")
         tree = work / "tree"
-        subprocess.run(["dpkg", "-x", str(deb), str(tree)], check=True)
-        subprocess.run(["depmod", "-b", str(tree), version], check=True)
+        _run(["dpkg", "-x", str(deb), str(tree)])
+        _run(["depmod", "-b", str(tree), version])
         modules_root = tree / "lib/modules" / version
         modules_dep = (modules_root / "modules.dep").read_text()
         order = load_order(parse_modules_dep(modules_dep), NEEDED_MODULES)

@@ -108,6 +108,8 @@ class VirtualMachine:
             self.port = probe.getsockname()[1]
         self._write_client_config()
         argv = [
+            # A test run killed outright must not leave a guest spinning on a shared machine.
+            "setpriv", "--pdeathsig", "TERM", "--",
             "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1",
             "-nodefaults", "-display", "none", "-no-reboot", "-serial", f"file:{self.console_log}",
             "-kernel", str(image.kernel), "-initrd", str(image.initramfs),
@@ -117,8 +119,8 @@ class VirtualMachine:
             "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{self.port}-:22",
             "-device", "virtio-net-pci,netdev=net0",
         ]
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=(self.state_dir / "qemu.log").open("wb"))
+        with (self.state_dir / "qemu.log").open("wb") as qemu_log:
+            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=qemu_log)
 
     def console(self) -> str:
         return self.console_log.read_text(errors="replace") if self.console_log.exists() else ""
