@@ -37,6 +37,11 @@ def _fields(output: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
 
 
+def _sessions(vm: VirtualMachine) -> int:
+    """SSH sessions the guest's sshd has started so far, counting the one that asks."""
+    return int(vm.run("grep -c 'Starting session:' /var/log/sshd.log").stdout)
+
+
 def test_apparmor_kernel_loads_a_profile_and_enforces_it(apparmor_vm: VirtualMachine) -> None:
     script = f"""
 cat > /etc/apparmor.d/converge-vm-probe <<'PROFILE'
@@ -111,10 +116,13 @@ def test_converge_plans_applies_and_verifies_real_kernel_sysctls_over_ssh(
     booted_values = vm.run(read_back + ("; setenforce 1" if enforcing else "")).stdout.split("---")[0].split()
     assert booted_values != list(wanted.values()), "the guest kernel already has the baseline's values"
     try:
+        sessions_before = _sessions(vm)
         plan = vm.converge("plan", str(baseline), "--json")
         assert plan.returncode == 2, plan.stdout + plan.stderr
         (host,) = json.loads(plan.stdout)["hosts"]
         assert sorted(change["resource"] for change in host["changes"]) == sorted(wanted), host
+        # The plan read everything in one SSH session (the other one is this count's own).
+        assert _sessions(vm) - sessions_before == 2
 
         # Through the ~/.ssh/config alias this time: HostName, Port, User and IdentityFile from the file.
         apply = vm.converge("apply", "--yes", str(baseline), host=vm.alias)
