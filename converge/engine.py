@@ -106,7 +106,7 @@ def apply_host(run: HostRun, registry: Registry, options: ApplyOptions = ApplyOp
         plan.converged = True  # the plan was just read; nothing to re-read
         return plan
     host = run.host
-    pending = [provider_plan for provider_plan in run.provider_plans if provider_plan.changes]
+    pending = sorted((p for p in run.provider_plans if p.changes), key=lambda p: p.provider.apply_order)
     firewalls = [p for p in pending if isinstance(p.provider, Firewall)]
     watchdog = None
     try:

@@ -41,6 +41,9 @@ class Provider(ABC, Generic[SpecT, LiveT]):
     spec_model: ClassVar[type[BaseModel]]
     # Tables that must not appear in the same baseline (two providers managing one subsystem).
     conflicts: ClassVar[tuple[str, ...]] = ()
+    # Providers apply in ascending order (ties: baseline order). Lower for what others build
+    # on; higher for state other subsystems' tools also touch, so it is set last.
+    apply_order: ClassVar[int] = 50
 
     def presence_reads(self) -> Sequence[Read]:
         """What `absent` needs, whatever the spec (gathered for plans and captures alike)."""

@@ -32,6 +32,11 @@ DROP_IN = "/etc/sysctl.d/99-zz-converge.conf"
 BOOT_DIRECTORIES = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d", "/lib/sysctl.d")
 # Read last by `sysctl --system` (and on Debian through the 99-sysctl.conf link).
 SYSCTL_CONF = "/etc/sysctl.conf"
+# Applied by an enabled ufw whenever it starts or reloads (IPT_SYSCTL in /etc/default/ufw),
+# after systemd-sysctl: on Debian and Ubuntu it sets log_martians=0, among others.
+UFW_SYSCTL_CONF = "/etc/ufw/sysctl.conf"
+UFW_CONF = "/etc/ufw/ufw.conf"
+LATE_FILES = (SYSCTL_CONF, UFW_SYSCTL_CONF, UFW_CONF)
 PROC_SYS = "/proc/sys"
 DROP_IN_HEADER = (
     "# Managed by converge: rewritten on every apply, local edits are lost.\n"
@@ -166,9 +171,11 @@ def _boot_files(facts: Facts) -> tuple[list[tuple[str, str]], list[tuple[str, st
     ours = os.path.basename(DROP_IN)
     before = [by_name[name] for name in sorted(by_name) if name < ours]
     after = [by_name[name] for name in sorted(by_name) if name > ours]
-    sysctl_conf = facts.file(SYSCTL_CONF)
-    if sysctl_conf is not None:
-        after.append((SYSCTL_CONF, sysctl_conf))
+    ufw_enabled = re.search(r"^\s*ENABLED\s*=\s*yes\s*$", facts.file(UFW_CONF) or "", re.MULTILINE | re.IGNORECASE)
+    for path in (SYSCTL_CONF, UFW_SYSCTL_CONF) if ufw_enabled else (SYSCTL_CONF,):
+        text = facts.file(path)
+        if text is not None:
+            after.append((path, text))
     return before, after
 
 
@@ -184,28 +191,33 @@ def _assignments(files: list[tuple[str, str]], keys: Sequence[str]) -> dict[str,
 
 def drop_in_content(spec: SysctlSpec, live: SysctlLive) -> dict[str, str]:
     """What the drop-in must hold: every key it holds already, and every key the rest of the boot
-    configuration does not persist (it never repeats what the distribution already sets)."""
-    return {
-        key: wanted for key, wanted in spec.root.items()
-        if key in live.drop_in or (key not in live.set_after and live.set_before.get(key) != wanted)
-    }
+    configuration does not set to the desired value (it never repeats what the distribution
+    already sets; a key a later file overrides is still written, for when that file goes)."""
+
+    def set_elsewhere(key: str, wanted: str) -> bool:
+        if key in live.set_after:
+            return live.set_after[key][1] == wanted
+        return live.set_before.get(key) == wanted
+
+    return {key: wanted for key, wanted in spec.root.items() if key in live.drop_in or not set_elsewhere(key, wanted)}
 
 
 class SysctlProvider(Provider[SysctlSpec, SysctlLive]):
     name = "sysctl"
     summary = "kernel parameters: runtime values and a persisted sysctl.d drop-in"
     spec_model = SysctlSpec
+    # Last: enabling ufw (and other tools) sets sysctls of its own, which converge then corrects.
+    apply_order = 90
 
     def presence_reads(self) -> Sequence[Read]:
         return [ReadFile(f"{PROC_SYS}/kernel/osrelease")]
 
     def reads(self, spec: SysctlSpec) -> Sequence[Read]:
-        return [
-            ReadFile(DROP_IN),
-            ReadFile(SYSCTL_CONF),
-            *(ReadGlob(f"{directory}/*.conf") for directory in BOOT_DIRECTORIES),
-            *(ReadFile(proc_path(key)) for key in spec.root),
-        ]
+        return [ReadFile(DROP_IN), *self._boot_configuration_reads(), *(ReadFile(proc_path(key)) for key in spec.root)]
+
+    @staticmethod
+    def _boot_configuration_reads() -> list[Read]:
+        return [*(ReadFile(path) for path in LATE_FILES), *(ReadGlob(f"{directory}/*.conf") for directory in BOOT_DIRECTORIES)]
 
     def absent(self, facts: Facts) -> str | None:
         return None if facts.file(f"{PROC_SYS}/kernel/osrelease") is not None else f"no {PROC_SYS} on this host"
@@ -229,11 +241,12 @@ class SysctlProvider(Provider[SysctlSpec, SysctlLive]):
 
     def diff(self, spec: SysctlSpec, live: SysctlLive) -> list[Change]:
         changes = []
+        drop_in = drop_in_content(spec, live)
         for key, wanted in spec.root.items():
             runtime, persisted = live.runtime[key], live.persisted(key)
-            # A file read after the drop-in decides the boot value: no change of ours can fix
-            # that, so it is a warning, not a change.
-            persisted_ok = persisted == wanted or key in live.set_after
+            # In sync when the drop-in holds what it must: a file read after it that sets
+            # another value is beyond any change of ours, and is a warning instead.
+            persisted_ok = drop_in.get(key) == live.drop_in.get(key)
             if runtime == wanted and persisted_ok:
                 continue
             notes: tuple[str, ...] = ()
@@ -255,7 +268,7 @@ class SysctlProvider(Provider[SysctlSpec, SysctlLive]):
 
     def warnings(self, spec: SysctlSpec, live: SysctlLive) -> list[str]:
         return [
-            f"{key}: {path} sets {value} and is read after {DROP_IN} at boot, so {spec.root[key]} will not survive a reboot"
+            f"{key}: {path} sets {value} and is applied after {DROP_IN} at boot, so {spec.root[key]} will not survive a reboot"
             for key, (path, value) in live.set_after.items() if value != spec.root[key]
         ]
 
@@ -280,7 +293,7 @@ class SysctlProvider(Provider[SysctlSpec, SysctlLive]):
     can_capture = True
 
     def capture_reads(self) -> Sequence[Read]:
-        return [ReadFile(DROP_IN), ReadFile(SYSCTL_CONF), *(ReadGlob(f"{directory}/*.conf") for directory in BOOT_DIRECTORIES)]
+        return [ReadFile(DROP_IN), *self._boot_configuration_reads()]
 
     def _configured_keys(self, facts: Facts) -> list[str]:
         """Keys the boot configuration sets by name: the admin's and the distribution's choices,

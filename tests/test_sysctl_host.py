@@ -131,7 +131,7 @@ def test_a_file_read_after_the_drop_in_is_reported(test_host: TestHost, tmp_path
     plan = test_host.converge("plan", baseline, "--json")
     warnings = json.loads(plan.stdout)["hosts"][0]["warnings"]
     assert warnings == [
-        f"kernel.kptr_restrict: /etc/sysctl.conf sets 1 and is read after {DROP_IN} at boot, so 2 will not survive a reboot"
+        f"kernel.kptr_restrict: /etc/sysctl.conf sets 1 and is applied after {DROP_IN} at boot, so 2 will not survive a reboot"
     ]
 
 

@@ -34,6 +34,7 @@ for tree in $SHADOWED; do
     cp -r "/proc/sys/$tree/." "$state/sysctl/$tree/" 2>/dev/null || true
     mount --bind "$state/sysctl/$tree" "/proc/sys/$tree"
 done
+if [ -n "${NET_COPY:-}" ]; then mount --bind "$NET_COPY" /proc/sys/net; fi
 ip link set lo up
 echo ready
 exec sleep infinity
@@ -45,11 +46,18 @@ class TestHost:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, state_dir: Path, name: str = "testhost") -> None:
+    def __init__(self, state_dir: Path, name: str = "testhost", *, shadow_net_sysctls: bool = False) -> None:
+        """`shadow_net_sysctls`: replace /proc/sys/net too, by a copy of the machine's own (root
+        namespace) tree, for baselines naming keys a new network namespace lacks, such as
+        net.core.bpf_jit_harden (initial namespace only); writes then land in the copy."""
         self.state_dir = state_dir
         self.name = name
         state_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "OVERLAID": " ".join(OVERLAID), "SHADOWED": " ".join(SHADOWED_SYSCTL)}
+        if shadow_net_sysctls:
+            net_copy = state_dir / "sysctl-net"
+            subprocess.run(["cp", "-r", "/proc/sys/net/.", str(net_copy)], capture_output=True, check=False)
+            env["NET_COPY"] = str(net_copy)
         self._holder = subprocess.Popen(
             ["unshare", "--mount", "--net", "--uts", "--propagation", "private",
              "sh", "-c", SETUP, "testhost-setup", str(state_dir), name],
