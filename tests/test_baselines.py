@@ -17,7 +17,8 @@ PREPARE = {
     # nginx is installed: the nginx-http-auth jail's log exists.
     "ubuntu-web.toml": "mkdir -p /var/log/nginx && touch /var/log/nginx/error.log",
     # RHEL's policy is called "targeted"; Debian's reference policy stands in for it.
-    "rhel-web.toml": "cp -a /etc/selinux/default /etc/selinux/targeted && cp -a /var/lib/selinux/default /var/lib/selinux/targeted",
+    "rhel-web.toml": "cp -a /etc/selinux/default /etc/selinux/targeted"
+                     " && cp -a /var/lib/selinux/default /var/lib/selinux/targeted",
 }
 
 
