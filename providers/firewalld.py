@@ -155,11 +155,10 @@ class FirewalldProvider(Provider[FirewalldSpec, FirewalldLive]):
     name = "firewalld"
     summary = "firewalld: default zone; zone services, ports, rich rules, sources, interfaces, target"
     spec_model = FirewalldSpec
-    # Tables a host cannot also have: two managers would fight over one ruleset (for the engine).
+    # Two managers would fight over one ruleset.
     conflicts = ("ufw",)
 
     def presence_reads(self) -> Sequence[Read]:
-        """What `absent` needs (an engine that gathers these separately finds them here too)."""
         return [Which("firewall-offline-cmd"), ReadFile(f"{CONFIG_DIR}/firewalld.conf")]
 
     def reads(self, spec: FirewalldSpec) -> Sequence[Read]:

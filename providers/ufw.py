@@ -250,11 +250,10 @@ class UfwProvider(Provider[UfwSpec, UfwLive]):
     name = "ufw"
     summary = "ufw: enabled state, logging, default policies and ordered rules (IPv4 and IPv6)"
     spec_model = UfwSpec
-    # Tables a host cannot also have: two managers would fight over one ruleset (for the engine).
+    # Two managers would fight over one ruleset.
     conflicts = ("firewalld",)
 
     def presence_reads(self) -> Sequence[Read]:
-        """What `absent` needs (an engine that gathers these separately finds them here too)."""
         return [Which("ufw"), ReadFile(UFW_CONF)]
 
     def reads(self, spec: UfwSpec) -> Sequence[Read]:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from converge.providers.fail2ban import JAIL_FILE, parse_jail_file, parse_jail_list
 from tests.sshnet import SSHNetwork
@@ -20,15 +17,6 @@ enabled = true
 port = "ssh"
 maxretry = {maxretry}
 """
-
-
-@pytest.fixture
-def network(tmp_path: Path) -> Iterator[SSHNetwork]:
-    net = SSHNetwork(tmp_path / "net")
-    try:
-        yield net
-    finally:
-        net.close()
 
 
 def test_jails_converge_over_ssh_with_every_read_in_one_session(network: SSHNetwork, tmp_path: Path) -> None:

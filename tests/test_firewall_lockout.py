@@ -4,10 +4,7 @@ with --allow-lockout it is applied, the new connection fails, and the host rolls
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.sshnet import SSHNetwork, SSHTestHost
 from tests.test_firewalld_host import start_firewalld
@@ -17,15 +14,6 @@ UFW_WITHOUT_SSH = '[ufw]\nenabled = true\nexclusive = true\ndefault_incoming = "
 UFW_WITH_SSH = '[ufw]\nenabled = true\ndefault_incoming = "deny"\n' \
                '[[ufw.rules]]\naction = "limit"\nport = "22"\nproto = "tcp"\nfrom = "198.18.0.0/16"\n'
 FIREWALLD_WITHOUT_SSH = '[firewalld.zones.public]\nservices = ["https"]\nexclusive = true\n'
-
-
-@pytest.fixture
-def network(tmp_path: Path) -> Iterator[SSHNetwork]:
-    net = SSHNetwork(tmp_path / "net")
-    try:
-        yield net
-    finally:
-        net.close()
 
 
 def _baseline(tmp_path: Path, name: str, text: str) -> str:
