@@ -17,8 +17,8 @@ from converge.reads import Read
 from converge.registry import Registry
 from converge.safeguard import Firewall, Watchdog, lockout_problem
 
-# How long after the watchdog fires converge waits before checking the host came back.
-ROLLBACK_GRACE_SECONDS = 5.0
+# How long after the watchdog fires converge waits for it to record the restore.
+ROLLBACK_GRACE_SECONDS = 30.0
 
 
 @dataclass
@@ -155,13 +155,20 @@ def _confirmed(watchdog: Watchdog, plan: HostPlan, armed_at: float) -> bool:
             f"a new connection failed after the firewall change ({error}); the host restores its previous "
             f"firewall state {watchdog.timeout:g} s after the change"
         )
-        time.sleep(max(0.0, armed_at + watchdog.timeout + ROLLBACK_GRACE_SECONDS - time.monotonic()))
-        try:
-            back = watchdog.rolled_back()
-        except ConvergeError as again:
-            plan.errors.append(f"still unreachable after the rollback time: {again}")
-        else:
-            plan.errors.append("rolled back: the host is reachable again" if back else "no rollback was recorded")
+        time.sleep(max(0.0, armed_at + watchdog.timeout - time.monotonic()))
+        # The restore itself takes a moment (a firewall reload): poll until it is recorded.
+        deadline = time.monotonic() + ROLLBACK_GRACE_SECONDS
+        last_error: ConvergeError | None = None
+        while time.monotonic() < deadline:
+            try:
+                if watchdog.rolled_back():
+                    plan.errors.append("rolled back: the host is reachable again")
+                    return False
+            except ConvergeError as again:
+                last_error = again
+            time.sleep(1.0)
+        plan.errors.append(f"no rollback recorded {ROLLBACK_GRACE_SECONDS:g} s after it was due"
+                           + (f"; still unreachable: {last_error}" if last_error else ""))
         return False
     plan.applied.append("firewall: confirmed over a new connection; rollback disarmed")
     return True
