@@ -91,11 +91,7 @@ def _jobs(baseline_path: Path | None, targets: Sequence[str], inventory: Path | 
         for entry in limit_hosts(load_inventory(inventory), limit):
             jobs.append(Job(entry.name, entry.target, baseline_for(entry.baseline or baseline_path, entry.name)))
     for target in targets or (() if inventory else ("local",)):
-        if target != "local":
-            from converge.hosts.ssh import SSHTarget
-
-            SSHTarget.parse(target)  # a malformed target is a usage error, before any host is contacted
-        jobs.append(Job(None, target, baseline_for(baseline_path, target)))
+        jobs.append(Job(None, _checked_target(target), baseline_for(baseline_path, target)))
     return jobs
 
 
@@ -238,12 +234,17 @@ def validate(baselines: tuple[Path, ...]) -> int:
     return status
 
 
-def _connect_one(target: str, options: ConnectOptions) -> Host:
+def _checked_target(target: str) -> str:
+    """A malformed target is a usage error, found before any host is contacted."""
     if target != "local":
         from converge.hosts.ssh import SSHTarget
 
         SSHTarget.parse(target)
-    return connect(target, options)
+    return target
+
+
+def _connect_one(target: str, options: ConnectOptions) -> Host:
+    return connect(_checked_target(target), options)
 
 
 def _captured_document(target: str, only: Sequence[str], options: ConnectOptions, registry: Registry) -> dict[str, Any]:
