@@ -7,6 +7,8 @@ these namespaces. The controller's /root/.ssh (keys, config, known_hosts) is its
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -54,7 +56,16 @@ class SSHTestHost(TestHost):
             time.sleep(0.02)
 
     def stop_sshd(self) -> None:
-        self.run(["pkill", "-KILL", "-x", "sshd"], check=False)
+        """Kill this host's sshd and its sessions. Test hosts share the machine's PID namespace,
+        so processes are picked by mount namespace, never by name alone (pkill would reach every
+        test host's sshd on the machine)."""
+        for pid in self.processes():
+            try:
+                with open(f"/proc/{pid}/comm") as comm:
+                    if comm.read().strip() == "sshd":
+                        os.kill(pid, signal.SIGKILL)
+            except (FileNotFoundError, ProcessLookupError):
+                continue
 
     def add_user(self, user: str, public_key: str, sudoers: str | None = None) -> None:
         """A login user without a home directory (/home is not private to test hosts)."""
