@@ -1,0 +1,156 @@
+"""`python -m bench [--quick]`: converge against Ansible and pyinfra on SSH test hosts.
+
+Builds a controller namespace and test hosts running real sshd (tests/sshnet.py), brings every
+host to the desired state once, then measures, alternating the tools run by run:
+1. the no-op plan on 1 host, 2. on N hosts in parallel, 3. apply after 10 drifted values and the
+idempotent re-apply; SSH sessions per host from the sshd logs and the peak RSS of every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import report, workload
+from bench.measure import Series, apply_scenario, plan_scenario, run_once
+from bench.peers import ensure_peers, peer_versions
+from bench.tools import Tool, all_tools, write_ansible_config
+from tests.sshnet import SSHNetwork, SSHTestHost
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="under two minutes: fewer rounds, 5 hosts for the fleet, Ansible only in the 1-host plan")
+    parser.add_argument("--rounds", type=int, help="runs of each tool per scenario (default 7, quick 3)")
+    parser.add_argument("--hosts", type=int, help="hosts of the fleet scenario (default 20, quick 5)")
+    parser.add_argument("--parts", default="sysctl", help=f"comma-separated workload parts of {','.join(workload.PARTS)}")
+    parser.add_argument("--no-readme", action="store_true", help="print the table instead of writing bench/README.md")
+    options = parser.parse_args(argv)
+    options.parts = tuple(part for part in options.parts.split(",") if part)
+    unknown = set(options.parts) - set(workload.PARTS)
+    if unknown:
+        parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
+    options.rounds = options.rounds or (3 if options.quick else 7)
+    options.hosts = options.hosts or (5 if options.quick else 20)
+    return options
+
+
+def settle(hosts: list[SSHTestHost], network: SSHNetwork, converge: Tool) -> None:
+    """Bring every host to the desired state: converge applies, the peers' own files are written."""
+    run = run_once(network.controller, converge, converge.apply(hosts, "settle"), hosts, "settle")
+    if run.changes == 0:
+        raise RuntimeError("settling changed nothing: the hosts did not start drifted")
+    sysctl_lines = "".join(f"{key} = {value}\n" for key, value in workload.SYSCTL.items())
+    for host in hosts:
+        host.write(workload.ANSIBLE_SYSCTL_FILE, sysctl_lines.replace(" = ", "="))  # as ansible.posix.sysctl writes
+        host.write(workload.PYINFRA_SYSCTL_FILE, sysctl_lines)  # as server.sysctl(persist=True) writes
+
+
+def drift(hosts: list[SSHTestHost]) -> None:
+    for host in hosts:
+        for key in workload.DRIFTED:
+            host.set_sysctl(key, workload.drift_value(key))
+
+
+def check_converged(hosts: list[SSHTestHost]) -> None:
+    for host in hosts:
+        wrong = {key: host.sysctl(key) for key in workload.DRIFTED if host.sysctl(key) != str(workload.SYSCTL[key])}
+        if wrong:
+            raise RuntimeError(f"{host.name}: apply left drifted values: {wrong}")
+
+
+def require_no_op(name: str, results: dict[str, Series]) -> None:
+    """A plan of the settled state must report nothing to change, or the comparison is void."""
+    for series in results.values():
+        reported = {run.changes for run in series.runs} - {None, 0}
+        if reported:
+            raise RuntimeError(f"{name}: {series.tool} reported changes {reported} on a settled host")
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = arguments(argv)
+    started = time.monotonic()
+    peers_bin = ensure_peers(log)
+    workdir = Path(tempfile.mkdtemp(prefix="converge-bench-"))
+    meta: dict[str, object] = {
+        "date": report.now(), "command": "python -m bench" + (" --quick" if options.quick else ""),
+        "parts": ", ".join(options.parts), "machine": report.machine(),
+        "versions": {"converge": report.converge_version(), **peer_versions()},
+    }
+    network = SSHNetwork(workdir / "net")
+    try:
+        log(f"starting {options.hosts} test hosts with sshd")
+        hosts = [network.add_host() for _ in range(options.hosts)]
+        workload.write_all(workdir, options.parts)
+        write_ansible_config(workdir)
+        tools = all_tools(workdir, peers_bin)
+        converge, ansible, pyinfra, floor = (tools[name] for name in ("converge", "ansible", "pyinfra", "floor"))
+        settle(hosts, network, converge)
+
+        log("1. no-op plan, 1 host")
+        one = plan_scenario(network, [converge, ansible, pyinfra, floor], hosts[:1], options.rounds, log)
+        require_no_op("plan, 1 host", one)
+        fleet_tools = [converge, pyinfra] if options.quick else [converge, ansible, pyinfra]
+        fleet_rounds = 1 if options.quick else max(3, options.rounds // 2)
+        log(f"2. no-op plan, {len(hosts)} hosts in parallel")
+        fleet = plan_scenario(network, fleet_tools, hosts, fleet_rounds, log)
+        require_no_op("plan, fleet", fleet)
+        apply_rounds = 1 if options.quick else max(3, options.rounds // 2)
+        log("3. apply after 10 drifted values, then the idempotent re-apply, 1 host")
+        applied, reapplied = apply_scenario(network, fleet_tools, hosts[:1], apply_rounds, drift=drift,
+                                             check=check_converged, log=log)
+    finally:
+        network.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    meta["duration"] = f"{time.monotonic() - started:.0f} s"
+    tables = [
+        report.scenario_table("1. No-op plan, 1 host over SSH", one),
+        report.scenario_table(f"2. No-op plan, {len(hosts)} hosts in parallel", fleet),
+        report.scenario_table("3a. Apply after 10 drifted values, 1 host", applied),
+        report.scenario_table("3b. Idempotent re-apply, 1 host", reapplied),
+    ]
+    notes = summary(one, fleet, options)
+    raw = {"meta": meta, "plan_1": [s.as_dict() for s in one.values()], "plan_fleet": [s.as_dict() for s in fleet.values()],
+           "apply": [s.as_dict() for s in applied.values()], "reapply": [s.as_dict() for s in reapplied.values()]}
+    if options.no_readme:
+        print(report.render(meta, tables, notes))
+    else:
+        raw_path = report.write(meta, tables, notes, raw)
+        log(f"wrote {report.README} and {raw_path}")
+    log(f"done in {meta['duration']}")
+    return 0
+
+
+def summary(one: dict[str, Series], fleet: dict[str, Series], options: argparse.Namespace) -> list[str]:
+    """The targets of issue 8, each with the measured value."""
+    converge = one["converge"].median("seconds")
+    lines = ["**Targets (issue 8)**", "", "| target | measured | met |", "|---|---|---|"]
+
+    def target(name: str, measured: str, met: bool) -> None:
+        lines.append(f"| {name} | {measured} | {'yes' if met else 'no'} |")
+
+    for peer, factor in (("ansible", 20), ("pyinfra", 5)):
+        if one[peer].runs:
+            ratio = one[peer].median("seconds") / converge
+            target(f"{factor}× faster than {peer}, 1 host", f"{ratio:.1f}×", ratio >= factor)
+    floor_ratio = converge / one["floor"].median("seconds")
+    target("within 1.5× of the floor (paramiko connect, one exec, close)", f"{floor_ratio:.2f}×", floor_ratio <= 1.5)
+    sessions = max(run.sessions_per_host for run in one["converge"].runs + fleet["converge"].runs)
+    target("at most 2 SSH sessions per host per plan", f"{sessions:g}", sessions <= 2)
+    scaling = fleet["converge"].median("seconds") / converge
+    target(f"{options.hosts} hosts in under twice the time of 1 host", f"{scaling:.2f}×", scaling < 2)
+    return [*lines, ""]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
