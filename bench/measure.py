@@ -6,6 +6,7 @@ spreads over every tool instead of biasing one; only medians and ratios are head
 
 from __future__ import annotations
 
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ TIME_FORMAT = "bench-time %M"
 @dataclass
 class Run:
     seconds: float
+    cpu_seconds: float  # user+system of the tool's whole process tree: what contention cannot inflate
     peak_rss_kib: int
     sessions_per_host: float
     connections_per_host: float
@@ -47,14 +49,22 @@ def _ssh_counts(hosts: list[SSHTestHost]) -> list[tuple[int, int]]:
     return [(host.sessions(), len(host.connections_from())) for host in hosts]
 
 
+def _children_cpu_seconds() -> float:
+    """CPU time of every waited-for descendant so far (nsenter and time wait for theirs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_once(controller: TestHost, tool: Tool, invocation: Invocation, hosts: list[SSHTestHost], run_id: str) -> Run:
     """One timed run; SSH counts come from the hosts' sshd logs, read outside the timing."""
     before = _ssh_counts(hosts)
     env = {"HOME": "/root", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", **invocation.env}
     argv = ["/usr/bin/time", "-f", TIME_FORMAT, *invocation.argv]
+    cpu_before = _children_cpu_seconds()
     started = time.perf_counter()
     completed = controller.run(argv, check=False, env=env)
     seconds = time.perf_counter() - started
+    cpu_seconds = _children_cpu_seconds() - cpu_before
     for command in tool.after_run(run_id):
         controller.run(command, check=False)
     stderr_lines = completed.stderr.rstrip().splitlines()
@@ -67,7 +77,7 @@ def run_once(controller: TestHost, tool: Tool, invocation: Invocation, hosts: li
     untouched = [host.name for host, (sessions, _) in zip(hosts, deltas, strict=True) if sessions == 0]
     if untouched:  # a run that never reached a host measured nothing
         raise RuntimeError(f"{tool.name} opened no SSH session on {', '.join(untouched)}: {output[-2000:]}")
-    return Run(seconds, peak, sum(sessions for sessions, _ in deltas) / len(hosts),
+    return Run(seconds, cpu_seconds, peak, sum(sessions for sessions, _ in deltas) / len(hosts),
                sum(connections for _, connections in deltas) / len(hosts), changes)
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import pstats
 import re
+import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -99,11 +101,64 @@ def measure(runs: int) -> list[str]:
     return [*lines, END]
 
 
+def controller_cpu_seconds() -> float:
+    """User+system CPU time of every finished child process so far (nsenter waits for its command)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def checkout(ref: str, directory: Path) -> Path:
+    """The converge package of a git ref, laid out as installed (providers/ as converge/providers)."""
+    directory.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(report.README.parent.parent), "archive", ref, "converge", "providers"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True)
+    (directory / "providers").rename(directory / "converge" / "providers")
+    return directory
+
+
+def compare(refs: list[str], runs: int) -> list[str]:
+    """`converge plan` of each git ref, alternating run by run on one host: medians."""
+    workdir = Path(tempfile.mkdtemp(prefix="converge-compare-"))
+    network = SSHNetwork(workdir / "net")
+    try:
+        host = network.add_host()
+        files = workload.write_all(workdir, ("sysctl",))
+        target = f"root@{host.address}"
+        trees = {ref: checkout(ref, workdir / f"tree{index}") for index, ref in enumerate(refs)}
+        plan = [sys.executable, "-m", "converge", "plan", str(files["converge"]), "-H", target]
+        network.controller.run([*plan[:3], "apply", "--yes", *plan[4:]], env=ENV)
+        times: dict[str, list[float]] = {ref: [] for ref in refs}
+        cpu: dict[str, list[float]] = {ref: [] for ref in refs}
+        for _ in range(runs):
+            for ref, tree in trees.items():
+                before = controller_cpu_seconds()
+                started = time.perf_counter()
+                # PYTHONPATH comes before the editable install on sys.path: this ref's code runs.
+                network.controller.run(plan, check=False, env={**ENV, "PYTHONPATH": str(tree)})
+                times[ref].append(time.perf_counter() - started)
+                cpu[ref].append(controller_cpu_seconds() - before)
+    finally:
+        network.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    first = statistics.median(times[refs[0]])
+    lines = [f"`converge plan` (30 keys, 1 host), refs alternating run by run, medians of {runs} "
+             f"(`python -m bench.profile --compare {' '.join(refs)}`, {report.now()}):", "",
+             "| ref | median wall time | × first | median CPU time (user+sys) |", "|---|---|---|---|"]
+    lines += [f"| {ref} | {statistics.median(values) * 1000:.0f} ms | {statistics.median(values) / first:.2f} | "
+              f"{statistics.median(cpu[ref]) * 1000:.0f} ms |" for ref, values in times.items()]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--no-readme", action="store_true")
+    parser.add_argument("--compare", nargs="+", metavar="GITREF", help="compare the plan time of git refs instead")
     options = parser.parse_args(argv)
+    if options.compare:
+        print("\n".join(compare(options.compare, options.runs)))
+        return 0
     section = "\n".join(measure(options.runs))
     if options.no_readme:
         print(section)

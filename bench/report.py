@@ -45,13 +45,15 @@ def scenario_table(title: str, results: dict[str, Series], baseline: str = "conv
         return []
     reference = present[baseline].median("seconds")
     lines = [f"**{title}**", "",
-             "| tool | median wall time (min–max, n) | × converge | SSH sessions / host | connections / host | "
-             "peak RSS (largest process) | changes reported |",
-             "|---|---|---|---|---|---|---|"]
+             "| tool | median wall time (min–max, n) | × converge | median CPU time | × converge | SSH sessions / host | "
+             "connections / host | peak RSS (largest process) | changes reported |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    reference_cpu = present[baseline].median("cpu_seconds")
     for name, series in present.items():
         changes = sorted({run.changes for run in series.runs}, key=str)
         lines.append(
             f"| {name} | {_seconds(series)} | {series.median('seconds') / reference:.2f} | "
+            f"{series.median('cpu_seconds'):.2f} s | {series.median('cpu_seconds') / reference_cpu:.2f} | "
             f"{series.median('sessions_per_host'):g} | {series.median('connections_per_host'):g} | "
             f"{series.median('peak_rss_kib') / 1024:.0f} MiB | {', '.join(map(str, changes))} |"
         )
