@@ -82,12 +82,14 @@ def run_once(controller: TestHost, tool: Tool, invocation: Invocation, hosts: li
 
 
 def alternate(tools: list[Tool], rounds: int, one_run: Callable[[Tool, str], Run | None],
-              log: Callable[[str], None]) -> dict[str, Series]:
-    """`rounds` runs of each tool, rotating the order every round."""
+              log: Callable[[str], None], caps: dict[str, int] | None = None) -> dict[str, Series]:
+    """`rounds` runs of each tool (at most `caps[name]`), rotating the order every round."""
     series = {tool.name: Series(tool.name) for tool in tools}
     for round_index in range(rounds):
         shift = round_index % len(tools)
         for tool in tools[shift:] + tools[:shift]:
+            if round_index >= (caps or {}).get(tool.name, rounds):
+                continue
             run = one_run(tool, f"{tool.name}-{round_index}-{time.monotonic_ns()}")
             if run is not None:
                 series[tool.name].runs.append(run)
@@ -97,11 +99,11 @@ def alternate(tools: list[Tool], rounds: int, one_run: Callable[[Tool, str], Run
 
 
 def plan_scenario(network: SSHNetwork, tools: list[Tool], hosts: list[SSHTestHost], rounds: int,
-                  log: Callable[[str], None]) -> dict[str, Series]:
+                  log: Callable[[str], None], *, caps: dict[str, int] | None = None) -> dict[str, Series]:
     def one_run(tool: Tool, run_id: str) -> Run:
         return run_once(network.controller, tool, tool.plan(hosts, run_id), hosts, run_id)
 
-    return alternate(tools, rounds, one_run, log)
+    return alternate(tools, rounds, one_run, log, caps)
 
 
 def apply_scenario(network: SSHNetwork, tools: list[Tool], hosts: list[SSHTestHost], rounds: int, *,

@@ -32,4 +32,5 @@ def peer_versions() -> dict[str, str]:
         "    print(name, m.version(name))\n"
     )
     output = subprocess.run([str(PEERS / "bin" / "python"), "-c", code], capture_output=True, text=True, check=True).stdout
-    return dict(line.split() for line in output.splitlines())
+    return {f"{name} (peers)" if name == "paramiko" else name: version
+            for name, version in (line.split() for line in output.splitlines())}

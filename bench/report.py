@@ -26,11 +26,13 @@ def machine() -> dict[str, str]:
 
 
 def converge_version() -> str:
+    from importlib.metadata import version
+
     from converge import __version__
 
     commit = subprocess.run(["git", "-C", str(README.parent), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True, check=False).stdout.strip()
-    return f"{__version__} ({commit})"
+    return f"{__version__} ({commit}), paramiko {version('paramiko')}, pydantic {version('pydantic')}"
 
 
 def _seconds(series: Series) -> str:
