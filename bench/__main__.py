@@ -19,7 +19,10 @@ from bench import report, workload
 from bench.measure import Series, apply_scenario, plan_scenario, run_once
 from bench.peers import ensure_peers, peer_versions
 from bench.tools import Tool, all_tools, write_ansible_config
+from converge.registry import Registry
 from tests.sshnet import SSHNetwork, SSHTestHost
+
+TOOLS = ("converge", "ansible", "pyinfra", "floor")
 
 
 def log(message: str) -> None:
@@ -33,26 +36,57 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="runs of each tool per scenario (default 7, quick 3)")
     parser.add_argument("--hosts", type=int, help="hosts of the fleet scenario (default 20, quick 5)")
     parser.add_argument("--parts", default="sysctl", help=f"comma-separated workload parts of {','.join(workload.PARTS)}")
+    parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
     parser.add_argument("--no-readme", action="store_true", help="print the table instead of writing bench/README.md")
     options = parser.parse_args(argv)
     options.parts = tuple(part for part in options.parts.split(",") if part)
     unknown = set(options.parts) - set(workload.PARTS)
     if unknown:
         parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
+    options.tools = tuple(tool for tool in TOOLS if tool in options.tools.split(","))
+    if "converge" in options.tools:
+        missing = [part for part in options.parts if part not in Registry()]
+        if missing:
+            parser.error(f"this converge has no {', '.join(missing)} provider yet: add it, or measure the peers "
+                         "alone with --tools ansible,pyinfra")
     options.rounds = options.rounds or (3 if options.quick else 7)
     options.hosts = options.hosts or (5 if options.quick else 20)
     return options
 
 
-def settle(hosts: list[SSHTestHost], network: SSHNetwork, converge: Tool) -> None:
-    """Bring every host to the desired state: converge applies, the peers' own files are written."""
-    run = run_once(network.controller, converge, converge.apply(hosts, "settle"), hosts, "settle")
-    if run.changes == 0:
-        raise RuntimeError("settling changed nothing: the hosts did not start drifted")
-    sysctl_lines = "".join(f"{key} = {value}\n" for key, value in workload.SYSCTL.items())
+def prepare(hosts: list[SSHTestHost], parts: tuple[str, ...]) -> None:
+    """What each part needs on a host before any tool runs: ufw enabled (SSH allowed), fail2ban up."""
     for host in hosts:
-        host.write(workload.ANSIBLE_SYSCTL_FILE, sysctl_lines.replace(" = ", "="))  # as ansible.posix.sysctl writes
-        host.write(workload.PYINFRA_SYSCTL_FILE, sysctl_lines)  # as server.sysctl(persist=True) writes
+        if "ufw" in parts:
+            host.run(["ufw", "allow", "22/tcp"])
+            host.run(["ufw", "--force", "enable"])
+        if "fail2ban" in parts:
+            host.run(["touch", "/var/log/auth.log", "/var/log/fail2ban.log"])  # the jails' logs
+            host.run(["fail2ban-client", "start"])
+
+
+def settle(hosts: list[SSHTestHost], network: SSHNetwork, tools: dict[str, Tool], parts: tuple[str, ...]) -> None:
+    """Bring every host to the desired state in every tool's terms, so every plan has nothing to do.
+
+    converge applies its baseline; for sysctl the peers' persistence files are written as they
+    write them (their runtime values are the same kernel values); for the other parts each peer
+    applies its own rendering once.
+    """
+    if "converge" in tools:
+        converge = tools["converge"]
+        run = run_once(network.controller, converge, converge.apply(hosts, "settle"), hosts, "settle")
+        if run.changes == 0:
+            raise RuntimeError("settling changed nothing: the hosts did not start drifted")
+    if "sysctl" in parts:
+        sysctl_lines = "".join(f"{key} = {value}\n" for key, value in workload.SYSCTL.items())
+        for host in hosts:
+            host.run(["sysctl", "-q", "-w", *(f"{key}={value}" for key, value in workload.SYSCTL.items())])
+            host.write(workload.ANSIBLE_SYSCTL_FILE, sysctl_lines.replace(" = ", "="))  # as ansible.posix.sysctl writes
+            host.write(workload.PYINFRA_SYSCTL_FILE, sysctl_lines)  # as server.sysctl(persist=True) writes
+    if set(parts) - {"sysctl"}:
+        for name in ("ansible", "pyinfra"):
+            if name in tools:
+                run_once(network.controller, tools[name], tools[name].apply(hosts, f"settle-{name}"), hosts, f"settle-{name}")
 
 
 def drift(hosts: list[SSHTestHost]) -> None:
@@ -82,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     peers_bin = ensure_peers(log)
     workdir = Path(tempfile.mkdtemp(prefix="converge-bench-"))
     meta: dict[str, object] = {
-        "date": report.now(), "command": "python -m bench" + (" --quick" if options.quick else ""),
+        "date": report.now(), "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
         "parts": ", ".join(options.parts), "machine": report.machine(),
         "versions": {"converge": report.converge_version(), **peer_versions()},
     }
@@ -92,24 +126,27 @@ def main(argv: list[str] | None = None) -> int:
         hosts = [network.add_host() for _ in range(options.hosts)]
         workload.write_all(workdir, options.parts)
         write_ansible_config(workdir)
-        tools = all_tools(workdir, peers_bin)
-        converge, ansible, pyinfra, floor = (tools[name] for name in ("converge", "ansible", "pyinfra", "floor"))
-        settle(hosts, network, converge)
+        tools = {name: tool for name, tool in all_tools(workdir, peers_bin).items() if name in options.tools}
+        prepare(hosts, options.parts)
+        settle(hosts, network, tools, options.parts)
 
         log("1. no-op plan, 1 host")
         # --quick: Ansible (10-25 s a plan on a busy 2-core machine) runs 2 rounds, the others 3.
         caps = {"ansible": 2} if options.quick else None
-        one = plan_scenario(network, [converge, ansible, pyinfra, floor], hosts[:1], options.rounds, log, caps=caps)
+        one = plan_scenario(network, list(tools.values()), hosts[:1], options.rounds, log, caps=caps)
         require_no_op("plan, 1 host", one)
-        fleet_tools = [converge, pyinfra] if options.quick else [converge, ansible, pyinfra]
+        fleet_tools = [tool for name, tool in tools.items() if name != "floor" and not (options.quick and name == "ansible")]
         fleet_rounds = 1 if options.quick else max(3, options.rounds // 2)
         log(f"2. no-op plan, {len(hosts)} hosts in parallel")
         fleet = plan_scenario(network, fleet_tools, hosts, fleet_rounds, log)
         require_no_op("plan, fleet", fleet)
-        apply_rounds = 1 if options.quick else max(3, options.rounds // 2)
-        log("3. apply after 10 drifted values, then the idempotent re-apply, 1 host")
-        applied, reapplied = apply_scenario(network, fleet_tools, hosts[:1], apply_rounds, drift=drift,
-                                             check=check_converged, log=log)
+        applied: dict[str, Series] = {}
+        reapplied: dict[str, Series] = {}
+        if "sysctl" in options.parts:  # the drift is of sysctl values
+            apply_rounds = 1 if options.quick else max(3, options.rounds // 2)
+            log("3. apply after 10 drifted values, then the idempotent re-apply, 1 host")
+            applied, reapplied = apply_scenario(network, fleet_tools, hosts[:1], apply_rounds, drift=drift,
+                                                 check=check_converged, log=log)
     finally:
         network.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -121,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         report.scenario_table("3a. Apply after 10 drifted values, 1 host", applied),
         report.scenario_table("3b. Idempotent re-apply, 1 host", reapplied),
     ]
-    notes = summary(one, fleet, options)
+    notes = summary(one, fleet, options) if {"converge", "floor", "ansible", "pyinfra"} <= set(options.tools) else []
     raw = {"meta": meta, "plan_1": [s.as_dict() for s in one.values()], "plan_fleet": [s.as_dict() for s in fleet.values()],
            "apply": [s.as_dict() for s in applied.values()], "reapply": [s.as_dict() for s in reapplied.values()]}
     if options.no_readme:
