@@ -43,12 +43,17 @@ def median_seconds(host: TestHost, argv: list[str], runs: int, stdin: str | None
     return statistics.median(times)
 
 
-def import_time_by_package(stderr: str) -> list[tuple[str, float]]:
-    """Self import time summed per top-level package, in ms, heaviest first."""
-    totals: dict[str, float] = defaultdict(float)
-    for match in IMPORT_LINE.finditer(stderr):
-        totals[match.group(4).split(".")[0]] += int(match.group(1)) / 1000
-    return sorted(totals.items(), key=lambda item: -item[1])
+def import_time_by_package(runs: list[str]) -> list[tuple[str, float]]:
+    """Self import time summed per top-level package, in ms, median over runs, heaviest first."""
+    per_run: dict[str, list[float]] = defaultdict(list)
+    for stderr in runs:
+        totals: dict[str, float] = defaultdict(float)
+        for match in IMPORT_LINE.finditer(stderr):
+            totals[match.group(4).split(".")[0]] += int(match.group(1)) / 1000
+        for name, total in totals.items():
+            per_run[name].append(total)
+    medians = {name: statistics.median(values + [0.0] * (len(runs) - len(values))) for name, values in per_run.items()}
+    return sorted(medians.items(), key=lambda item: -item[1])
 
 
 def converge_functions(profile: Path, limit: int) -> list[tuple[str, float]]:
@@ -74,15 +79,19 @@ def measure(runs: int) -> list[str]:
         spec = SysctlSpec.model_validate(workload.SYSCTL)
         script = batch_script(list(dict.fromkeys(SysctlProvider().reads(spec))))
         controller = network.controller
+        script_file = workdir / "batch.sh"
+        script_file.write_text(script)
         phases = [
             ("`converge plan`, 30 keys, 1 host", median_seconds(controller, plan, runs)),
             ("floor: paramiko connect, one exec, close",
              median_seconds(controller, [python, str(FLOOR_SCRIPT), host.address], runs)),
+            ("floor running the plan's batch read script as its one exec",
+             median_seconds(controller, [python, str(FLOOR_SCRIPT), "--script", str(script_file), host.address], runs)),
             ("interpreter start (`python -c pass`)", median_seconds(controller, [python, "-c", "pass"], runs)),
             ("interpreter + converge's imports for a plan", median_seconds(controller, [python, "-c", IMPORTS], runs)),
             ("the plan's batch read script, run on the host directly", median_seconds(host, ["sh", "-s"], runs, script)),
         ]
-        imports = controller.run([python, "-X", "importtime", *plan[1:]], check=False, env=ENV).stderr
+        imports = [controller.run([python, "-X", "importtime", *plan[1:]], check=False, env=ENV).stderr for _ in range(runs)]
         profile = workdir / "plan.prof"
         controller.run([python, "-m", "cProfile", "-o", str(profile), *plan[1:]], check=False, env=ENV)
         functions = converge_functions(profile, 12)
@@ -91,7 +100,9 @@ def measure(runs: int) -> list[str]:
     lines = [START, f"Measured {report.now()} by `python -m bench.profile` (medians of {runs} runs; load at start "
              f"{report.machine()['load at start']}).", "", "| what | median wall time |", "|---|---|"]
     lines += [f"| {name} | {seconds * 1000:.0f} ms |" for name, seconds in phases]
-    lines += ["", "Self import time per top-level package during one plan (`python -X importtime`):", "",
+    total_imports = sum(ms for _, ms in import_time_by_package(imports))
+    lines += ["", f"Self import time per top-level package during one plan (`python -X importtime`, median of {runs}; "
+              f"all packages: {total_imports:.0f} ms):", "",
               "| package | ms |", "|---|---|"]
     lines += [f"| {name} | {ms:.0f} |" for name, ms in import_time_by_package(imports)[:12]]
     lines += ["", "converge's own functions by cumulative time in one plan (cProfile, so slower than real):", "",
