@@ -12,7 +12,7 @@ from pathlib import Path
 from bench import workload
 from bench.__main__ import drift, settle
 from bench.peers import ensure_peers
-from bench.tools import all_tools, write_ansible_config
+from bench.tools import Invocation, Pyinfra, all_tools, write_ansible_config
 from tests.sshnet import SSHNetwork
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "bench"
@@ -32,6 +32,9 @@ def main() -> None:
 
         def capture(tool: str, verb: str, file: str) -> None:
             invocation = getattr(tools[tool], verb)(hosts, file)
+            _run_and_write(tool, verb, file, invocation)
+
+        def _run_and_write(tool: str, verb: str, file: str, invocation: Invocation) -> None:
             completed = network.controller.run(invocation.argv, check=False, env={**ENV, **invocation.env})
             for command in tools[tool].after_run(file):
                 network.controller.run(command, check=False)
@@ -48,6 +51,10 @@ def main() -> None:
         capture("ansible", "apply", "ansible-apply-drifted.txt")
         drift(hosts)
         capture("pyinfra", "apply", "pyinfra-apply.txt")
+        # A jail file to install and a reload that depends on it: one certain, one conditional change.
+        fail2ban = workload.write_all(workdir / "fail2ban", ("fail2ban",))["pyinfra"].parent
+        tools["pyinfra"] = Pyinfra("pyinfra", fail2ban, peers_bin)
+        capture("pyinfra", "plan", "pyinfra-dry-conditional.txt")
     finally:
         network.close()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -121,9 +121,15 @@ class Pyinfra(Tool):
             raise RuntimeError(f"pyinfra failed ({returncode}): {output[-2000:]}")
         if "--> Detected changes:" not in output:
             return None  # apply with -y skips change detection and prints no count we could trust
-        # Rows of the "Detected changes" table: operation, "N (hosts)" or "-", conditional changes.
+        # Rows of the "Detected changes" table: operation, then "N (hosts)" or "-" for certain
+        # changes, then the same for conditional ones (an `_if` pyinfra cannot decide in a dry run).
         table = output.split("--> Detected changes:", 1)[1].split("Detected changes may not", 1)[0]
-        return sum(int(count) for count in re.findall(r"\s{2,}(\d+) \(", table))
+        changes = 0
+        for row in table.splitlines():
+            columns = re.split(r"\s{2,}", row.strip())
+            if len(columns) == 3 and (certain := re.fullmatch(r"(\d+) \(.*\)", columns[1])):
+                changes += int(certain.group(1))
+        return changes
 
 
 class Floor(Tool):

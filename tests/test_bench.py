@@ -57,6 +57,7 @@ def test_a_failed_ansible_run_is_an_error_not_a_measurement(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(("capture", "changes"), [("pyinfra-dry-noop.txt", 0), ("pyinfra-dry-drifted.txt", 10),
+                                                  ("pyinfra-dry-conditional.txt", 1),  # a conditional reload is not counted
                                                   ("pyinfra-apply.txt", None)])
 def test_pyinfra_changes_are_read_from_its_detected_changes_table(tmp_path: Path, capture: str, changes: int | None) -> None:
     assert _tool(Pyinfra, tmp_path).changes(0, (DATA / capture).read_text()) == changes
