@@ -8,6 +8,7 @@ pyinfra with its defaults; converge with its defaults.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from dataclasses import dataclass, field
@@ -62,8 +63,6 @@ class Converge(Tool):
         return Invocation(self._argv("apply", hosts))
 
     def changes(self, returncode: int, output: str) -> int | None:
-        import json
-
         if returncode not in (0, 2):
             raise RuntimeError(f"converge failed ({returncode}): {output[-2000:]}")
         document = json.loads(output[: output.rindex("}") + 1])
