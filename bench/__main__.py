@@ -37,7 +37,7 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hosts", type=int, help="hosts of the fleet scenario (default 20, quick 5)")
     parser.add_argument("--parts", default="sysctl", help=f"comma-separated workload parts of {','.join(workload.PARTS)}")
     parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
-    parser.add_argument("--no-readme", action="store_true", help="print the table instead of writing bench/README.md")
+    parser.add_argument("--no-readme", action="store_true", help="print the table instead of writing README.md")
     options = parser.parse_args(argv)
     options.parts = tuple(part for part in options.parts.split(",") if part)
     unknown = set(options.parts) - set(workload.PARTS)

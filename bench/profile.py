@@ -3,7 +3,7 @@
 On one SSH test host settled to the workload: medians of the wall time of the plan and of its
 parts measured as separate processes (interpreter start, imports, the remote batch script, the
 paramiko floor), the import time per top-level package (`python -X importtime`) and converge's
-own functions under cProfile. Written into bench/README.md between the profile markers.
+own functions under cProfile. Written into the project README.md between the profile markers.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def controller_cpu_seconds() -> float:
 def checkout(ref: str, directory: Path) -> Path:
     """The converge package of a git ref, laid out as installed (providers/ as converge/providers)."""
     directory.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(report.README.parent.parent), "archive", ref, "converge", "providers"],
+    archive = subprocess.run(["git", "-C", str(report.README.parent), "archive", ref, "converge", "providers"],
                              capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True)
     (directory / "providers").rename(directory / "converge" / "providers")

@@ -1,4 +1,4 @@
-"""The results table, written by the tool into bench/README.md between two markers."""
+"""The results table, written by the tool into the project README.md between two markers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.measure import Series
 
-README = Path(__file__).resolve().parent / "README.md"
+README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- results:start (written by python -m bench) -->", "<!-- results:end -->"
 
 
@@ -81,7 +81,7 @@ def write(meta: dict[str, object], tables: list[list[str]], notes: list[str], ra
     before, _, rest = text.partition(START)
     _, _, after = rest.partition(END)
     README.write_text(before + render(meta, tables, notes) + after)
-    raw_path = README.parent / ".work" / f"results-{meta['date']}.json".replace(":", "")
+    raw_path = README.parent / "bench" / ".work" / f"results-{meta['date']}.json".replace(":", "")
     raw_path.write_text(json.dumps(raw, indent=2))
     return raw_path
 

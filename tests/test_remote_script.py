@@ -82,3 +82,14 @@ def test_a_cut_transfer_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> 
     assert corrupt.returncode == 3 and b"corrupt transfer" in corrupt.stderr
     assert target.read_text() == "old\n"
     assert os.listdir(tmp_path) == ["app.conf"]
+
+
+def test_ssh_config_with_match_exec_still_works(tmp_path: Path) -> None:
+    # converge keeps paramiko from importing invoke until a config needs it for `Match exec`.
+    from converge.hosts import ConnectOptions
+    from converge.hosts.ssh import SSHHost
+
+    config = tmp_path / "config"
+    config.write_text('Match exec "test -d /"\n  User fromexec\nHost web1\n  HostName 203.0.113.7\n')
+    looked_up = SSHHost._ssh_config(ConnectOptions(ssh_config=str(config))).lookup("web1")
+    assert (looked_up["hostname"], looked_up["user"]) == ("203.0.113.7", "fromexec")

@@ -8,16 +8,17 @@ is refused unless the user trusts new keys explicitly; a changed one is always r
 from __future__ import annotations
 
 import getpass
+import io
 import os
+import re
 import shlex
 import socket
+import sys
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
-
-import paramiko
 
 from converge.errors import HostError
 from converge.hosts import CommandError, ConnectOptions, Host
@@ -30,6 +31,19 @@ from converge.hosts.remote_script import (
     write_arguments,
 )
 from converge.reads import CommandResult, Facts, Read, ReadFile
+
+# paramiko imports invoke (~55 ms, asyncio included) only to evaluate `Match exec` in ssh_config,
+# and copes without it. A plan is a short-lived process: skip it, and load it for a config that
+# needs it (see _ssh_config).
+_invoke_loaded = "invoke" in sys.modules
+if not _invoke_loaded:
+    sys.modules["invoke"] = None  # type: ignore[assignment]  # makes `import invoke` fail fast
+import paramiko  # noqa: E402
+import paramiko.config  # noqa: E402
+
+if not _invoke_loaded:
+    del sys.modules["invoke"]
+_MATCH_EXEC = re.compile(r"^\s*match\b.*\bexec\b", re.IGNORECASE | re.MULTILINE)
 
 DEFAULT_PORT = 22
 _password_lock = threading.Lock()
@@ -125,7 +139,15 @@ class SSHHost(Host):
     @staticmethod
     def _ssh_config(options: ConnectOptions) -> paramiko.SSHConfig:
         path = options.ssh_config or os.path.expanduser("~/.ssh/config")
-        return paramiko.SSHConfig.from_path(path) if os.path.exists(path) else paramiko.SSHConfig()
+        if not os.path.exists(path):
+            return paramiko.SSHConfig()
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        if paramiko.config.invoke is None and _MATCH_EXEC.search(text):
+            import invoke
+
+            paramiko.config.invoke, paramiko.config.invoke_import_error = invoke, None
+        return paramiko.SSHConfig.from_file(io.StringIO(text))
 
     def _connect(self, config: paramiko.SSHConfigDict, options: ConnectOptions) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
