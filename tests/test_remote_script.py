@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from converge.hosts.local import LocalHost
@@ -86,10 +87,12 @@ def test_a_cut_transfer_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> 
 
 def test_ssh_config_with_match_exec_still_works(tmp_path: Path) -> None:
     # converge keeps paramiko from importing invoke until a config needs it for `Match exec`.
-    from converge.hosts import ConnectOptions
-    from converge.hosts.ssh import SSHHost
-
     config = tmp_path / "config"
     config.write_text('Match exec "test -d /"\n  User fromexec\nHost web1\n  HostName 203.0.113.7\n')
-    looked_up = SSHHost._ssh_config(ConnectOptions(ssh_config=str(config))).lookup("web1")
-    assert (looked_up["hostname"], looked_up["user"]) == ("203.0.113.7", "fromexec")
+    lookup = (
+        "from converge.hosts import ConnectOptions; from converge.hosts.ssh import SSHHost; "
+        f"c = SSHHost._ssh_config(ConnectOptions(ssh_config={str(config)!r})).lookup('web1'); "
+        "print(c['hostname'], c['user'])"
+    )
+    result = subprocess.run([sys.executable, "-c", lookup], capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+    assert result.stdout.split() == ["203.0.113.7", "fromexec"], result.stderr
