@@ -16,19 +16,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError
 
 from converge.diff import describe_difference
 from converge.errors import ProviderError
 from converge.hosts import Host
 from converge.plan import Change
-from converge.provider import Provider
+from converge.provider import Captured, Provider
 from converge.reads import CommandResult, Facts, Read, ReadFile, ReadGlob, RunCommand, Which
 
 CONFIG_DIR = "/etc/fail2ban"
 # Read after jail.conf, jail.d/*.conf and jail.local: the baseline wins over the stock files.
 JAIL_FILE = f"{CONFIG_DIR}/jail.d/converge.local"
 LOCAL_FILES = f"{CONFIG_DIR}/jail.d/*.local"
+# Where else an admin or a package declares jails: named by capture, never copied into the table.
+OTHER_JAIL_SOURCES = (f"{CONFIG_DIR}/jail.local",)
+OTHER_JAIL_GLOBS = (f"{CONFIG_DIR}/jail.d/*.conf", LOCAL_FILES)
 FILE_HEADER = (
     "# Managed by converge: rewritten on every apply, local edits are lost.\n"
     "# Change the baseline ([fail2ban.defaults], [fail2ban.jails.NAME]) instead.\n"
@@ -229,6 +232,65 @@ class Fail2banSpec(BaseModel):
     def sections(self) -> dict[str, dict[str, str]]:
         wanted = {"DEFAULT": self.defaults.section()} if self.defaults.section() else {}
         return wanted | {name: jail.section() for name, jail in self.jails.items()}
+
+
+# ---- capture: converge's file back into a baseline table ------------------------------------
+
+_BOOLEAN_OPTIONS = {"enabled", "bantime.increment", "bantime.overalljails", "ignoreself"}
+# Options whose baseline value may be a whole number (times in seconds, ports, counts).
+_NUMBER_OPTIONS = {"maxretry", "maxmatches", "maxlines", "bantime.factor", "findtime", "bantime",
+                   "bantime.maxtime", "bantime.rndtime", "port"}
+_LINE_LIST_OPTIONS = {"logpath", "action"}  # written one item a line
+_WORD_LIST_OPTIONS = {"ignoreip", "journalmatch"}  # written space-separated
+
+
+def baseline_value(option: str, text: str) -> Any:
+    """The value a baseline gives `option` for the file to say `option = text` (JailOptions.section reversed)."""
+    if option in _BOOLEAN_OPTIONS and text in {"true", "false"}:
+        return text == "true"
+    if option in _NUMBER_OPTIONS and re.fullmatch(r"-?[0-9]{1,10}", text):
+        return int(text)
+    if option == "bantime.multipliers" and re.fullmatch(r"[0-9]{1,7}(?: [0-9]{1,7})*", text):
+        return [int(item) for item in text.split()]
+    if option in _LINE_LIST_OPTIONS:
+        return text.split("\n")
+    if option in _WORD_LIST_OPTIONS:
+        return text.split()
+    return text
+
+
+def captured_options(section: str, options: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """A file section as baseline options; options the baseline cannot say are left out, with a note."""
+    values = {option: baseline_value(option, text) for option, text in options.items()}
+    notes = []
+    try:
+        JailOptions.model_validate(values)
+    except ValidationError as error:
+        for problem in error.errors():
+            option = str(problem["loc"][0])
+            if values.pop(option, None) is not None:
+                reason = "converge does not manage this option" if problem["type"] == "extra_forbidden" else problem["msg"]
+                notes.append(f"[{section}] {option} = {options[option]!r} in {JAIL_FILE}: not captured: {reason}")
+    return values, notes
+
+
+def captured_table(sections: dict[str, dict[str, str]], server_running: bool) -> tuple[dict[str, Any], list[str]]:
+    """The baseline table declaring JAIL_FILE's sections, and the server running if it runs now."""
+    table: dict[str, Any] = {"start_server": True} if server_running else {}
+    notes = []
+    for section, options in sections.items():
+        values, section_notes = captured_options(section, options)
+        notes += section_notes
+        if section == "DEFAULT":
+            table["defaults"] = values
+            continue
+        try:
+            _jail_name(section)
+        except ValueError as error:
+            notes.append(f"[{section}] in {JAIL_FILE}: not captured: {error}")
+            continue
+        table.setdefault("jails", {})[section] = values
+    return table, notes
 
 
 # ---- the file ---------------------------------------------------------------------------------
@@ -501,6 +563,53 @@ class Fail2banProvider(Provider[Fail2banSpec, Fail2banLive]):
             raise ProviderError(f"{' '.join(command)} failed: {fail2ban_errors(result)}; {JAIL_FILE} was restored; {outcome}")
         done.append("reloaded fail2ban-server" if live.running_jails is not None else "started fail2ban-server")
         return done
+
+
+    # Capture: the jails of converge's own file. Other files keep declaring what they declare
+    # (copying their jails here would write them into JAIL_FILE too); capture names them.
+    can_capture = True
+
+    def capture_reads(self) -> Sequence[Read]:
+        return [*self.reads(Fail2banSpec()), *(ReadFile(path) for path in OTHER_JAIL_SOURCES),
+                *(ReadGlob(pattern) for pattern in OTHER_JAIL_GLOBS)]
+
+    def _captured(self, facts: Facts) -> tuple[dict[str, Any], list[str]]:
+        text = facts.file(JAIL_FILE)
+        try:
+            sections = parse_jail_file(text) if text is not None else {}
+        except ValueError as error:
+            return {}, [f"{JAIL_FILE} cannot be parsed ({error}): its jails are not captured"]
+        return captured_table(sections, facts.command(*STATUS).ok)
+
+    def capture_more_reads(self, facts: Facts) -> Sequence[Read]:
+        # The live values plan compares, for the jails found: drift must show in the notes.
+        table, _ = self._captured(facts)
+        return self.reads(Fail2banSpec.model_validate(table))
+
+    def capture(self, facts: Facts) -> Captured:
+        table, notes = self._captured(facts)
+        spec = Fail2banSpec.model_validate(table)
+        live = self.live(spec, facts)
+        if live.running_jails is None:
+            notes.append("fail2ban-server is not running: start_server is left false")
+        others = {path: facts.file(path) for path in OTHER_JAIL_SOURCES} | {
+            path: content for pattern in OTHER_JAIL_GLOBS for path, content in facts.glob(pattern).items()}
+        for path, content in sorted(others.items()):
+            if path == JAIL_FILE:
+                continue
+            try:
+                sections = [name for name in parse_jail_file(content or "") if name != "INCLUDES"]
+            except ValueError as error:
+                notes.append(f"{path} cannot be parsed ({error}): not captured")
+                continue
+            if sections:
+                notes.append(f"{path} declares [{'], ['.join(sections)}]: not captured, converge manages only "
+                             f"{JAIL_FILE}; that file keeps applying as it is")
+        # Planning the table against the same facts is the round trip; say what it would still change.
+        for change in self.diff(spec, live):
+            why = "; ".join([*change.notes, *(change.detail or "").splitlines()]) or f"{change.before} -> {change.after}"
+            notes.append(f"plan will still {change.action} {change.resource}: {why}")
+        return Captured(table, notes)
 
 
 def _test_staged(host: Host, text: str | None) -> None:
