@@ -415,9 +415,9 @@ def text_origin(text: str, shipped_md5: str | None) -> TextOrigin:
     return "own"
 
 
-def captured_entry(on_disk: ProfileOnDisk, origin: TextOrigin) -> dict[str, str] | None:
-    """The `[apparmor.profiles.NAME]` entry that keeps a profile file as it is; None when it is
-    exactly as its package ships it. Raises ValueError when no entry can keep it as it is."""
+def captured_entry(on_disk: ProfileOnDisk, origin: TextOrigin) -> dict[str, str]:
+    """The `[apparmor.profiles.NAME]` entry that keeps a profile file as it is: its mode, and its
+    text unless that is its package's. Raises ValueError when no entry can keep it as it is."""
     assert on_disk.text is not None
     mode = on_disk.mode
     if mode == "mixed":
@@ -425,11 +425,12 @@ def captured_entry(on_disk: ProfileOnDisk, origin: TextOrigin) -> dict[str, str]
                          "any baseline mode would rewrite them")
     if mode == "no profile":
         raise ValueError("no profile header converge can read")
-    if origin == "shipped" and not (on_disk.disable_link or on_disk.force_complain_link):
-        return None
-    if origin == "own":
-        return {"mode": str(mode), "content": on_disk.text}
-    return {"mode": str(mode)}
+    return {"mode": str(mode), "content": on_disk.text} if origin == "own" else {"mode": str(mode)}
+
+
+def as_shipped(on_disk: ProfileOnDisk, origin: TextOrigin) -> bool:
+    """Exactly as its package ships it: the same text, and no link setting another mode."""
+    return origin == "shipped" and not (on_disk.disable_link or on_disk.force_complain_link)
 
 
 def has_rules(text: str) -> bool:
@@ -611,7 +612,7 @@ class AppArmorProvider(Provider[AppArmorSpec, AppArmorLive]):
         kernel = KernelState.from_facts(facts)
         disabled, forced = ({Path(path).name for path in facts.glob(f"{d}/*")} for d in (DISABLE_DIR, FORCE_COMPLAIN_DIR))
         profiles: dict[str, dict[str, str]] = {}
-        as_shipped, in_files = [], set()
+        stock, in_files = [], set()
         for path, text in facts.glob(f"{PROFILE_DIR}/*").items():
             name = Path(path).name
             on_disk = ProfileOnDisk(text, name in disabled, name in forced)
@@ -619,9 +620,6 @@ class AppArmorProvider(Provider[AppArmorSpec, AppArmorLive]):
             origin: TextOrigin = "unknown" if shipped is None else text_origin(text, shipped.get(path))
             try:
                 entry = captured_entry(on_disk, origin)
-                if entry is None:
-                    as_shipped.append(name)
-                    continue
                 spec = AppArmorSpec.model_validate({"profiles": {name: entry}})
             except ValueError as error:
                 notes.append(f"{name}: {_validation_message(error)}; not captured")
@@ -630,11 +628,13 @@ class AppArmorProvider(Provider[AppArmorSpec, AppArmorLive]):
             changes = self.diff(spec, AppArmorLive({name: on_disk}, kernel))
             if changes:
                 notes.append(f"{name}: the kernel does not match its files ({'; '.join(changes[0].notes)}); not captured")
-                continue
-            profiles[name] = entry
-        if as_shipped:
-            notes.append(f"{len(as_shipped)} profile(s) exactly as their packages ship them (text and mode) "
-                         f"not captured: {', '.join(as_shipped)}")
+            elif as_shipped(on_disk, origin):
+                stock.append(name)
+            else:
+                profiles[name] = entry
+        if stock:
+            notes.append(f"{len(stock)} profile(s) exactly as their packages ship them (text and mode) "
+                         f"not captured: {', '.join(stock)}")
         overrides = [Path(path).name for path, text in facts.glob(f"{LOCAL_DIR}/*").items() if has_rules(text)]
         if overrides:
             notes.append(f"{LOCAL_DIR}/ overrides with rules, which the apparmor table does not manage, "

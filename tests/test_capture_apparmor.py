@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from converge.errors import ProviderError
-from converge.providers.apparmor import flags_mode, parse_conffiles
+from converge.providers.apparmor import flags_mode, parse_conffiles, profile_names
 from tests.test_apparmor_host import NGINX_PROFILE
 from tests.test_apparmor_kernel import _stand_in_kernel
 from tests.testhost import TestHost
@@ -35,6 +35,21 @@ def _aa_tool(host: TestHost, tool: str, name: str) -> None:
     host.run([tool, f"{PROFILES}/{name}"], check=False)
 
 
+def _loaded_as_on_disk(host: TestHost, left_out: set[str]) -> str:
+    """The kernel's profiles file as a boot would load the host's files (disabled ones and the
+    `left_out` files aside), in the kernel's `name (mode)` format."""
+    files = host.run(["find", PROFILES, "-maxdepth", "1", "-type", "f"]).stdout.split()
+    lines = []
+    for path in sorted(files):
+        text = host.read(path)
+        name = Path(path).name
+        if text is None or name in left_out or host.read(f"{PROFILES}/disable/{name}") is not None:
+            continue
+        mode = flags_mode(text)
+        lines += [f"{profile} ({mode})" for profile in profile_names(text) if mode in ("enforce", "complain")]
+    return "".join(f"{line}\n" for line in lines)
+
+
 def test_capture_keeps_own_and_changed_profiles_and_round_trips(test_host: TestHost, tmp_path: Path) -> None:
     # Stock profiles whose mode the admin changed with AppArmor's own tools: text as shipped but
     # for the mode flags (ping, nscd) or a disable/ link (avahi-daemon).
@@ -54,9 +69,11 @@ def test_capture_keeps_own_and_changed_profiles_and_round_trips(test_host: TestH
     ping, nginx = test_host.read(f"{PROFILES}/bin.ping"), test_host.read(f"{PROFILES}/usr.sbin.nginx")
     assert ping is not None and flags_mode(ping) == "enforce"
     assert nginx is not None and flags_mode(nginx) == "complain"
-    # The kernel: nscd still runs in complain mode (not reloaded), docker-default has no file here.
-    _stand_in_kernel(test_host, "ping (enforce)\nnscd (complain)\nnginx (complain)\nidentd (complain)\n"
-                                "docker-default (enforce)\n")
+    # The kernel as a boot loads these files, but: nscd still runs in complain mode (aa-enforce
+    # could not reload it), the stock smbd profile is not loaded, docker-default has no file here.
+    loaded = _loaded_as_on_disk(test_host, {"usr.sbin.nscd", "usr.sbin.smbd"})
+    assert "ping (enforce)\n" in loaded and "nginx (complain)\n" in loaded and "avahi" not in loaded
+    _stand_in_kernel(test_host, loaded + "nscd (complain)\ndocker-default (enforce)\n")
     captured = tmp_path / "captured.toml"
 
     result = test_host.converge("capture", "-H", "local", "--only", "apparmor", "-o", str(captured))
@@ -70,13 +87,16 @@ def test_capture_keeps_own_and_changed_profiles_and_round_trips(test_host: TestH
     notes = result.stderr
     assert "usr.sbin.nscd: the kernel does not match its files (load into the kernel (apparmor_parser -r; " \
            "now nscd: complain)); not captured" in notes
+    assert "usr.sbin.smbd: the kernel does not match its files (load into the kernel (apparmor_parser -r; " \
+           "now smbd: not loaded)); not captured" in notes
     assert "usr.local.bin.mixed: its headers mix mode flags" in notes
     assert "/etc/apparmor.d/local/ overrides with rules, which the apparmor table does not manage, " \
            "not captured: usr.sbin.dnsmasq" in notes
     assert "1 profile(s) loaded in the kernel from no file in /etc/apparmor.d (snaps, container runtimes) " \
            "not captured: docker-default" in notes
     shipped_note = next(line for line in notes.splitlines() if "exactly as their packages ship them" in line)
-    assert "usr.sbin.dnsmasq" in shipped_note and "usr.bin.man" in shipped_note and "bin.ping" not in shipped_note
+    assert "usr.sbin.dnsmasq" in shipped_note and "usr.bin.man" in shipped_note
+    assert "bin.ping" not in shipped_note and "usr.sbin.smbd" not in shipped_note
 
     validate = test_host.converge("validate", str(captured))
     assert validate.returncode == 0, validate.stdout + validate.stderr
