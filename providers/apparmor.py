@@ -11,6 +11,13 @@ includes (fed on standard input, so nothing is written before it compiles). What
 AppArmor kernel (what is loaded, loading and unloading) goes through `KernelState` and the
 `load_argv`/`unload_argv` pair below; on a kernel without AppArmor the on-disk state is managed
 and the plan warns that loading is pending.
+
+`converge capture` writes each profile file of /etc/apparmor.d as the entry that keeps it as it
+is: the mode alone when the text is its package's (dpkg's conffile MD5, perhaps but for the mode
+flags aa-complain/aa-enforce rewrite), mode and content when it is the admin's own or edited.
+Profiles exactly as shipped, and what the table cannot hold as it is (mixed mode flags, local/
+overrides, kernel-only profiles, a loaded mode that differs from the files), are left out with a
+note. Each entry is checked with this provider's own diff, so planning the capture is in sync.
 """
 
 from __future__ import annotations
@@ -425,7 +432,13 @@ def captured_entry(on_disk: ProfileOnDisk, origin: TextOrigin) -> dict[str, str]
                          "any baseline mode would rewrite them")
     if mode == "no profile":
         raise ValueError("no profile header converge can read")
-    return {"mode": str(mode), "content": on_disk.text} if origin == "own" else {"mode": str(mode)}
+    if origin != "own":
+        return {"mode": str(mode)}
+    try:
+        on_disk.text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("its text is not UTF-8, which a TOML baseline cannot hold") from None
+    return {"mode": str(mode), "content": on_disk.text}
 
 
 def as_shipped(on_disk: ProfileOnDisk, origin: TextOrigin) -> bool:
@@ -604,7 +617,11 @@ class AppArmorProvider(Provider[AppArmorSpec, AppArmorLive]):
         if not result.ok:
             notes.append(f"{result.failure()}: modes are captured and profile texts are not")
             return None
-        return parse_conffiles(result.stdout)
+        try:
+            return parse_conffiles(result.stdout)
+        except ProviderError as error:
+            notes.append(f"{error}: modes are captured and profile texts are not")
+            return None
 
     def capture(self, facts: Facts) -> Captured:
         notes: list[str] = []

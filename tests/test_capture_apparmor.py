@@ -41,10 +41,11 @@ def _loaded_as_on_disk(host: TestHost, left_out: set[str]) -> str:
     files = host.run(["find", PROFILES, "-maxdepth", "1", "-type", "f"]).stdout.split()
     lines = []
     for path in sorted(files):
-        text = host.read(path)
         name = Path(path).name
-        if text is None or name in left_out or host.read(f"{PROFILES}/disable/{name}") is not None:
+        if name in left_out or host.read(f"{PROFILES}/disable/{name}") is not None:
             continue
+        text = host.read(path)
+        assert text is not None
         mode = flags_mode(text)
         lines += [f"{profile} ({mode})" for profile in profile_names(text) if mode in ("enforce", "complain")]
     return "".join(f"{line}\n" for line in lines)
@@ -63,15 +64,19 @@ def test_capture_keeps_own_and_changed_profiles_and_round_trips(test_host: TestH
     assert identd is not None
     test_host.write(f"{PROFILES}/usr.sbin.identd", identd.replace("  /usr/{bin,sbin}/identd   rmix,\n",
                                                                  "  /usr/{bin,sbin}/identd   rmix,\n  /srv/ident/** r,\n"))
-    # What the table cannot hold as it is: mixed mode flags, a local/ override with rules.
+    # What the table cannot hold as it is: mixed mode flags, a local/ override with rules, a
+    # profile in Latin-1.
     test_host.write(f"{PROFILES}/usr.local.bin.mixed", MIXED)
     test_host.write(f"{PROFILES}/local/usr.sbin.dnsmasq", "# site additions\n  /srv/dns/** r,\n")
+    latin1 = tmp_path / "usr.local.bin.latin1"
+    latin1.write_bytes("# caf\u00e9\nprofile latin1 /usr/local/bin/latin1 {\n}\n".encode("latin-1"))
+    test_host.run(["cp", str(latin1), f"{PROFILES}/usr.local.bin.latin1"])
     ping, nginx = test_host.read(f"{PROFILES}/bin.ping"), test_host.read(f"{PROFILES}/usr.sbin.nginx")
     assert ping is not None and flags_mode(ping) == "enforce"
     assert nginx is not None and flags_mode(nginx) == "complain"
     # The kernel as a boot loads these files, but: nscd still runs in complain mode (aa-enforce
     # could not reload it), the stock smbd profile is not loaded, docker-default has no file here.
-    loaded = _loaded_as_on_disk(test_host, {"usr.sbin.nscd", "usr.sbin.smbd"})
+    loaded = _loaded_as_on_disk(test_host, {"usr.sbin.nscd", "usr.sbin.smbd", "usr.local.bin.latin1"})
     assert "ping (enforce)\n" in loaded and "nginx (complain)\n" in loaded and "avahi" not in loaded
     _stand_in_kernel(test_host, loaded + "nscd (complain)\ndocker-default (enforce)\n")
     captured = tmp_path / "captured.toml"
@@ -90,6 +95,7 @@ def test_capture_keeps_own_and_changed_profiles_and_round_trips(test_host: TestH
     assert "usr.sbin.smbd: the kernel does not match its files (load into the kernel (apparmor_parser -r; " \
            "now smbd: not loaded)); not captured" in notes
     assert "usr.local.bin.mixed: its headers mix mode flags" in notes
+    assert "usr.local.bin.latin1: its text is not UTF-8, which a TOML baseline cannot hold; not captured" in notes
     assert "/etc/apparmor.d/local/ overrides with rules, which the apparmor table does not manage, " \
            "not captured: usr.sbin.dnsmasq" in notes
     assert "1 profile(s) loaded in the kernel from no file in /etc/apparmor.d (snaps, container runtimes) " \
