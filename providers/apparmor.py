@@ -11,28 +11,37 @@ includes (fed on standard input, so nothing is written before it compiles). What
 AppArmor kernel (what is loaded, loading and unloading) goes through `KernelState` and the
 `load_argv`/`unload_argv` pair below; on a kernel without AppArmor the on-disk state is managed
 and the plan warns that loading is pending.
+
+`converge capture` writes each profile file of /etc/apparmor.d as the entry that keeps it as it
+is: the mode alone when the text is its package's (dpkg's conffile MD5, perhaps but for the mode
+flags aa-complain/aa-enforce rewrite), mode and content when it is the admin's own or edited.
+Profiles exactly as shipped, and what the table cannot hold as it is (mixed mode flags, local/
+overrides, kernel-only profiles, a loaded mode that differs from the files), are left out with a
+note. Each entry is checked with this provider's own diff, so planning the capture is in sync.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, PrivateAttr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator, model_validator
 
 from converge.errors import ProviderError
 from converge.hosts import Host
 from converge.plan import Change
-from converge.provider import Provider
-from converge.reads import Facts, Read, ReadFile, Which
+from converge.provider import Captured, Provider
+from converge.reads import Facts, Read, ReadFile, ReadGlob, RunCommand, Which
 
 PROFILE_DIR = "/etc/apparmor.d"
 DISABLE_DIR = f"{PROFILE_DIR}/disable"
 FORCE_COMPLAIN_DIR = f"{PROFILE_DIR}/force-complain"
+LOCAL_DIR = f"{PROFILE_DIR}/local"
 PARSER = "apparmor_parser"
 MAX_PROFILE_BYTES = 1024 * 1024
 
@@ -374,6 +383,81 @@ def _kernel_notes(text: str, kernel: KernelState, wanted: str | None, rewritten:
     return []
 
 
+# ---------------------------------------------------------------------------------------------
+# Capture: the profiles of /etc/apparmor.d as a baseline table, without what packages ship as is.
+# ---------------------------------------------------------------------------------------------
+DPKG_QUERY = "dpkg-query"
+# Every installed package's conffiles (the stock profiles among them), as shipped.
+CONFFILES_ARGV = (DPKG_QUERY, "-W", "-f=${Conffiles}\n")
+# ` PATH MD5 [obsolete] [remove-on-upgrade]`; MD5 is `newconffile` while a package is unpacked.
+_CONFFILE_LINE = re.compile(r" (?P<path>/.*?) (?P<md5>[0-9a-f]{32}|newconffile)(?: (?:obsolete|remove-on-upgrade))*")
+TextOrigin = Literal["shipped", "shipped but for mode flags", "own", "unknown"]
+
+
+def parse_conffiles(text: str) -> dict[str, str]:
+    """Conffile path -> MD5 of the text its package ships, from `dpkg-query -W -f='${Conffiles}\\n'`."""
+    shipped = {}
+    for line in text.splitlines():
+        match = _CONFFILE_LINE.fullmatch(line.rstrip())
+        if match:
+            shipped[match["path"]] = match["md5"]
+        elif line.strip():
+            raise ProviderError(f"{DPKG_QUERY}: unexpected conffile line {line!r}")
+    return shipped
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode("utf-8", errors="surrogateescape"), usedforsecurity=False).hexdigest()
+
+
+def text_origin(text: str, shipped_md5: str | None) -> TextOrigin:
+    """Whether a profile's text is its package's, perhaps with the mode flags aa-complain or
+    aa-enforce rewrite (so a mode alone keeps it), or the admin's own (not packaged, or edited)."""
+    if shipped_md5 is None:
+        return "own"
+    if _md5(text) == shipped_md5:
+        return "shipped"
+    if any(_md5(with_mode_flags(text, mode)) == shipped_md5 for mode in ("enforce", "complain")):
+        return "shipped but for mode flags"
+    return "own"
+
+
+def captured_entry(on_disk: ProfileOnDisk, origin: TextOrigin) -> dict[str, str]:
+    """The `[apparmor.profiles.NAME]` entry that keeps a profile file as it is: its mode, and its
+    text unless that is its package's. Raises ValueError when no entry can keep it as it is."""
+    assert on_disk.text is not None
+    mode = on_disk.mode
+    if mode == "mixed":
+        raise ValueError("its headers mix mode flags (complain on some only, or kill/unconfined): "
+                         "any baseline mode would rewrite them")
+    if mode == "no profile":
+        raise ValueError("no profile header converge can read")
+    if origin != "own":
+        return {"mode": str(mode)}
+    try:
+        on_disk.text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("its text is not UTF-8, which a TOML baseline cannot hold") from None
+    return {"mode": str(mode), "content": on_disk.text}
+
+
+def as_shipped(on_disk: ProfileOnDisk, origin: TextOrigin) -> bool:
+    """Exactly as its package ships it: the same text, and no link setting another mode."""
+    return origin == "shipped" and not (on_disk.disable_link or on_disk.force_complain_link)
+
+
+def has_rules(text: str) -> bool:
+    """Whether a local/ override holds anything but comments (`#include` is a rule, not a comment)."""
+    lines = (line.strip() for line in text.splitlines())
+    return any(line and (not line.startswith("#") or line.startswith("#include")) for line in lines)
+
+
+def _validation_message(error: ValueError) -> str:
+    if isinstance(error, ValidationError):
+        return "; ".join(str(detail["msg"]).removeprefix("Value error, ") for detail in error.errors())
+    return str(error)
+
+
 class AppArmorProvider(Provider[AppArmorSpec, AppArmorLive]):
     name = "apparmor"
     summary = "AppArmor profiles in /etc/apparmor.d: content, enforce/complain/disabled mode, kernel load"
@@ -509,3 +593,71 @@ class AppArmorProvider(Provider[AppArmorSpec, AppArmorLive]):
             backup = host.remove_file(path)
             done.append(f"removed {path}" + (f" (backed up in {backup})" if backup else ""))
         return done
+
+    # -----------------------------------------------------------------------------------------
+    # Capture
+    # -----------------------------------------------------------------------------------------
+    can_capture = True
+
+    def capture_reads(self) -> Sequence[Read]:
+        globs = (ReadGlob(f"{directory}/*") for directory in (PROFILE_DIR, DISABLE_DIR, FORCE_COMPLAIN_DIR, LOCAL_DIR))
+        return [Which(PARSER), Which(DPKG_QUERY), ReadFile(KERNEL_PROFILES), *globs]
+
+    def capture_more_reads(self, facts: Facts) -> Sequence[Read]:
+        # Telling stock profiles from the admin's own needs the package manager's record.
+        return [RunCommand(CONFFILES_ARGV)] if facts.which(DPKG_QUERY) else []
+
+    def _shipped(self, facts: Facts, notes: list[str]) -> dict[str, str] | None:
+        """MD5 of each packaged file as shipped; None when that cannot be known here."""
+        if not facts.which(DPKG_QUERY):
+            notes.append(f"no {DPKG_QUERY} on this host: stock profiles cannot be told from the admin's own, "
+                         "so modes are captured and profile texts are not")
+            return None
+        result = facts.command(*CONFFILES_ARGV)
+        if not result.ok:
+            notes.append(f"{result.failure()}: modes are captured and profile texts are not")
+            return None
+        try:
+            return parse_conffiles(result.stdout)
+        except ProviderError as error:
+            notes.append(f"{error}: modes are captured and profile texts are not")
+            return None
+
+    def capture(self, facts: Facts) -> Captured:
+        notes: list[str] = []
+        shipped = self._shipped(facts, notes)
+        kernel = KernelState.from_facts(facts)
+        disabled, forced = ({Path(path).name for path in facts.glob(f"{d}/*")} for d in (DISABLE_DIR, FORCE_COMPLAIN_DIR))
+        profiles: dict[str, dict[str, str]] = {}
+        stock, in_files = [], set()
+        for path, text in facts.glob(f"{PROFILE_DIR}/*").items():
+            name = Path(path).name
+            on_disk = ProfileOnDisk(text, name in disabled, name in forced)
+            in_files.update(profile_names(text))
+            origin: TextOrigin = "unknown" if shipped is None else text_origin(text, shipped.get(path))
+            try:
+                entry = captured_entry(on_disk, origin)
+                spec = AppArmorSpec.model_validate({"profiles": {name: entry}})
+            except ValueError as error:
+                notes.append(f"{name}: {_validation_message(error)}; not captured")
+                continue
+            # The round trip, checked here: planning the entry against this same state changes nothing.
+            changes = self.diff(spec, AppArmorLive({name: on_disk}, kernel))
+            if changes:
+                notes.append(f"{name}: the kernel does not match its files ({'; '.join(changes[0].notes)}); not captured")
+            elif as_shipped(on_disk, origin):
+                stock.append(name)
+            else:
+                profiles[name] = entry
+        if stock:
+            notes.append(f"{len(stock)} profile(s) exactly as their packages ship them (text and mode) "
+                         f"not captured: {', '.join(stock)}")
+        overrides = [Path(path).name for path, text in facts.glob(f"{LOCAL_DIR}/*").items() if has_rules(text)]
+        if overrides:
+            notes.append(f"{LOCAL_DIR}/ overrides with rules, which the apparmor table does not manage, "
+                         f"not captured: {', '.join(overrides)}")
+        elsewhere = [name for name in (kernel.loaded or {}) if "//" not in name and name not in in_files]
+        if elsewhere:
+            notes.append(f"{len(elsewhere)} profile(s) loaded in the kernel from no file in {PROFILE_DIR} "
+                         f"(snaps, container runtimes) not captured: {', '.join(sorted(elsewhere))}")
+        return Captured({"profiles": profiles}, notes)
