@@ -275,7 +275,8 @@ def capture(*, target: str, only: tuple[str, ...], output: Path | None, options:
     document = _captured_document(target, only, options, registry)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     meta = {"baseline": {"name": f"captured-{target}", "description": f"captured from {target} by converge on {stamp}"}}
-    text = f"# Captured from {target} by converge {__version__} on {stamp}.\n" + tomli_w.dumps(meta | document, multiline_strings=True)
+    header = f"# Captured from {target} by converge {__version__} on {stamp}.\n"
+    text = header + tomli_w.dumps(meta | document, multiline_strings=True)
     if output:
         output.write_text(text, encoding="utf-8")
         click.echo(f"wrote {output} ({', '.join(document) or 'nothing captured'})", err=True)
