@@ -7,6 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from converge.providers.ufw_rules import interleave_families, parse_user_rules
 from tests.testhost import TestHost
 
 # The state an admin builds by hand: both families, an application profile, an outbound rule,
@@ -78,3 +79,25 @@ def test_capture_round_trips_and_leaves_out_only_what_the_format_cannot_say(test
     assert test_host.converge("validate", str(captured)).returncode == 0
     assert _plan_changes(test_host, captured) == (0, [])
     assert "ALLOW FWD" in test_host.run(["ufw", "status"]).stdout  # still there: capture and plan changed nothing
+
+    # Rules flushed from the kernel while ufw.conf still enables them: which of the two the
+    # admin means is unknowable, so `enabled` is left out rather than guessed.
+    test_host.run(["/lib/ufw/ufw-init", "force-stop"])
+    ufw, notes = _capture(test_host, captured)
+    assert "enabled" not in ufw and len(ufw["rules"]) == 5
+    assert "local: ufw: enabled: ufw.conf says ENABLED=yes but the rules are not loaded; not captured" in notes
+    assert _plan_changes(test_host, captured) == (0, [])
+
+
+def test_rules_placed_differently_in_the_two_families_are_set_apart() -> None:
+    # Tuple lines as ufw 0.36 writes them; the IPv6 file hand-edited so 22 and 80 swapped places.
+    ipv4 = parse_user_rules("### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in\n"
+                            "### tuple ### deny any any 0.0.0.0/0 any 192.0.2.9 in\n"
+                            "### tuple ### allow tcp 80 0.0.0.0/0 any 0.0.0.0/0 in\n")
+    ipv6 = parse_user_rules("### tuple ### allow any any ::/0 any 2001:db8::/32 in\n"
+                            "### tuple ### allow tcp 80 ::/0 any ::/0 in\n"
+                            "### tuple ### allow tcp 22 ::/0 any ::/0 in\n")
+    order, apart = interleave_families(ipv4, ipv6)
+    assert [rule.describe() for rule in apart] == ["in proto tcp from any to any port 22"]
+    assert [rule.describe() for rule in order] == ["in from 2001:db8::/32 to any", "in from 192.0.2.9 to any",
+                                                   "in proto tcp from any to any port 80"]
