@@ -7,6 +7,9 @@ every change goes through the `ufw` command, which checks each rule before it wr
 Rule order is kept by appending: declared rules already in place in the declared order stay where
 they are; from the first declared rule that is missing or out of order on, the rest are deleted
 and appended again in order. A rule that only differs in action or comment is updated in place.
+
+Capture writes the whole state (it is small) and every rule the baseline format can name, each
+checked to plan in sync; `exclusive` is set only when no rule had to be left out.
 """
 
 from __future__ import annotations
@@ -376,12 +379,16 @@ class UfwProvider(Provider[UfwSpec, UfwLive]):
             notes.append(f"enabled: ufw.conf says ENABLED={'yes' if live.enabled_at_boot else 'no'} but the rules are "
                          f"{'' if live.active else 'not '}loaded; not captured")
         for key in ("logging", "default_incoming", "default_outgoing", "default_routed"):
+            value = live.settings[key]
             try:
-                UfwSpec.model_validate({key: live.settings[key]})
+                UfwSpec.model_validate({key: value})
             except ValidationError:
-                notes.append(f"{key}: {live.settings[key]!r} is not a value of the baseline format; not captured")
+                notes.append(f"{key}: {value!r} is not a value of the baseline format; not captured")
                 continue
-            table[key] = live.settings[key]
+            if value is None:  # its line is missing from /etc/default/ufw; ufw's built-in default applies
+                notes.append(f"{key}: not set in {UFW_DEFAULTS}; not captured")
+                continue
+            table[key] = value
         rules, left_out, remarks = _captured_rules(live)
         notes += left_out + remarks
         table["exclusive"] = not left_out
@@ -406,8 +413,8 @@ def _captured_rules(live: UfwLive) -> tuple[list[dict[str, Any]], list[str], lis
     remarks on rules captured with less than ufw records.
 
     Each entry is checked by the baseline's own model, must name the very same ufw rule and must
-    cover exactly the families it was found in (a rule for any address made while IPv6 was off
-    lives in user.rules only, but an entry for it would be added to both).
+    not reach a family it is missing from (a rule for any address made while IPv6 was off lives
+    in user.rules only, but an entry for it would be added to user6.rules too).
     """
     order, apart = interleave_families(live.rules.get(4, []), live.rules.get(6, []))
     left_out = [f"rule {rule.describe()}: its place or action differs between IPv4 and IPv6; not captured"
@@ -416,18 +423,9 @@ def _captured_rules(live: UfwLive) -> tuple[list[dict[str, Any]], list[str], lis
     entries: list[dict[str, Any]] = []
     remarks: list[str] = []
     for rule in order:
-        reason = uncapturable(rule) or (f"no application profile {rule.app!r} in /etc/ufw/applications.d"
-                                        if rule.app and rule.app not in live.apps else None)
         entry = rule_entry(rule)
-        if reason is None:
-            try:
-                rule_spec = UfwRuleSpec.model_validate(entry)
-            except ValidationError as error:
-                reason = "; ".join(problem["msg"] for problem in error.errors())
-            else:
-                families = {family for family, identities in found.items() if rule.identity() in identities}
-                if rule_spec.rule().identity() != rule.identity() or set(rule_spec.families(live.ipv6)) != families:
-                    reason = f"it is in the {'/'.join(f'IPv{f}' for f in sorted(families))} rules only"
+        families = {family for family, identities in found.items() if rule.identity() in identities}
+        reason = _why_not_captured(rule, entry, families, live)
         if reason:
             left_out.append(f"rule {rule.describe()}: {reason}; not captured")
             continue
@@ -437,6 +435,24 @@ def _captured_rules(live: UfwLive) -> tuple[list[dict[str, Any]], list[str], lis
             remarks.append(f"rule {rule.describe()}: captured without its `{rule.log}` option (not in the baseline format)")
         entries.append(entry)
     return entries, left_out, remarks
+
+
+def _why_not_captured(rule: UfwRule, entry: dict[str, Any], families: set[int], live: UfwLive) -> str | None:
+    """Why `entry` would not plan in sync for `rule` (found in `families`), or None when it would."""
+    reason = uncapturable(rule)
+    if reason:
+        return reason
+    if rule.app and rule.app not in live.apps:
+        return f"no application profile {rule.app!r} in /etc/ufw/applications.d"
+    try:
+        rule_spec = UfwRuleSpec.model_validate(entry)
+    except ValidationError as error:
+        return "; ".join(problem["msg"] for problem in error.errors())
+    if rule_spec.rule().identity() != rule.identity():
+        return "the baseline format cannot name this exact rule"
+    if not set(rule_spec.families(live.ipv6)) <= families:  # a plan would add it to the missing family
+        return f"it is in the {'/'.join(f'IPv{family}' for family in sorted(families))} rules only"
+    return None
 
 
 def _live_rule(live: UfwLive, rule: UfwRule) -> UfwRule | None:

@@ -7,8 +7,12 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from converge.providers.ufw import UFW_CONF, UFW_DEFAULTS, UfwProvider
 from converge.providers.ufw_rules import interleave_families, parse_user_rules
+from converge.reads import CommandResult, Facts, ReadFile, ReadGlob, RunCommand
 from tests.testhost import TestHost
+
+UFW_DATA = Path(__file__).parent / "data" / "ufw"
 
 # The state an admin builds by hand: both families, an application profile, an outbound rule,
 # comments, a per-rule log option, and settings away from Debian's stock ones.
@@ -101,3 +105,25 @@ def test_rules_placed_differently_in_the_two_families_are_set_apart() -> None:
     assert [rule.describe() for rule in apart] == ["in proto tcp from any to any port 22"]
     assert [rule.describe() for rule in order] == ["in from 2001:db8::/32 to any", "in from 192.0.2.9 to any",
                                                    "in proto tcp from any to any port 80"]
+
+
+def test_rules_missing_from_the_ipv6_file_are_left_out_and_exclusive_stays_off() -> None:
+    # Real files of a ufw whose rules for any address were added while IPV6=no, now IPV6=yes.
+    status = (UFW_DATA / "status-active.txt").read_text()
+    facts = Facts({
+        ReadFile(UFW_CONF): (UFW_DATA / "ufw.conf").read_text(),
+        ReadFile(UFW_DEFAULTS): (UFW_DATA / "default-ufw").read_text(),
+        ReadFile("/etc/ufw/user.rules"): (UFW_DATA / "user.rules").read_text(),
+        ReadFile("/etc/ufw/user6.rules"): None,
+        ReadGlob("/etc/ufw/applications.d/*"): {"openssh-server": (UFW_DATA / "openssh-server").read_text()},
+        RunCommand(("ufw", "status")): CommandResult(("ufw", "status"), 0, status, ""),
+    })
+    captured = UfwProvider().capture(facts)
+    assert captured.table["exclusive"] is False
+    assert captured.table["enabled"] is True and captured.table["logging"] == "medium"
+    # Only rules for one IPv4 address or network can be declared without reaching IPv6 too.
+    assert [rule.get("from") or rule.get("to") for rule in captured.table["rules"]] == [
+        "192.0.2.0/24", "203.0.113.5", "192.0.2.1", "192.0.2.0/24", "10.1.2.3"]
+    assert "rule in proto tcp from any to any port 22: it is in the IPv4 rules only; not captured" in captured.notes
+    assert "rule route in on lo out on lo from any to any: route (forwarding) rules are not in the baseline format; " \
+           "not captured" in captured.notes
