@@ -7,6 +7,9 @@ every change goes through the `ufw` command, which checks each rule before it wr
 Rule order is kept by appending: declared rules already in place in the declared order stay where
 they are; from the first declared rule that is missing or out of order on, the rest are deleted
 and appended again in order. A rule that only differs in action or comment is updated in place.
+
+Capture writes the whole state (it is small) and every rule the baseline format can name, each
+checked to plan in sync; `exclusive` is set only when no rule had to be left out.
 """
 
 from __future__ import annotations
@@ -17,23 +20,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from converge.errors import ProviderError
 from converge.hosts import Host
 from converge.plan import Change
-from converge.provider import Provider
+from converge.provider import Captured, Provider
 from converge.providers.ufw_rules import (
     ANY,
     PortRange,
     UfwRule,
     address_family,
+    interleave_families,
     normalize_address,
     parse_app_profiles,
     parse_assignments,
     parse_status_active,
     parse_user_rules,
     port_ranges,
+    rule_entry,
+    uncapturable,
 )
 from converge.reads import Facts, Read, ReadFile, ReadGlob, RunCommand, Which
 
@@ -355,6 +361,43 @@ class UfwProvider(Provider[UfwSpec, UfwLive]):
             return allowing
         return settings.get("default_incoming") == "allow"
 
+    can_capture = True
+
+    def capture_reads(self) -> Sequence[Read]:
+        return [ReadFile(UFW_DEFAULTS), *(ReadFile(path) for path in USER_RULES.values()), ReadGlob(APP_PROFILES),
+                RunCommand(STATUS_ARGV)]
+
+    def capture(self, facts: Facts) -> Captured:
+        """The whole ufw state (it is small): settings, then every rule the format can express;
+        `exclusive` only when every rule was captured, so a plan never removes one left out."""
+        live = self.live(UfwSpec(), facts)
+        table: dict[str, Any] = {}
+        notes: list[str] = []
+        if live.active == live.enabled_at_boot:
+            table["enabled"] = live.active
+        else:
+            notes.append(f"enabled: ufw.conf says ENABLED={'yes' if live.enabled_at_boot else 'no'} but the rules are "
+                         f"{'' if live.active else 'not '}loaded; not captured")
+        for key in ("logging", "default_incoming", "default_outgoing", "default_routed"):
+            value = live.settings[key]
+            try:
+                UfwSpec.model_validate({key: value})
+            except ValidationError:
+                notes.append(f"{key}: {value!r} is not a value of the baseline format; not captured")
+                continue
+            if value is None:  # its line is missing from /etc/default/ufw; ufw's built-in default applies
+                notes.append(f"{key}: not set in {UFW_DEFAULTS}; not captured")
+                continue
+            table[key] = value
+        rules, left_out, remarks = _captured_rules(live)
+        notes += left_out + remarks
+        table["exclusive"] = not left_out
+        if left_out:
+            notes.append("exclusive: left false, so that a plan does not remove the rules not captured")
+        if rules:
+            table["rules"] = rules
+        return Captured(table, notes)
+
     def state_paths(self) -> list[str]:
         """Everything that holds ufw's persistent state: its directory and the defaults file."""
         return ["/etc/ufw", UFW_DEFAULTS]
@@ -363,6 +406,53 @@ class UfwProvider(Provider[UfwSpec, UfwLive]):
         """Make restored files live, honouring the restored ENABLED: flush ufw's chains
         unconditionally, then load them again only if ufw.conf says ENABLED=yes (as at boot)."""
         return [[UFW_INIT, "force-stop"], [UFW_INIT, "start"]]
+
+
+def _captured_rules(live: UfwLive) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """`[[ufw.rules]]` entries that plan in sync against `live`, a note per rule left out, and
+    remarks on rules captured with less than ufw records.
+
+    Each entry is checked by the baseline's own model, must name the very same ufw rule and must
+    not reach a family it is missing from (a rule for any address made while IPv6 was off lives
+    in user.rules only, but an entry for it would be added to user6.rules too).
+    """
+    order, apart = interleave_families(live.rules.get(4, []), live.rules.get(6, []))
+    left_out = [f"rule {rule.describe()}: its place or action differs between IPv4 and IPv6; not captured"
+                for rule in apart]
+    found = {family: {rule.identity() for rule in rules} for family, rules in live.rules.items()}
+    entries: list[dict[str, Any]] = []
+    remarks: list[str] = []
+    for rule in order:
+        entry = rule_entry(rule)
+        families = {family for family, identities in found.items() if rule.identity() in identities}
+        reason = _why_not_captured(rule, entry, families, live)
+        if reason:
+            left_out.append(f"rule {rule.describe()}: {reason}; not captured")
+            continue
+        if rule.log:
+            # Kept: ufw knows the rule without its log option, so the plan is in sync and
+            # `exclusive` stays safe; only the logging of matches is lost.
+            remarks.append(f"rule {rule.describe()}: captured without its `{rule.log}` option (not in the baseline format)")
+        entries.append(entry)
+    return entries, left_out, remarks
+
+
+def _why_not_captured(rule: UfwRule, entry: dict[str, Any], families: set[int], live: UfwLive) -> str | None:
+    """Why `entry` would not plan in sync for `rule` (found in `families`), or None when it would."""
+    reason = uncapturable(rule)
+    if reason:
+        return reason
+    if rule.app and rule.app not in live.apps:
+        return f"no application profile {rule.app!r} in /etc/ufw/applications.d"
+    try:
+        rule_spec = UfwRuleSpec.model_validate(entry)
+    except ValidationError as error:
+        return "; ".join(problem["msg"] for problem in error.errors())
+    if rule_spec.rule().identity() != rule.identity():
+        return "the baseline format cannot name this exact rule"
+    if not set(rule_spec.families(live.ipv6)) <= families:  # a plan would add it to the missing family
+        return f"it is in the {'/'.join(f'IPv{family}' for family in sorted(families))} rules only"
+    return None
 
 
 def _live_rule(live: UfwLive, rule: UfwRule) -> UfwRule | None:

@@ -196,3 +196,77 @@ def parse_app_profiles(files: dict[str, str]) -> dict[str, list[PortRange]]:
                     ranges += port_ranges(ports, proto or ANY)
             profiles[name] = ranges
     return profiles
+
+
+def uncapturable(rule: UfwRule) -> str | None:
+    """Why a rule cannot be written as a `[[ufw.rules]]` entry, or None when it can."""
+    if rule.route:
+        return "route (forwarding) rules are not in the baseline format"
+    if rule.source_port != ANY or rule.source_app:
+        return "a source port or source application is not in the baseline format"
+    if rule.proto not in ("tcp", "udp", ANY):
+        return f"protocol {rule.proto} is not in the baseline format (tcp, udp or any)"
+    if rule.interface_out if rule.direction == "in" else rule.interface_in:
+        return "an interface on the other side of the rule's direction is not in the baseline format"
+    return None
+
+
+def rule_entry(rule: UfwRule) -> dict[str, str | int]:
+    """A rule as a `[[ufw.rules]]` entry, leaving out what is the default (for a readable file)."""
+    entry: dict[str, str | int] = {"action": rule.action}
+    if rule.app:
+        entry["app"] = rule.app  # its ports and protocol come from the profile
+    else:
+        if rule.port != ANY:
+            entry["port"] = int(rule.port) if rule.port.isdigit() else rule.port
+        if rule.proto != ANY:
+            entry["proto"] = rule.proto
+    if rule.source != ANY:
+        entry["from"] = rule.source
+    if rule.to != ANY:
+        entry["to"] = rule.to
+    if rule.direction != "in":
+        entry["direction"] = rule.direction
+    if rule.interface_in or rule.interface_out:
+        entry["interface"] = rule.interface_in or rule.interface_out
+    if rule.comment:
+        entry["comment"] = rule.comment
+    return entry
+
+
+def interleave_families(ipv4: list[UfwRule], ipv6: list[UfwRule]) -> tuple[list[UfwRule], list[UfwRule]]:
+    """One rule list whose order agrees with both families' files, and the rules that cannot be
+    placed in it.
+
+    ufw adds a rule for any address to both files and a rule for one family's address to that
+    file only, so both orders usually agree. A rule found in both whose position (after `ufw
+    insert`) or action/comment differs between them has no single place; it is returned apart.
+    """
+    shared = {rule.identity() for rule in ipv4} & {rule.identity() for rule in ipv6}
+    order: list[UfwRule] = []
+    apart: list[UfwRule] = []
+    handled: set[tuple[object, ...]] = set()
+    first = second = 0
+    while first < len(ipv4) or second < len(ipv6):
+        head4 = ipv4[first] if first < len(ipv4) else None
+        head6 = ipv6[second] if second < len(ipv6) else None
+        if head4 and (head4.identity() in handled or head4.identity() not in shared):
+            if head4.identity() not in handled:
+                order.append(head4)
+            first += 1
+        elif head6 and (head6.identity() in handled or head6.identity() not in shared):
+            if head6.identity() not in handled:
+                order.append(head6)
+            second += 1
+        elif head4 and head6 and head4.identity() == head6.identity() and head4.verdict() == head6.verdict():
+            order.append(head4)
+            handled.add(head4.identity())
+            first, second = first + 1, second + 1
+        else:
+            # Two different shared rules at the heads (or one rule with two verdicts): the
+            # IPv4 one is set apart, and its IPv6 twin is skipped when reached.
+            assert head4 is not None
+            apart.append(head4)
+            handled.add(head4.identity())
+            first += 1
+    return order, apart
