@@ -7,7 +7,8 @@ import json
 import tomllib
 from pathlib import Path
 
-from converge.providers.firewalld_zones import unmanaged_settings
+from converge.providers.firewalld import _captured_zone
+from converge.providers.firewalld_zones import Zone, unmanaged_settings
 from tests.test_firewalld_host import start_firewalld
 from tests.testhost import TestHost
 
@@ -20,6 +21,15 @@ LOGGING = 'rule family="ipv4" source address="203.0.113.0/24" log prefix="ssh pr
 def test_unmanaged_settings_of_stock_zones_are_external_masquerade_only() -> None:
     # firewalld 1.3's own zones, as `firewall-offline-cmd --list-all-zones` printed them here.
     assert unmanaged_settings((DATA / "permanent-zones.txt").read_text()) == {"external": ["masquerade"]}
+
+
+def test_a_zone_with_an_ipset_source_is_captured_without_it_and_not_exclusive() -> None:
+    # An ipset source is valid for firewalld but not for a baseline; exclusive would remove it.
+    table, left_out = _captured_zone(Zone("REJECT", services=("ssh",), sources=("10.0.0.0/8", "ipset:blocked")))
+    assert table == {"target": "REJECT", "services": ["ssh"], "ports": [], "rich_rules": [], "sources": ["10.0.0.0/8"],
+                     "exclusive": False}
+    assert left_out == ["sources 'ipset:blocked' does not pass the baseline's pattern; not captured "
+                        "(the zone is captured as not exclusive)"]
 
 
 def _firewall_cmd(host: TestHost, *calls: list[str]) -> None:
@@ -45,6 +55,7 @@ def test_capture_of_a_running_firewalld_round_trips(test_host: TestHost, tmp_pat
         ["--set-default-zone=home"],
         ["--reload"],
         ["--zone=work", "--add-service=imap"],  # runtime only: drift a reload would undo
+        ["--permanent", "--new-zone=staging"],  # not loaded at runtime until a reload: no drift
     )
     captured = tmp_path / "captured.toml"
 
@@ -60,6 +71,7 @@ def test_capture_of_a_running_firewalld_round_trips(test_host: TestHost, tmp_pat
                          "ports": [], "rich_rules": [], "exclusive": False},
             "public": {"target": "default", "services": ["https", "ssh"], "ports": ["8443/tcp"], "rich_rules": [RICH],
                        "sources": ["198.51.100.0/24"], "exclusive": True},
+            "staging": {"target": "default", "services": [], "ports": [], "rich_rules": [], "exclusive": True},
         },
     }
     prefix = "local: firewalld: "
@@ -70,6 +82,8 @@ def test_capture_of_a_running_firewalld_round_trips(test_host: TestHost, tmp_pat
         "zone dmz: masquerade set, not managed by converge; not captured",
         f"zone internal: rich_rules {LOGGING!r} does not pass the baseline's pattern; not captured "
         "(the zone is captured as not exclusive)",
+        "zone staging: created on this host; converge cannot create zones, so a host planned with this baseline "
+        "must already have it",
         "zone work: runtime differs from the permanent configuration (a reload would undo it); not captured",
     ]
 
