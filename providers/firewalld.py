@@ -12,18 +12,19 @@ files. Each kind of change of a zone is one call (the tools refuse to mix kinds 
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, TypeAdapter, ValidationError
 
 from converge.diff import describe_difference
 from converge.errors import ConvergeError, ProviderError
 from converge.hosts import Host
 from converge.plan import Change
-from converge.provider import Provider
+from converge.provider import Captured, Provider
 from converge.providers.firewalld_zones import (
     LIST_FIELDS,
     PortRange,
@@ -35,6 +36,7 @@ from converge.providers.firewalld_zones import (
     parse_services,
     parse_zones,
     rich_rule_matches_source,
+    unmanaged_settings,
 )
 from converge.reads import CommandResult, Facts, Read, ReadFile, ReadGlob, RunCommand, Which
 
@@ -45,6 +47,9 @@ PERMANENT_ZONES = ("firewall-offline-cmd", "--list-all-zones")
 PERMANENT_DEFAULT = ("firewall-offline-cmd", "--get-default-zone")
 RUNTIME_ZONES = ("firewall-cmd", "--list-all-zones")
 RUNTIME_DEFAULT = ("firewall-cmd", "--get-default-zone")
+# firewalld keeps its own zones here and copies one to CONFIG_DIR/zones when it is first changed.
+STOCK_ZONES = "/usr/lib/firewalld/zones/*.xml"
+CHANGED_ZONES = f"{CONFIG_DIR}/zones/*.xml"
 
 # firewalld limits zone names to 17 characters (nftables chain names are built from them).
 _ZONE = re.compile(r"[A-Za-z0-9_-]{1,17}")
@@ -93,6 +98,7 @@ RichRuleText = Annotated[str, _pattern(_RICH_RULE, 'a rich rule in firewalld syn
                          AfterValidator(canonical_rich_rule)]
 Source = Annotated[str, BeforeValidator(_check_source)]
 InterfaceName = Annotated[str, _pattern(_INTERFACE, "an interface name (letters, digits, _ . -, at most 15)")]
+ZoneTarget = Literal["default", "ACCEPT", "DROP", "REJECT"]
 
 
 class ZoneSpec(BaseModel):
@@ -105,7 +111,7 @@ class ZoneSpec(BaseModel):
     rich_rules: list[RichRuleText] | None = None
     sources: list[Source] | None = None
     interfaces: list[InterfaceName] | None = None
-    target: Literal["default", "ACCEPT", "DROP", "REJECT"] | None = None
+    target: ZoneTarget | None = None
     # Services, ports and rich rules not listed are removed (a list left out counts as empty);
     # sources and interfaces only when their list is given, since other tools bind interfaces.
     exclusive: bool = False
@@ -249,6 +255,51 @@ class FirewalldProvider(Provider[FirewalldSpec, FirewalldLive]):
     def _touched_files(spec: FirewalldSpec) -> list[str]:
         return [f"{CONFIG_DIR}/firewalld.conf", *(f"{CONFIG_DIR}/zones/{zone}.xml" for zone in spec.zones)]
 
+    can_capture = True
+
+    def capture_reads(self) -> Sequence[Read]:
+        return [Which("firewall-cmd"), RunCommand(STATE), RunCommand(PERMANENT_ZONES), RunCommand(PERMANENT_DEFAULT),
+                RunCommand(RUNTIME_ZONES), RunCommand(RUNTIME_DEFAULT), ReadGlob(STOCK_ZONES), ReadGlob(CHANGED_ZONES)]
+
+    def capture(self, facts: Facts) -> Captured:
+        """The default zone, and every zone changed from firewalld's own (those with a file in
+        /etc/firewalld/zones) in full, as exclusive zones. Left out, with a note: what differs at
+        runtime from the permanent configuration (a plan would report it as drift), settings
+        converge does not manage, and items a baseline's patterns refuse."""
+        running = facts.which("firewall-cmd") is not None and facts.command(*STATE).ok
+        permanent_output = _output(facts, PERMANENT_ZONES)
+        permanent = parse_zones(permanent_output)
+        runtime = parse_zones(_output(facts, RUNTIME_ZONES)) if running else {}
+        default = _output(facts, PERMANENT_DEFAULT).strip()
+        runtime_default = _output(facts, RUNTIME_DEFAULT).strip() if running else default
+        stock, changed = ({_zone_name(path) for path in facts.glob(pattern)} for pattern in (STOCK_ZONES, CHANGED_ZONES))
+        unmanaged = unmanaged_settings(permanent_output)
+        table: dict[str, Any] = {}
+        notes: list[str] = []
+        if runtime_default != default:
+            notes.append(f"default zone: runtime {runtime_default} differs from the permanent {default}; not captured")
+        else:
+            table["default_zone"] = default
+        zones: dict[str, dict[str, Any]] = {}
+        for name, zone in sorted(permanent.items()):
+            # As in diff(): a zone not loaded at runtime yet (created, no reload since) is no drift.
+            if runtime.get(name, zone) != zone:
+                notes.append(f"zone {name}: runtime differs from the permanent configuration (a reload would undo it); "
+                             "not captured")
+            elif name in changed and not _accepted(_ZONE_NAME, name):
+                notes.append(f"zone {name}: not a zone name a baseline accepts; not captured")
+            elif name in changed:
+                zones[name], left_out = _captured_zone(zone)
+                notes += [f"zone {name}: {reason}" for reason in left_out]
+                if unmanaged.get(name):
+                    notes.append(f"zone {name}: {', '.join(unmanaged[name])} set, not managed by converge; not captured")
+                if name not in stock:
+                    notes.append(f"zone {name}: created on this host; converge cannot create zones, so a host "
+                                 "planned with this baseline must already have it")
+        if zones:
+            table["zones"] = zones
+        return Captured(table, notes)
+
     def admits(self, spec: FirewalldSpec, live: FirewalldLive, source: str, port: int, proto: str = "tcp") -> bool:
         """Whether firewalld, once `spec` is applied, admits a new inbound connection from
         `source` to local `port`/`proto`.
@@ -298,6 +349,53 @@ def zone_calls(tool: list[str], zone: str, current: Zone, wanted: Zone, *, offli
     if wanted.target != current.target:
         calls.append([*tool, f"--zone={zone}", f"--set-target={wanted.target}"])
     return calls
+
+
+# Each listed item of a zone must pass the same pattern as in a baseline, unchanged (a value the
+# pattern rewrites would never compare equal to the live one).
+_ITEM_TYPES: dict[str, TypeAdapter[str]] = {
+    "services": TypeAdapter(ServiceName), "ports": TypeAdapter(PortSpec), "rich_rules": TypeAdapter(RichRuleText),
+    "sources": TypeAdapter(Source), "interfaces": TypeAdapter(InterfaceName),
+}
+_ZONE_NAME: TypeAdapter[str] = TypeAdapter(ZoneName)
+_TARGET: TypeAdapter[str] = TypeAdapter(ZoneTarget)
+
+
+def _accepted(adapter: TypeAdapter[str], value: str) -> bool:
+    try:
+        return bool(adapter.validate_python(value) == value)
+    except ValidationError:
+        return False
+
+
+def _zone_name(path: str) -> str:
+    return os.path.basename(path).removesuffix(".xml")
+
+
+def _captured_zone(zone: Zone) -> tuple[dict[str, Any], list[str]]:
+    """A zone as a `[firewalld.zones.NAME]` table, and why anything was left out. Exclusive, so
+    the baseline keeps the zone as it is, unless an item had to be left out (exclusive would
+    remove it). Empty sources and interfaces are left out: they are left alone then, since
+    interface names are host-specific and other tools bind them."""
+    table: dict[str, Any] = {}
+    left_out: list[str] = []
+    if _accepted(_TARGET, zone.target):
+        table["target"] = zone.target
+    else:
+        left_out.append(f"target {zone.target} is not one a baseline accepts; not captured")
+    items_left_out = False
+    for field in LIST_FIELDS:
+        items = getattr(zone, field)
+        kept = [item for item in items if _accepted(_ITEM_TYPES[field], item)]
+        for item in items:
+            if item not in kept:
+                items_left_out = True
+                left_out.append(f"{field} {item!r} does not pass the baseline's pattern; not captured "
+                                "(the zone is captured as not exclusive)")
+        if kept or field in ("services", "ports", "rich_rules"):
+            table[field] = kept
+    table["exclusive"] = not items_left_out
+    return table, left_out
 
 
 def _zone_admits(zone: Zone, services: dict[str, list[PortRange]], source: str, port: int, proto: str) -> bool:

@@ -176,3 +176,26 @@ def network_contains(network: str, source: str) -> bool:
         return False  # an ipset or MAC source: not an address range
     address = ipaddress.ip_address(source)
     return parsed.version == address.version and address in parsed
+
+
+# Settings of a zone converge does not manage, with the value firewalld's own zones mostly have
+# (a zone whose value differs has something converge would neither capture nor keep).
+UNMANAGED_DEFAULTS = {"icmp-block-inversion": "no", "protocols": "", "masquerade": "no", "forward-ports": "",
+                      "source-ports": "", "icmp-blocks": ""}
+
+
+def unmanaged_settings(output: str) -> dict[str, list[str]]:
+    """Per zone of `--list-all-zones` output, the unmanaged settings that are set (in the order
+    firewalld prints them); zones with none are left out."""
+    found: dict[str, list[str]] = {}
+    name: str | None = None
+    for line in output.splitlines():
+        if not line.strip() or line.startswith("\t"):
+            continue
+        if not line.startswith(" "):
+            name = line.split()[0]
+            continue
+        key, _, value = line.strip().partition(":")
+        if name is not None and key in UNMANAGED_DEFAULTS and value.strip() != UNMANAGED_DEFAULTS[key]:
+            found.setdefault(name, []).append(key)
+    return found
