@@ -36,12 +36,22 @@ def _read_file(index: int, path: str) -> str:
 
 
 def _read_glob(index: int, pattern: str) -> str:
-    directory, _, name = pattern.rpartition("/")
-    if not directory or _GLOB_CHARACTERS & set(directory):
-        raise ValueError(f"glob {pattern!r}: only the last path component may hold wildcards")
-    hidden = "" if name.startswith(".") else "! -name '.*' "
+    """glob.glob's answer, as LocalHost gives it: wildcards may stand in any component below the root."""
+    absolute = pattern.startswith("/")
+    components = pattern.split("/")[1:] if absolute else pattern.split("/")
+    fixed = 0
+    while fixed < len(components) - 1 and not _GLOB_CHARACTERS & set(components[fixed]):
+        fixed += 1
+    root = ("/" if absolute else "") + "/".join(components[:fixed]) or "."
+    depth = len(components) - fixed
+    below = root.rstrip("/")
+    # find's -path lets * match "/", glob's does not: at an exact depth no wildcard can span two components.
+    # glob's * never matches a leading dot; find's does, so dot-entries are excluded unless the pattern names one.
+    match = f"-name {shlex.quote(components[-1])} " if depth == 1 else f"-path {shlex.quote(pattern)} "
+    dotted = any(component.startswith(".") for component in components[fixed:])
+    hidden = "" if dotted else f"! -path {shlex.quote(below + '/.*')} ! -path {shlex.quote(below + '/*/.*')} "
     return (
-        f"find -L {shlex.quote(directory)} -mindepth 1 -maxdepth 1 -type f -name {shlex.quote(name)} {hidden}"
+        f"find -L {shlex.quote(root)} -mindepth {depth} -maxdepth {depth} -type f {match}{hidden}"
         f"2>/dev/null | sort | while IFS= read -r p; do "
         f"echo \"{index} file $(printf %s \"$p\" | base64 -w0) $(b \"$p\" 2>/dev/null || echo '!')\"; done; "
         f"echo '{index} end'"

@@ -10,7 +10,14 @@ from converge.errors import ProviderError
 from converge.hosts import Host
 from converge.plan import Change
 from converge.provider import Provider
-from converge.providers.selinux.kernel import SELINUXFS, KernelState, kernel_reads, parse_kernel_state, set_runtime_mode
+from converge.providers.selinux.kernel import (
+    SELINUXFS,
+    KernelState,
+    boolean_path,
+    kernel_reads,
+    parse_kernel_state,
+    set_runtime_mode,
+)
 from converge.providers.selinux.parse import (
     edit_config,
     parse_boolean_list,
@@ -89,7 +96,8 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
     spec_model = SelinuxSpec
 
     def reads(self, spec: SelinuxSpec) -> Sequence[Read]:
-        reads: list[Read] = [ReadFile(CONFIG), ReadGlob(STORE_GLOB), ReadFile(AUTORELABEL), *map(Which, TOOLS), *kernel_reads()]
+        reads: list[Read] = [ReadFile(CONFIG), ReadGlob(STORE_GLOB), ReadFile(AUTORELABEL), *map(Which, TOOLS),
+                             *kernel_reads(spec.booleans)]
         if spec.booleans:
             reads.append(BOOLEANS_LIST)
         if spec.fcontexts:
@@ -133,7 +141,8 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
             modules = parse_module_list(_command_output(facts, MODULES_LIST))
             record_files = facts.glob(f"{MODULE_RECORDS}/*.sha256")
             records = {Path(path).stem: parse_module_record(text) for path, text in record_files.items()}
-        kernel = parse_kernel_state(facts.file(f"{SELINUXFS}/enforce"), facts.glob(f"{SELINUXFS}/booleans/*"))
+        runtime_booleans = {path: text for path in map(boolean_path, spec.booleans) if (text := facts.file(path)) is not None}
+        kernel = parse_kernel_state(facts.file(f"{SELINUXFS}/enforce"), runtime_booleans)
         return SelinuxLive(config, policy, kernel, facts.file(AUTORELABEL) is not None, booleans,
                            fcontexts, policy_fcontexts, ports, defined_ports, modules, records)
 
