@@ -9,14 +9,18 @@ from pathlib import Path
 from converge.errors import ProviderError
 from converge.hosts import Host
 from converge.plan import Change
-from converge.provider import Provider
+from converge.provider import Captured, Provider
+from converge.providers.selinux.capture import CaptureInputs, captured_table
 from converge.providers.selinux.kernel import SELINUXFS, KernelState, kernel_reads, parse_kernel_state, set_runtime_mode
 from converge.providers.selinux.parse import (
     edit_config,
     parse_boolean_list,
+    parse_booleans_local,
     parse_config,
+    parse_export,
     parse_file_contexts,
     parse_module_list,
+    parse_module_priorities,
     parse_module_record,
     parse_port_list,
     parse_ports_local,
@@ -39,6 +43,10 @@ TOOLS = ("semanage", "semodule", "setsebool", "checkmodule", "semodule_package",
 BOOLEANS_LIST = RunCommand(("semanage", "boolean", "-l"))
 PORTS_LIST = RunCommand(("semanage", "port", "-l"))
 MODULES_LIST = RunCommand(("semodule", "-l", "-m"))
+# Capture only: the store's local booleans, every local customisation, every module's priority.
+BOOLEANS_LOCAL_GLOB = "/var/lib/selinux/*/active/booleans.local"
+EXPORT = RunCommand(("semanage", "export"))
+MODULES_FULL_LIST = RunCommand(("semodule", "--list-modules=full"))
 
 
 def _store_of(paths: Mapping[str, str], policy: str, root: str) -> str | None:
@@ -136,6 +144,47 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
         kernel = parse_kernel_state(facts.file(f"{SELINUXFS}/enforce"), facts.glob(f"{SELINUXFS}/booleans/*"))
         return SelinuxLive(config, policy, kernel, facts.file(AUTORELABEL) is not None, booleans,
                            fcontexts, policy_fcontexts, ports, defined_ports, modules, records)
+
+    can_capture = True
+
+    def capture_reads(self) -> Sequence[Read]:
+        return [ReadFile(CONFIG), ReadGlob(STORE_GLOB), *map(Which, TOOLS), *kernel_reads(), ReadGlob(BOOLEANS_LOCAL_GLOB),
+                ReadGlob(FILE_CONTEXTS_LOCAL_GLOB), ReadGlob(PORTS_LOCAL_GLOB), EXPORT, MODULES_FULL_LIST]
+
+    @staticmethod
+    def _captured_policy(facts: Facts) -> str:
+        return parse_config(facts.file(CONFIG) or "").get("SELINUXTYPE") or ""
+
+    def capture_more_reads(self, facts: Facts) -> Sequence[Read]:
+        """The policy's boolean listing and its stock file contexts, only when there are local ones."""
+        policy, more = self._captured_policy(facts), []
+        if _store_of(facts.glob(BOOLEANS_LOCAL_GLOB), policy, "/var/lib/selinux"):
+            more.append(BOOLEANS_LIST)
+        if _store_of(facts.glob(FILE_CONTEXTS_LOCAL_GLOB), policy, "/etc/selinux"):
+            more.append(ReadGlob(FILE_CONTEXTS_GLOB))
+        return more
+
+    def capture(self, facts: Facts) -> Captured:
+        policy = self._captured_policy(facts)
+        local_booleans = parse_booleans_local(_store_of(facts.glob(BOOLEANS_LOCAL_GLOB), policy, "/var/lib/selinux") or "")
+        local_fcontexts = parse_file_contexts(_store_of(facts.glob(FILE_CONTEXTS_LOCAL_GLOB), policy, "/etc/selinux") or "")
+        # Read in the second round only when there was something local to check them against.
+        listed = facts.command(*BOOLEANS_LIST.argv) if local_booleans else None
+        stock_fcontexts = _store_of(facts.glob(FILE_CONTEXTS_GLOB), policy, "/etc/selinux") if local_fcontexts else None
+        exported, modules = facts.command(*EXPORT.argv), facts.command(*MODULES_FULL_LIST.argv)
+        return captured_table(CaptureInputs(
+            mode=parse_config(facts.file(CONFIG) or "").get("SELINUX"),
+            policy=policy,
+            policy_installed=_store_of(facts.glob(STORE_GLOB), policy, "/var/lib/selinux") is not None,
+            kernel=parse_kernel_state(facts.file(f"{SELINUXFS}/enforce"), facts.glob(f"{SELINUXFS}/booleans/*")),
+            local_booleans=local_booleans,
+            listed_booleans=parse_boolean_list(listed.stdout) if listed and listed.ok else None,
+            local_fcontexts=local_fcontexts,
+            policy_has_fcontexts=bool(stock_fcontexts and parse_file_contexts(stock_fcontexts)),
+            local_ports=parse_ports_local(_store_of(facts.glob(PORTS_LOCAL_GLOB), policy, "/var/lib/selinux") or ""),
+            exported=parse_export(exported.stdout) if exported.ok else None,
+            module_priorities=parse_module_priorities(modules.stdout) if modules.ok else None,
+        ))
 
     def diff(self, spec: SelinuxSpec, live: SelinuxLive) -> list[Change]:
         return [*self._mode_changes(spec, live), *self._boolean_changes(spec, live),
