@@ -84,20 +84,22 @@ def test_parsers_read_the_tools_real_output() -> None:
     }
 
 
-def test_runtime_that_differs_from_the_persistent_state_is_left_out_with_a_note() -> None:
-    """With SELinux loaded a plan also compares the runtime: what would not be in sync is not written."""
+def test_what_a_plan_would_not_find_in_sync_or_the_table_cannot_declare_is_left_out_with_a_note() -> None:
+    """With SELinux loaded a plan also compares the runtime; a module's source is not on the host."""
     kernel = KernelState("enforcing", {"httpd_can_network_connect": False, "httpd_builtin_scripting": False})
     inputs = CaptureInputs(
         mode="permissive", policy="default", policy_installed=True, kernel=kernel,
         local_booleans={"httpd_can_network_connect": True, "httpd_builtin_scripting": False},
         listed_booleans={"httpd_can_network_connect": True, "httpd_builtin_scripting": False},
-        exported={}, module_priorities={},
+        exported={}, module_priorities=parse_module_priorities(MODULES_FULL),
     )
     captured = captured_table(inputs)
     assert captured.table == {"policy": "default", "booleans": {"httpd_builtin_scripting": False}}
     assert captured.notes == [
         "mode: runtime enforcing differs from the config (permissive); not captured",
         "boolean httpd_can_network_connect: runtime False differs from the persistent value (True); not captured",
+        "modules installed locally, not captured (their source is not on the host; declare each with its .te or .cil "
+        "source to manage it): mycil (cil)",
     ]
     missing = captured_table(CaptureInputs(mode="enforcing", policy="mls", policy_installed=False, kernel=kernel))
     assert (missing.table, missing.notes) == ({}, ["policy 'mls' in the config is not installed; nothing captured"])
