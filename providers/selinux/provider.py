@@ -25,7 +25,7 @@ from converge.providers.selinux.parse import (
     parse_port_list,
     parse_ports_local,
 )
-from converge.providers.selinux.spec import FILE_TYPE_FLAG, FileContext, Module, Port, SelinuxSpec
+from converge.providers.selinux.spec import FILE_TYPE_FLAG, POLICY_NAME, FileContext, Module, Port, SelinuxSpec
 from converge.reads import Facts, Read, ReadFile, ReadGlob, RunCommand, Which
 
 CONFIG = "/etc/selinux/config"
@@ -43,10 +43,17 @@ TOOLS = ("semanage", "semodule", "setsebool", "checkmodule", "semodule_package",
 BOOLEANS_LIST = RunCommand(("semanage", "boolean", "-l"))
 PORTS_LIST = RunCommand(("semanage", "port", "-l"))
 MODULES_LIST = RunCommand(("semodule", "-l", "-m"))
+# Every policy store, listed by a command: an SSH host's ReadGlob takes wildcards only in the last component.
+STORES_LIST = RunCommand(("find", "/var/lib/selinux", "-mindepth", "3", "-maxdepth", "3", "-type", "f", "-path", STORE_GLOB))
 # Capture only: the store's local booleans, every local customisation, every module's priority.
 BOOLEANS_LOCAL_GLOB = "/var/lib/selinux/*/active/booleans.local"
 EXPORT = RunCommand(("semanage", "export"))
 MODULES_FULL_LIST = RunCommand(("semodule", "--list-modules=full"))
+
+
+def _installed_policies(facts: Facts) -> set[str]:
+    """The policies with a store, from STORES_LIST's `/var/lib/selinux/<policy>/active/seusers` lines."""
+    return {Path(line).parts[4] for line in facts.command(*STORES_LIST.argv).stdout.splitlines() if len(Path(line).parts) == 7}
 
 
 def _store_of(paths: Mapping[str, str], policy: str, root: str) -> str | None:
@@ -108,13 +115,16 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
             reads += [MODULES_LIST, ReadGlob(f"{MODULE_RECORDS}/*.sha256")]
         return reads
 
+    def presence_reads(self) -> Sequence[Read]:
+        return [ReadFile(CONFIG), *map(Which, TOOLS), STORES_LIST]
+
     def absent(self, facts: Facts) -> str | None:
         missing = [tool for tool in TOOLS if facts.which(tool) is None]
         if missing:
             return f"SELinux tools not installed (no {', '.join(missing)})"
         if facts.file(CONFIG) is None:
             return f"no SELinux policy installed (no {CONFIG})"
-        if not facts.glob(STORE_GLOB):
+        if not _installed_policies(facts):
             return "no SELinux policy store under /var/lib/selinux"
         return None
 
@@ -148,41 +158,58 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
     can_capture = True
 
     def capture_reads(self) -> Sequence[Read]:
-        return [ReadFile(CONFIG), ReadGlob(STORE_GLOB), *map(Which, TOOLS), *kernel_reads(), ReadGlob(BOOLEANS_LOCAL_GLOB),
-                ReadGlob(FILE_CONTEXTS_LOCAL_GLOB), ReadGlob(PORTS_LOCAL_GLOB), EXPORT, MODULES_FULL_LIST]
+        return [*kernel_reads(), EXPORT, MODULES_FULL_LIST]
 
     @staticmethod
-    def _captured_policy(facts: Facts) -> str:
-        return parse_config(facts.file(CONFIG) or "").get("SELINUXTYPE") or ""
+    def _captured_policy(facts: Facts) -> str | None:
+        """The configured policy, if its name is safe to put in a path and its store exists."""
+        policy = parse_config(facts.file(CONFIG) or "").get("SELINUXTYPE") or ""
+        return policy if POLICY_NAME.fullmatch(policy) and policy in _installed_policies(facts) else None
 
     def capture_more_reads(self, facts: Facts) -> Sequence[Read]:
-        """The policy's boolean listing and its stock file contexts, only when there are local ones."""
-        policy, more = self._captured_policy(facts), []
-        if _store_of(facts.glob(BOOLEANS_LOCAL_GLOB), policy, "/var/lib/selinux"):
+        """The configured policy's local state, by exact path (an SSH host globs only the last
+        component); its boolean listing and stock file contexts only when there is something local."""
+        policy = self._captured_policy(facts)
+        if policy is None:
+            return []
+        exported = facts.command(*EXPORT.argv)
+        kinds = parse_export(exported.stdout) if exported.ok else {"boolean": ["?"], "fcontext": ["?"]}
+        local_files = (BOOLEANS_LOCAL_GLOB, FILE_CONTEXTS_LOCAL_GLOB, PORTS_LOCAL_GLOB)
+        more: list[Read] = [ReadFile(path.replace("*", policy)) for path in local_files]
+        if kinds.get("boolean"):
             more.append(BOOLEANS_LIST)
-        if _store_of(facts.glob(FILE_CONTEXTS_LOCAL_GLOB), policy, "/etc/selinux"):
-            more.append(ReadGlob(FILE_CONTEXTS_GLOB))
+        if kinds.get("fcontext"):
+            more.append(ReadFile(FILE_CONTEXTS_GLOB.replace("*", policy)))
         return more
 
     def capture(self, facts: Facts) -> Captured:
+        config = parse_config(facts.file(CONFIG) or "")
         policy = self._captured_policy(facts)
-        local_booleans = parse_booleans_local(_store_of(facts.glob(BOOLEANS_LOCAL_GLOB), policy, "/var/lib/selinux") or "")
-        local_fcontexts = parse_file_contexts(_store_of(facts.glob(FILE_CONTEXTS_LOCAL_GLOB), policy, "/etc/selinux") or "")
-        # Read in the second round only when there was something local to check them against.
-        listed = facts.command(*BOOLEANS_LIST.argv) if local_booleans else None
-        stock_fcontexts = _store_of(facts.glob(FILE_CONTEXTS_GLOB), policy, "/etc/selinux") if local_fcontexts else None
+        if policy is None:
+            unknown_kernel = KernelState("disabled", {})  # not read: nothing is captured without the policy
+            return captured_table(CaptureInputs(config.get("SELINUX"), config.get("SELINUXTYPE"), False, unknown_kernel))
+
+        def local(pattern: str) -> str:
+            return facts.file(pattern.replace("*", policy)) or ""
+
         exported, modules = facts.command(*EXPORT.argv), facts.command(*MODULES_FULL_LIST.argv)
+        kinds = parse_export(exported.stdout) if exported.ok else None
+        local_booleans = parse_booleans_local(local(BOOLEANS_LOCAL_GLOB))
+        local_fcontexts = parse_file_contexts(local(FILE_CONTEXTS_LOCAL_GLOB))
+        # Read in the second round only when `semanage export` showed something local to check them against.
+        listed = facts.command(*BOOLEANS_LIST.argv) if kinds is None or kinds.get("boolean") else None
+        stock_fcontexts = local(FILE_CONTEXTS_GLOB) if kinds is None or kinds.get("fcontext") else ""
         return captured_table(CaptureInputs(
-            mode=parse_config(facts.file(CONFIG) or "").get("SELINUX"),
+            mode=config.get("SELINUX"),
             policy=policy,
-            policy_installed=_store_of(facts.glob(STORE_GLOB), policy, "/var/lib/selinux") is not None,
+            policy_installed=True,
             kernel=parse_kernel_state(facts.file(f"{SELINUXFS}/enforce"), facts.glob(f"{SELINUXFS}/booleans/*")),
             local_booleans=local_booleans,
             listed_booleans=parse_boolean_list(listed.stdout) if listed and listed.ok else None,
             local_fcontexts=local_fcontexts,
-            policy_has_fcontexts=bool(stock_fcontexts and parse_file_contexts(stock_fcontexts)),
-            local_ports=parse_ports_local(_store_of(facts.glob(PORTS_LOCAL_GLOB), policy, "/var/lib/selinux") or ""),
-            exported=parse_export(exported.stdout) if exported.ok else None,
+            policy_has_fcontexts=bool(parse_file_contexts(stock_fcontexts)),
+            local_ports=parse_ports_local(local(PORTS_LOCAL_GLOB)),
+            exported=kinds,
             module_priorities=parse_module_priorities(modules.stdout) if modules.ok else None,
         ))
 
