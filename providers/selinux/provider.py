@@ -166,19 +166,24 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
         policy = parse_config(facts.file(CONFIG) or "").get("SELINUXTYPE") or ""
         return policy if POLICY_NAME.fullmatch(policy) and policy in _installed_policies(facts) else None
 
+    @staticmethod
+    def _exported_kinds(facts: Facts) -> dict[str, list[str]] | None:
+        """Local customisations by kind (`semanage export`); None when it failed."""
+        exported = facts.command(*EXPORT.argv)
+        return parse_export(exported.stdout) if exported.ok else None
+
     def capture_more_reads(self, facts: Facts) -> Sequence[Read]:
         """The configured policy's local state, by exact path (an SSH host globs only the last
         component); its boolean listing and stock file contexts only when there is something local."""
         policy = self._captured_policy(facts)
         if policy is None:
             return []
-        exported = facts.command(*EXPORT.argv)
-        kinds = parse_export(exported.stdout) if exported.ok else {"boolean": ["?"], "fcontext": ["?"]}
+        kinds = self._exported_kinds(facts)
         local_files = (BOOLEANS_LOCAL_GLOB, FILE_CONTEXTS_LOCAL_GLOB, PORTS_LOCAL_GLOB)
         more: list[Read] = [ReadFile(path.replace("*", policy)) for path in local_files]
-        if kinds.get("boolean"):
+        if kinds is None or kinds.get("boolean"):
             more.append(BOOLEANS_LIST)
-        if kinds.get("fcontext"):
+        if kinds is None or kinds.get("fcontext"):
             more.append(ReadFile(FILE_CONTEXTS_GLOB.replace("*", policy)))
         return more
 
@@ -192,8 +197,7 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
         def local(pattern: str) -> str:
             return facts.file(pattern.replace("*", policy)) or ""
 
-        exported, modules = facts.command(*EXPORT.argv), facts.command(*MODULES_FULL_LIST.argv)
-        kinds = parse_export(exported.stdout) if exported.ok else None
+        kinds, modules = self._exported_kinds(facts), facts.command(*MODULES_FULL_LIST.argv)
         local_booleans = parse_booleans_local(local(BOOLEANS_LOCAL_GLOB))
         local_fcontexts = parse_file_contexts(local(FILE_CONTEXTS_LOCAL_GLOB))
         # Read in the second round only when `semanage export` showed something local to check them against.
