@@ -83,3 +83,41 @@ def parse_module_list(text: str) -> dict[str, str]:
 
 def parse_module_record(text: str) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in text.splitlines() if " " in line)
+
+
+def parse_booleans_local(text: str) -> dict[str, bool]:
+    """The store's booleans.local, which `setsebool -P` and `semanage boolean -m` write: `name=1`."""
+    booleans = {}
+    for line in text.splitlines():
+        name, sep, value = line.strip().partition("=")
+        if sep and not name.startswith("#"):
+            booleans[name.strip()] = value.strip() == "1"
+    return booleans
+
+
+def parse_export(text: str) -> dict[str, list[str]]:
+    """`semanage export`: the local customisations as semanage command lines, by kind, without
+    the `<kind> -D` lines that open each kind. A file-context equivalence (`fcontext -a -e`) is
+    its own kind, `fcontext-equivalence`; a disabled module (`module -d`) is `module-disabled`."""
+    kinds: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 2 or fields[1] == "-D":
+            continue
+        kind = fields[0]
+        if kind == "fcontext" and "-e" in fields:
+            kind = "fcontext-equivalence"
+        elif kind == "module" and fields[1] == "-d":
+            kind = "module-disabled"
+        kinds.setdefault(kind, []).append(line.strip())
+    return kinds
+
+
+def parse_module_priorities(text: str) -> dict[str, tuple[int, str]]:
+    """`semodule --list-modules=full`: `priority name kind [disabled]` -> {name: (priority, kind)}."""
+    modules = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[0].isdigit():
+            modules[fields[1]] = (int(fields[0]), fields[2])
+    return modules

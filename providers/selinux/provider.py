@@ -9,7 +9,8 @@ from pathlib import Path
 from converge.errors import ProviderError
 from converge.hosts import Host
 from converge.plan import Change
-from converge.provider import Provider
+from converge.provider import Captured, Provider
+from converge.providers.selinux.capture import CaptureInputs, captured_table
 from converge.providers.selinux.kernel import (
     SELINUXFS,
     KernelState,
@@ -21,14 +22,17 @@ from converge.providers.selinux.kernel import (
 from converge.providers.selinux.parse import (
     edit_config,
     parse_boolean_list,
+    parse_booleans_local,
     parse_config,
+    parse_export,
     parse_file_contexts,
     parse_module_list,
+    parse_module_priorities,
     parse_module_record,
     parse_port_list,
     parse_ports_local,
 )
-from converge.providers.selinux.spec import FILE_TYPE_FLAG, FileContext, Module, Port, SelinuxSpec
+from converge.providers.selinux.spec import FILE_TYPE_FLAG, POLICY_NAME, FileContext, Module, Port, SelinuxSpec
 from converge.reads import Facts, Read, ReadFile, ReadGlob, RunCommand, Which
 
 CONFIG = "/etc/selinux/config"
@@ -46,6 +50,17 @@ TOOLS = ("semanage", "semodule", "setsebool", "checkmodule", "semodule_package",
 BOOLEANS_LIST = RunCommand(("semanage", "boolean", "-l"))
 PORTS_LIST = RunCommand(("semanage", "port", "-l"))
 MODULES_LIST = RunCommand(("semodule", "-l", "-m"))
+# Every policy store, listed by a command: an SSH host's ReadGlob takes wildcards only in the last component.
+STORES_LIST = RunCommand(("find", "/var/lib/selinux", "-mindepth", "3", "-maxdepth", "3", "-type", "f", "-path", STORE_GLOB))
+# Capture only: the store's local booleans, every local customisation, every module's priority.
+BOOLEANS_LOCAL_GLOB = "/var/lib/selinux/*/active/booleans.local"
+EXPORT = RunCommand(("semanage", "export"))
+MODULES_FULL_LIST = RunCommand(("semodule", "--list-modules=full"))
+
+
+def _installed_policies(facts: Facts) -> set[str]:
+    """The policies with a store, from STORES_LIST's `/var/lib/selinux/<policy>/active/seusers` lines."""
+    return {Path(line).parts[4] for line in facts.command(*STORES_LIST.argv).stdout.splitlines() if len(Path(line).parts) == 7}
 
 
 def _store_of(paths: Mapping[str, str], policy: str, root: str) -> str | None:
@@ -108,13 +123,16 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
             reads += [MODULES_LIST, ReadGlob(f"{MODULE_RECORDS}/*.sha256")]
         return reads
 
+    def presence_reads(self) -> Sequence[Read]:
+        return [ReadFile(CONFIG), *map(Which, TOOLS), STORES_LIST]
+
     def absent(self, facts: Facts) -> str | None:
         missing = [tool for tool in TOOLS if facts.which(tool) is None]
         if missing:
             return f"SELinux tools not installed (no {', '.join(missing)})"
         if facts.file(CONFIG) is None:
             return f"no SELinux policy installed (no {CONFIG})"
-        if not facts.glob(STORE_GLOB):
+        if not _installed_policies(facts):
             return "no SELinux policy store under /var/lib/selinux"
         return None
 
@@ -145,6 +163,68 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
         kernel = parse_kernel_state(facts.file(f"{SELINUXFS}/enforce"), runtime_booleans)
         return SelinuxLive(config, policy, kernel, facts.file(AUTORELABEL) is not None, booleans,
                            fcontexts, policy_fcontexts, ports, defined_ports, modules, records)
+
+    can_capture = True
+
+    def capture_reads(self) -> Sequence[Read]:
+        return [*kernel_reads(), EXPORT, MODULES_FULL_LIST]
+
+    @staticmethod
+    def _captured_policy(facts: Facts) -> str | None:
+        """The configured policy, if its name is safe to put in a path and its store exists."""
+        policy = parse_config(facts.file(CONFIG) or "").get("SELINUXTYPE") or ""
+        return policy if POLICY_NAME.fullmatch(policy) and policy in _installed_policies(facts) else None
+
+    @staticmethod
+    def _exported_kinds(facts: Facts) -> dict[str, list[str]] | None:
+        """Local customisations by kind (`semanage export`); None when it failed."""
+        exported = facts.command(*EXPORT.argv)
+        return parse_export(exported.stdout) if exported.ok else None
+
+    def capture_more_reads(self, facts: Facts) -> Sequence[Read]:
+        """The configured policy's local state, by exact path (an SSH host globs only the last
+        component); its boolean listing and stock file contexts only when there is something local."""
+        policy = self._captured_policy(facts)
+        if policy is None:
+            return []
+        kinds = self._exported_kinds(facts)
+        local_files = (BOOLEANS_LOCAL_GLOB, FILE_CONTEXTS_LOCAL_GLOB, PORTS_LOCAL_GLOB)
+        more: list[Read] = [ReadFile(path.replace("*", policy)) for path in local_files]
+        if kinds is None or kinds.get("boolean"):
+            more.append(BOOLEANS_LIST)
+        if kinds is None or kinds.get("fcontext"):
+            more.append(ReadFile(FILE_CONTEXTS_GLOB.replace("*", policy)))
+        return more
+
+    def capture(self, facts: Facts) -> Captured:
+        config = parse_config(facts.file(CONFIG) or "")
+        policy = self._captured_policy(facts)
+        if policy is None:
+            unknown_kernel = KernelState("disabled", {})  # not read: nothing is captured without the policy
+            return captured_table(CaptureInputs(config.get("SELINUX"), config.get("SELINUXTYPE"), False, unknown_kernel))
+
+        def local(pattern: str) -> str:
+            return facts.file(pattern.replace("*", policy)) or ""
+
+        kinds, modules = self._exported_kinds(facts), facts.command(*MODULES_FULL_LIST.argv)
+        local_booleans = parse_booleans_local(local(BOOLEANS_LOCAL_GLOB))
+        local_fcontexts = parse_file_contexts(local(FILE_CONTEXTS_LOCAL_GLOB))
+        # Read in the second round only when `semanage export` showed something local to check them against.
+        listed = facts.command(*BOOLEANS_LIST.argv) if kinds is None or kinds.get("boolean") else None
+        stock_fcontexts = local(FILE_CONTEXTS_GLOB) if kinds is None or kinds.get("fcontext") else ""
+        return captured_table(CaptureInputs(
+            mode=config.get("SELINUX"),
+            policy=policy,
+            policy_installed=True,
+            kernel=parse_kernel_state(facts.file(f"{SELINUXFS}/enforce"), facts.glob(f"{SELINUXFS}/booleans/*")),
+            local_booleans=local_booleans,
+            listed_booleans=parse_boolean_list(listed.stdout) if listed and listed.ok else None,
+            local_fcontexts=local_fcontexts,
+            policy_has_fcontexts=bool(parse_file_contexts(stock_fcontexts)),
+            local_ports=parse_ports_local(local(PORTS_LOCAL_GLOB)),
+            exported=kinds,
+            module_priorities=parse_module_priorities(modules.stdout) if modules.ok else None,
+        ))
 
     def diff(self, spec: SelinuxSpec, live: SelinuxLive) -> list[Change]:
         return [*self._mode_changes(spec, live), *self._boolean_changes(spec, live),

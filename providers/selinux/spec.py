@@ -12,7 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, PrivateAttr, Validat
 
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,127}")
 _MODULE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
-_POLICY = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+POLICY_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 # A file-context regex as semanage stores it; no whitespace or quotes, since `semanage import`
 # splits its lines on whitespace and strips quotes.
 _FCONTEXT_PATH = re.compile(r"/[A-Za-z0-9_.*+?()\[\]{}|^\\/@%:,=~-]{0,1023}")
@@ -159,7 +159,7 @@ class SelinuxSpec(_Strict):
     """`[selinux]`: mode, policy, booleans, fcontexts, ports, modules; each optional."""
 
     mode: Literal["enforcing", "permissive", "disabled"] | None = None
-    policy: Annotated[str, _pattern(_POLICY, "a policy name such as default or targeted")] | None = None
+    policy: Annotated[str, _pattern(POLICY_NAME, "a policy name such as default or targeted")] | None = None
     booleans: dict[BooleanName, bool] = {}
     fcontexts: list[FileContext] = []
     ports: list[Port] = []
