@@ -262,4 +262,13 @@ def capture_host(host: Host, registry: Registry, only: Collection[str] = ()) -> 
         facts = facts.merged(host.gather(more))
     for provider in present:
         result.tables[provider.name] = provider.capture(facts)
+    # A baseline may not hold two providers of one subsystem (ufw and firewalld): which one the
+    # host really uses is for the user to say, with --only.
+    for provider in present:
+        for other in provider.conflicts:
+            if provider.name < other and {provider.name, other} <= result.tables.keys():
+                for name in (provider.name, other):
+                    del result.tables[name]
+                    result.skipped.append(Skipped(name, f"both {provider.name} and {other} are installed; "
+                                                        f"capture the one in use with --only"))
     return result

@@ -167,7 +167,9 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
     can_capture = True
 
     def capture_reads(self) -> Sequence[Read]:
-        return [*kernel_reads(), EXPORT, MODULES_FULL_LIST]
+        # Which booleans are set locally is known only in the second round: a capture (rare, unlike
+        # a plan) reads every runtime boolean once.
+        return [*kernel_reads(()), ReadGlob(f"{SELINUXFS}/booleans/*"), EXPORT, MODULES_FULL_LIST]
 
     @staticmethod
     def _captured_policy(facts: Facts) -> str | None:
