@@ -106,8 +106,3 @@ class Facts:
 
     def merged(self, other: Facts) -> Facts:
         return Facts({**self._answers, **other._answers})
-
-    def failed(self, read: Read) -> str | None:
-        """The reason a read failed, or None when it succeeded (or found nothing)."""
-        answer = self._answers.get(read)
-        return answer.reason if isinstance(answer, ReadFailure) else None

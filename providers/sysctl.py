@@ -189,6 +189,13 @@ def _assignments(files: list[tuple[str, str]], keys: Sequence[str]) -> dict[str,
     return found
 
 
+def _live_state(facts: Facts, keys: Sequence[str], runtime: dict[str, str]) -> SysctlLive:
+    """The boot configuration of `keys` around converge's drop-in, with their runtime values."""
+    before, after = _boot_files(facts)
+    set_before = {key: value for key, (_, value) in _assignments(before, keys).items()}
+    return SysctlLive(runtime, parse_sysctl_conf(facts.file(DROP_IN) or ""), set_before, _assignments(after, keys))
+
+
 def drop_in_content(spec: SysctlSpec, live: SysctlLive) -> dict[str, str]:
     """What the drop-in must hold: every key it holds already, and every key the rest of the boot
     configuration does not set to the desired value (it never repeats what the distribution
@@ -233,11 +240,7 @@ class SysctlProvider(Provider[SysctlSpec, SysctlLive]):
                 runtime[key] = normalize(text)
         if missing:
             raise ProviderError(f"no such key on this host: {', '.join(missing)} (nothing under {PROC_SYS})")
-        before, after = _boot_files(facts)
-        keys = list(spec.root)
-        set_before = {key: value for key, (_, value) in _assignments(before, keys).items()}
-        drop_in = parse_sysctl_conf(facts.file(DROP_IN) or "")
-        return SysctlLive(runtime, drop_in, set_before, _assignments(after, keys))
+        return _live_state(facts, list(spec.root), runtime)
 
     def diff(self, spec: SysctlSpec, live: SysctlLive) -> list[Change]:
         changes = []
@@ -308,11 +311,7 @@ class SysctlProvider(Provider[SysctlSpec, SysctlLive]):
 
     def capture(self, facts: Facts) -> Captured:
         keys = self._configured_keys(facts)
-        before, after = _boot_files(facts)
-        live = SysctlLive(
-            {}, parse_sysctl_conf(facts.file(DROP_IN) or ""),
-            {key: value for key, (_, value) in _assignments(before, keys).items()}, _assignments(after, keys),
-        )
+        live = _live_state(facts, keys, {})
         table: dict[str, int | str] = {}
         notes = []
         for key in keys:
