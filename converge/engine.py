@@ -12,7 +12,8 @@ from converge.baseline import Baseline, ProviderTable
 from converge.errors import ConvergeError
 from converge.hosts import ConnectOptions, Host, connect
 from converge.plan import Change, HostPlan, Skipped
-from converge.provider import Captured, Provider
+from converge.operations import to_json
+from converge.provider import Captured, Capturing, ConnectionGuard, Provider, ProviderPlan
 from converge.reads import Read
 from converge.registry import Registry
 from converge.safeguard import Firewall, Watchdog, lockout_problem
@@ -22,11 +23,13 @@ ROLLBACK_GRACE_SECONDS = 30.0
 
 
 @dataclass
-class _ProviderPlan:
+class ProviderRun:
+    """One provider's part of a host's plan, with the live state it was computed from."""
+
     provider: Provider
     table: ProviderTable
     live: Any
-    changes: list[Change]
+    plan: ProviderPlan
 
 
 @dataclass
@@ -37,7 +40,7 @@ class HostRun:
     baseline: Baseline
     only: Collection[str]
     plan: HostPlan
-    provider_plans: list[_ProviderPlan] = field(default_factory=list)
+    provider_plans: list[ProviderRun] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -81,14 +84,29 @@ def plan_host(host: Host, baseline: Baseline, registry: Registry, only: Collecti
                     run.plan.skipped.append(Skipped(provider.name, reason))
                 continue
             live = provider.live(table.spec, facts)
-            changes = provider.diff(table.spec, live)
+            provider_plan = _provider_plan(provider.diff(table.spec, live))
             run.plan.warnings += provider.warnings(table.spec, live)
         except ConvergeError as error:
             run.plan.errors.append(f"{provider.name}: {error}")
             continue
-        run.plan.changes += changes
-        run.provider_plans.append(_ProviderPlan(provider, table, live, changes))
+        run.plan.changes += provider_plan.changes
+        run.provider_plans.append(ProviderRun(provider, table, live, provider_plan))
+    for provider_run in _in_apply_order(run.provider_plans):
+        run.plan.operations += [(provider_run.provider.name, to_json(op)) for op in provider_run.plan.operations]
     return run
+
+
+def _provider_plan(result: ProviderPlan | list[Change]) -> ProviderPlan:
+    # TRANSITIONAL: providers not yet converted return bare changes (removed once all are).
+    if isinstance(result, ProviderPlan):
+        return result
+    legacy = ProviderPlan(list(result), [])
+    legacy.legacy = True  # type: ignore[attr-defined]
+    return legacy
+
+
+def _in_apply_order(provider_runs: Sequence[ProviderRun]) -> list[ProviderRun]:
+    return sorted(provider_runs, key=lambda p: p.provider.apply_order)
 
 
 def apply_host(run: HostRun, registry: Registry, options: ApplyOptions = ApplyOptions()) -> HostPlan:
@@ -106,7 +124,7 @@ def apply_host(run: HostRun, registry: Registry, options: ApplyOptions = ApplyOp
         plan.converged = True  # the plan was just read; nothing to re-read
         return plan
     host = run.host
-    pending = sorted((p for p in run.provider_plans if p.changes), key=lambda p: p.provider.apply_order)
+    pending = [p for p in _in_apply_order(run.provider_plans) if p.plan.changes or p.plan.operations]
     firewalls = [p for p in pending if isinstance(p.provider, Firewall)]
     watchdog = None
     try:
@@ -123,7 +141,11 @@ def apply_host(run: HostRun, registry: Registry, options: ApplyOptions = ApplyOp
                 watchdog.arm()
                 armed_at = time.monotonic()
             try:
-                done = provider.apply(host, provider_plan.table.spec, provider_plan.live, provider_plan.changes)
+                if not getattr(provider_plan.plan, "legacy", False):
+                    done = provider.apply(host, provider_plan.plan)
+                else:  # TRANSITIONAL: an unconverted provider
+                    done = provider.apply(host, provider_plan.table.spec, provider_plan.live,  # type: ignore[call-arg]
+                                          provider_plan.plan.changes)
             except ConvergeError as error:
                 if watchdog:
                     watchdog.roll_back_now()
@@ -245,7 +267,7 @@ def capture_host(host: Host, registry: Registry, only: Collection[str] = ()) -> 
         if only and name not in only:
             continue
         provider = registry.get(name)
-        if provider.can_capture:
+        if isinstance(provider, Capturing):
             providers.append(provider)
         else:
             result.skipped.append(Skipped(name, "this provider cannot capture"))

@@ -1,8 +1,11 @@
 """The provider interface: one subsystem, one baseline table, the same verbs for all.
 
 A provider declares the reads it needs (gathered for the whole host in one round trip), turns
-their answers into live state, diffs desired against live into `Change` records, and applies
-exactly those changes through the host. It never prints and never knows the transport.
+their answers into live state, and diffs desired against live into a `ProviderPlan`: the `Change`
+records people and scripts read, and the operations apply will run. Apply receives that plan and
+nothing else, so what runs is what was shown. A provider never prints and never knows the transport.
+
+Everything a provider needs from the engine is importable from here (see `converge.toolkit`).
 """
 
 from __future__ import annotations
@@ -10,15 +13,43 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel
 
+from converge.errors import ProviderError
 from converge.hosts import Host
-from converge.plan import Change
-from converge.reads import Facts, Read
+from converge.operations import Operation, Remove, Run, Write, execute, restore, wrote
+from converge.plan import Change, Side
+from converge.reads import CommandResult, Facts, Read, ReadFile, ReadGlob, RunCommand, Which
+from converge.toolkit import (
+    ParseError,
+    StrictModel,
+    choice,
+    listed,
+    matching,
+    output_or_raise,
+    port_range,
+    shell_assignments,
+)
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
+LiveT = TypeVar("LiveT")
+
+__all__ = [
+    "Captured", "Capturing", "Change", "CommandResult", "Connection", "ConnectionGuard", "Facts", "Host", "Operation",
+    "ParseError", "Provider", "ProviderError", "ProviderPlan", "Read", "ReadFile", "ReadGlob", "Remove", "Run",
+    "RunCommand", "Side", "StrictModel", "Which", "Write", "choice", "execute", "listed", "matching",
+    "output_or_raise", "port_range", "restore", "shell_assignments", "wrote",
+]
+
+
+@dataclass
+class ProviderPlan:
+    """What one provider will do to one host: the changes shown, and the operations that make them."""
+
+    changes: list[Change] = field(default_factory=list)
+    operations: list[Operation] = field(default_factory=list)
 
 
 @dataclass
@@ -28,8 +59,6 @@ class Captured:
     table: dict[str, Any]
     # What was seen but deliberately left out, and why (said to the user, not written).
     notes: list[str] = field(default_factory=list)
-
-LiveT = TypeVar("LiveT")
 
 
 class Provider(ABC, Generic[SpecT, LiveT]):
@@ -46,7 +75,8 @@ class Provider(ABC, Generic[SpecT, LiveT]):
     apply_order: ClassVar[int] = 50
 
     def presence_reads(self) -> Sequence[Read]:
-        """What `absent` needs, whatever the spec (gathered for plans and captures alike)."""
+        """What `absent` needs, whatever the spec. The engine always gathers these with the other
+        reads (plan, apply and capture alike): never repeat them in `reads` or `capture_reads`."""
         return ()
 
     def reads(self, spec: SpecT) -> Sequence[Read]:
@@ -62,27 +92,59 @@ class Provider(ABC, Generic[SpecT, LiveT]):
         """The host's current state, as far as the baseline cares; raises ProviderError."""
 
     @abstractmethod
-    def diff(self, spec: SpecT, live: LiveT) -> list[Change]:
-        """The changes that make the host match the spec; empty when in sync."""
+    def diff(self, spec: SpecT, live: LiveT) -> ProviderPlan:
+        """The changes that make the host match the spec, and the operations that carry them out;
+        both empty when in sync."""
 
     def warnings(self, spec: SpecT, live: LiveT) -> list[str]:
         """Things an admin should know that no change of ours can fix."""
         return []
 
-    @abstractmethod
-    def apply(self, host: Host, spec: SpecT, live: LiveT, changes: Sequence[Change]) -> list[str]:
-        """Carry out `changes` (from `diff` on this same `live`); returns what was done."""
+    def apply(self, host: Host, plan: ProviderPlan) -> list[str]:
+        """Carry out `plan.operations`, exactly; returns what was done. Override only to report
+        more (a count from a tool's output), never to compute other work."""
+        return execute(host, plan.operations)
 
-    # Capture (`converge capture`, `converge diff`): optional. Reads come in up to two rounds,
-    # because what to read next can depend on what the first round found.
-    can_capture: ClassVar[bool] = False
+
+@runtime_checkable
+class Capturing(Protocol):
+    """Optional capability: `converge capture` and `converge diff` of a host. Reads come in up to two
+    rounds, because what to read next can depend on what the first round found."""
 
     def capture_reads(self) -> Sequence[Read]:
-        return ()
+        ...  # pragma: no cover - protocol
 
     def capture_more_reads(self, facts: Facts) -> Sequence[Read]:
-        return ()
+        ...  # pragma: no cover - protocol
 
     def capture(self, facts: Facts) -> Captured:
         """The host's state as a table that, planned against the same host, is in sync."""
-        raise NotImplementedError
+        ...  # pragma: no cover - protocol
+
+
+@dataclass(frozen=True)
+class Connection:
+    """The connection converge manages a host through, as the host sees it."""
+
+    client: str  # the client address ($SSH_CONNECTION's first field)
+    port: int  # the server port it connected to
+    user: str  # the user converge logged in as
+    auth: str  # how it authenticated: publickey, password or keyboard-interactive
+
+
+@runtime_checkable
+class ConnectionGuard(Protocol):
+    """Optional capability of a provider that can cut converge off the host (a firewall, sshd):
+    the engine refuses a change that would, and applies the rest under a commit-confirm watchdog."""
+
+    def lockout(self, spec: Any, live: Any, connection: Connection) -> str | None:
+        """Why the state `spec` describes would refuse a new `connection` like converge's, or None."""
+        ...  # pragma: no cover - protocol
+
+    def state_paths(self) -> list[str]:
+        """Files and directories holding the whole persistent state."""
+        ...  # pragma: no cover - protocol
+
+    def reactivate_argv(self) -> list[list[str]]:
+        """Commands that make restored files live again."""
+        ...  # pragma: no cover - protocol

@@ -7,8 +7,11 @@ frozen dataclasses, so two providers asking for the same file share one read.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from converge.errors import ProviderError
 
@@ -44,6 +47,48 @@ class Which:
 Read = ReadFile | ReadGlob | RunCommand | Which
 
 
+# How many of a failed command's last output lines an error message keeps.
+REASON_LINES = 6
+
+
+def describe_read(read: Read) -> str:
+    """A read as people name it: `file /etc/x`, `command sysctl -a`."""
+    match read:
+        case ReadFile(path):
+            return f"file {path}"
+        case ReadGlob(pattern):
+            return f"files {pattern}"
+        case RunCommand(argv):
+            return "command " + " ".join(argv)
+        case Which(name):
+            return f"command -v {name}"
+    raise TypeError(f"unknown read {read!r}")
+
+
+def read_to_json(read: Read) -> dict[str, Any]:
+    match read:
+        case ReadFile(path):
+            return {"file": path}
+        case ReadGlob(pattern):
+            return {"glob": pattern}
+        case RunCommand(argv):
+            return {"command": list(argv)}
+        case Which(name):
+            return {"which": name}
+    raise TypeError(f"unknown read {read!r}")
+
+
+def read_from_json(record: Any) -> Read:
+    """A read from its JSON record; raises ValueError for anything else."""
+    if isinstance(record, dict) and len(record) == 1:
+        (kind, value), = record.items()
+        if kind == "command" and isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            return RunCommand(tuple(value))
+        if isinstance(value, str) and kind in ("file", "glob", "which"):
+            return {"file": ReadFile, "glob": ReadGlob, "which": Which}[kind](value)
+    raise ValueError(f"not a read: {record!r:.80}")
+
+
 @dataclass(frozen=True)
 class CommandResult:
     argv: tuple[str, ...]
@@ -56,9 +101,10 @@ class CommandResult:
         return self.returncode == 0
 
     def failure(self) -> str:
-        """One line saying what went wrong, for error messages."""
-        detail = (self.stderr.strip() or self.stdout.strip()).splitlines()
-        reason = detail[-1] if detail else f"exit status {self.returncode}"
+        """What went wrong, in the tool's own words, for error messages: its last few lines
+        (tools such as semodule print the reason before a bare "Failed!")."""
+        detail = [line.strip() for line in (self.stderr.strip() or self.stdout.strip()).splitlines() if line.strip()]
+        reason = " / ".join(detail[-REASON_LINES:]) if detail else f"exit status {self.returncode}"
         return f"{self.argv[0]}: {reason}"
 
 
@@ -103,6 +149,19 @@ class Facts:
         answer = self._answer(Which(name))
         assert answer is None or isinstance(answer, str)
         return answer
+
+    def fingerprint(self, read: Read) -> str:
+        """A digest of one answer: equal digests, equal answers (a saved plan's staleness check)."""
+        answer = self._answers.get(read)
+        if isinstance(answer, CommandResult):
+            answer = [answer.returncode, answer.stdout, answer.stderr]
+        elif isinstance(answer, ReadFailure):
+            answer = {"failure": answer.reason}
+        text = json.dumps(answer, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+    def reads(self) -> list[Read]:
+        return list(self._answers)
 
     def merged(self, other: Facts) -> Facts:
         return Facts({**self._answers, **other._answers})
