@@ -163,5 +163,9 @@ class Facts:
     def reads(self) -> list[Read]:
         return list(self._answers)
 
+    def answers(self) -> dict[Read, object]:
+        """Every answer as gathered, failures included (for recording test cases)."""
+        return dict(self._answers)
+
     def merged(self, other: Facts) -> Facts:
         return Facts({**self._answers, **other._answers})
