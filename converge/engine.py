@@ -31,7 +31,7 @@ ROLLBACK_GRACE_SECONDS = 30.0
 class ProviderRun:
     """One provider's part of a host's plan, with the live state it was computed from."""
 
-    provider: Provider
+    provider: Provider[Any, Any]
     table: ProviderTable
     live: Any
     plan: ProviderPlan

@@ -61,7 +61,8 @@ class LocalHost(Host):
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     os.close(fd)
-                    raise HostError(busy_message(self.name, _read_text(HOLDER_FILE) or "")) from None
+                    shown = _read_text(HOLDER_FILE)
+                    raise HostError(busy_message(self.name, shown if isinstance(shown, str) else "")) from None
                 time.sleep(0.2)
         Path(HOLDER_FILE).write_text(holder + "\n", encoding="utf-8")
         self._lock_fd = fd
