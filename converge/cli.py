@@ -37,7 +37,8 @@ def fleet_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-H", "--host", "targets", multiple=True, metavar="TARGET",
                      help="Host to reach: local (default), ssh://[user@]host[:port] or user@host[:port]. Repeatable."),
         click.option("-i", "--inventory", type=click.Path(path_type=Path, dir_okay=False), help="Inventory file of hosts."),
-        click.option("--limit", multiple=True, metavar="PATTERN", help="Only inventory hosts or groups matching (glob)."),
+        click.option("--limit", multiple=True, metavar="PATTERN", shell_complete=_complete_limit,
+                     help="Only inventory hosts or groups matching (glob)."),
         click.option("--forks", type=click.IntRange(1, 500), default=20, show_default=True, help="Hosts handled at once."),
     ]
     for option in reversed(options):
@@ -68,7 +69,25 @@ def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (SPEC section 4).")
-only_option = click.option("--only", multiple=True, metavar="PROVIDER", help="Plan only these providers' tables.")
+def _complete_providers(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    return [name for name in Registry().names() if name.startswith(incomplete)]
+
+
+def _complete_limit(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Host and group names of the inventory given with -i (nothing without one)."""
+    inventory = ctx.params.get("inventory")
+    if not inventory:
+        return []
+    try:
+        entries = load_inventory(Path(inventory))
+    except ConvergeError:
+        return []
+    names = dict.fromkeys([*(entry.name for entry in entries), *(group for entry in entries for group in entry.groups)])
+    return [name for name in names if name.startswith(incomplete)]
+
+
+only_option = click.option("--only", multiple=True, metavar="PROVIDER", shell_complete=_complete_providers,
+                           help="Plan only these providers' tables.")
 
 
 def _use_color() -> bool:
@@ -359,6 +378,17 @@ def diff(*, left: str, right: str, only: tuple[str, ...], options: ConnectOption
     if not differs:
         click.echo("no differences")
     return EXIT_CHANGES if differs else EXIT_OK
+
+
+@cli.command()
+def schema() -> int:
+    """Print a JSON Schema (2020-12) of the baseline format for the installed providers."""
+    import json
+
+    from converge.schema import baseline_schema
+
+    click.echo(json.dumps(baseline_schema(Registry()), indent=2))
+    return EXIT_OK
 
 
 @cli.command()
