@@ -7,6 +7,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from converge.errors import ConvergeError
 from converge.hosts import ConnectOptions, Host, connect
 from converge.hosts.lock import holder_description
 from converge.inventory import limit_hosts, load_inventory
-from converge.plan import HostPlan, plan_exit_code, render_json, render_text
+from converge.plan import HostPlan, plan_exit_code, render_text
 from converge.registry import Registry
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
@@ -68,7 +69,46 @@ def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return decorated
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (SPEC section 4).")
+def report_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--format, --json (short for --format json) and --report, handed on as one `output`."""
+
+    @functools.wraps(command)
+    def wrapper(*, as_json: bool, output_format: str | None, report: Path | None, **rest: Any) -> Any:
+        if as_json and output_format not in (None, "json"):
+            raise click.UsageError("--json is --format json: give one of them")
+        return command(output=Output("json" if as_json else output_format or "text", report), **rest)
+
+    from converge.reports import FORMATS
+
+    options = [
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (SPEC section 4): --format json."),
+        click.option("--format", "output_format", type=click.Choice(FORMATS), help="Output format (default text)."),
+        click.option("--report", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+                     help="Write the report in --format to FILE; the terminal keeps the text view."),
+    ]
+    decorated: Callable[..., Any] = wrapper
+    for option in reversed(options):
+        decorated = option(decorated)
+    return decorated
+
+
+@dataclass(frozen=True)
+class Output:
+    format: str
+    report: Path | None
+
+    @property
+    def terminal(self) -> str:
+        """What stdout shows: the text view when the report goes to a file."""
+        return "text" if self.report else self.format
+
+    def write_report(self, plans: Sequence[HostPlan]) -> None:
+        if self.report:
+            from converge.reports import RENDERERS
+
+            self.report.write_text(RENDERERS[self.format](plans), encoding="utf-8")
+            click.echo(f"wrote the {self.format} report to {self.report}", err=True)
+
 def _complete_providers(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
     return [name for name in Registry().names() if name.startswith(incomplete)]
 
@@ -171,12 +211,14 @@ def _recheck_saved(path: Path, options: ConnectOptions, forks: int, registry: Re
         progress.finish()
 
 
-def _show(plans: Sequence[HostPlan], as_json: bool) -> None:
-    if as_json:
-        click.echo(render_json(plans))
-    else:
+def _show(plans: Sequence[HostPlan], output_format: str) -> None:
+    if output_format == "text":
         color = _use_color()
         click.echo(render_text(plans, color=color), color=color)
+    else:
+        from converge.reports import RENDERERS
+
+        click.echo(RENDERERS[output_format](plans), nl=False)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -214,16 +256,17 @@ def _with_fleet(command: Callable[..., int]) -> Callable[..., int]:
 @cli.command()
 @baseline_argument
 @fleet_options
-@json_option
+@report_options
 @only_option
 @click.option("-o", "--out", "plan_file", type=click.Path(path_type=Path, dir_okay=False), metavar="PLANFILE",
               help="Also save the plan here, for `converge apply PLANFILE`.")
 @_with_fleet
-def plan(*, runs: list[HostRun], registry: Registry, forks: int, as_json: bool, only: tuple[str, ...],
+def plan(*, runs: list[HostRun], registry: Registry, forks: int, output: Output, only: tuple[str, ...],
          plan_file: Path | None) -> int:
     """Show what apply would change; change nothing. Exit 0 in sync, 2 changes pending, 1 error."""
     plans = [run.plan for run in runs]
-    _show(plans, as_json)
+    _show(plans, output.terminal)
+    output.write_report(plans)
     if plan_file:
         from converge import savedplan
 
@@ -235,7 +278,7 @@ def plan(*, runs: list[HostRun], registry: Registry, forks: int, as_json: bool, 
 @cli.command()
 @baseline_or_plan_argument
 @fleet_options
-@json_option
+@report_options
 @only_option
 @click.option("--yes", "-y", is_flag=True, help="Apply without asking for confirmation.")
 @click.option("--allow-lockout", is_flag=True, help="Apply firewall changes even if they would block converge's SSH connection.")
@@ -244,13 +287,13 @@ def plan(*, runs: list[HostRun], registry: Registry, forks: int, as_json: bool, 
 @click.option("--lock-timeout", type=click.FloatRange(0), default=0.0, show_default=True, metavar="SECONDS",
               help="Wait this long for another apply's lock on a host instead of refusing at once.")
 @_with_fleet
-def apply(*, runs: list[HostRun], registry: Registry, forks: int, only: tuple[str, ...], as_json: bool, yes: bool,
+def apply(*, runs: list[HostRun], registry: Registry, forks: int, only: tuple[str, ...], output: Output, yes: bool,
           allow_lockout: bool, confirm_timeout: float) -> int:
     """Plan (or re-check a saved PLANFILE), confirm, apply, then re-read each host and verify it
     converged. Each host is locked from its read to its verification. Exit 0 when all converged."""
     plans = [run.plan for run in runs]
-    if not as_json:
-        _show(plans, as_json=False)
+    if output.terminal == "text":
+        _show(plans, "text")
     if any(plan.changes for plan in plans if not plan.errors) and not yes:
         if not sys.stdin.isatty():
             raise ConvergeError("not applying: no terminal to confirm on; pass --yes to apply without asking")
@@ -263,8 +306,9 @@ def apply(*, runs: list[HostRun], registry: Registry, forks: int, only: tuple[st
         results = apply_fleet(runs, registry, options=options, forks=forks, on_done=progress)
     finally:
         progress.finish()
-    if as_json:
-        click.echo(render_json(results))
+    output.write_report(results)
+    if output.terminal != "text":
+        _show(results, output.terminal)
     else:
         for result in results:
             for line in result.applied:

@@ -7,6 +7,7 @@ apply order, guarded ones under a watchdog), `verify` (read again, compare with 
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -89,9 +90,21 @@ def host_reads(baseline: Baseline, registry: Registry, only: Collection[str] = (
     return list(dict.fromkeys(reads))
 
 
+def new_host_plan(name: str, target: str, baseline: Baseline, only: Collection[str] = ()) -> HostPlan:
+    return HostPlan(name, target, providers=[name for name, _ in _selected(baseline, only)],
+                    baseline=(baseline.name, baseline_digest(baseline)))
+
+
+def baseline_digest(baseline: Baseline) -> str:
+    digest = hashlib.sha256()
+    for path in baseline.files:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def plan_host(host: Host, baseline: Baseline, registry: Registry, only: Collection[str] = ()) -> HostRun:
     """Read the host once for every provider of the baseline and diff it; never changes the host."""
-    run = HostRun(host, baseline, only, HostPlan(host.name, host.target))
+    run = HostRun(host, baseline, only, new_host_plan(host.name, host.target, baseline, only))
     try:
         facts = host.gather(host_reads(baseline, registry, only))
     except ConvergeError as error:
@@ -272,16 +285,18 @@ def plan_fleet(
         try:
             host = connect(job.target, options, name=job.name)
         except ConvergeError as error:
-            run = HostRun(None, job.baseline, only, HostPlan(job.name or job.target, job.target, errors=[str(error)]))
+            run = HostRun(None, job.baseline, only, new_host_plan(job.name or job.target, job.target, job.baseline, only))
+            run.plan.errors.append(str(error))
         else:
             try:
                 if lock:
                     host.lock(lock.holder, lock.wait)
                 run = plan_host(host, job.baseline, registry, only)
             except ConvergeError as error:
-                run = HostRun(host, job.baseline, only, HostPlan(host.name, host.target, errors=[str(error)]))
+                run = HostRun(host, job.baseline, only, new_host_plan(host.name, host.target, job.baseline, only))
+                run.plan.errors.append(str(error))
             except Exception as error:  # a provider bug on one host must not stop the fleet
-                run = HostRun(host, job.baseline, only, HostPlan(host.name, host.target))
+                run = HostRun(host, job.baseline, only, new_host_plan(host.name, host.target, job.baseline, only))
                 run.plan.errors.append(f"internal error: {type(error).__name__}: {error}")
         if on_done:
             on_done(run.plan)

@@ -23,7 +23,7 @@ from typing import Any
 
 from converge import __version__
 from converge.baseline import SOURCE_KEY, Baseline, load_baseline
-from converge.engine import HostRun, LockRequest, changed_reads, in_parallel, replan_saved
+from converge.engine import HostRun, LockRequest, changed_reads, in_parallel, new_host_plan, replan_saved
 from converge.errors import ConvergeError
 from converge.hosts import ConnectOptions, connect
 from converge.plan import Change, HostPlan, Skipped
@@ -175,12 +175,14 @@ def _hosts(data: dict[str, Any], workdir: Path, registry: Registry) -> list[Save
         baselines[digest] = load_baseline(directory / saved["top"], registry)
     hosts = []
     for entry in data["hosts"]:
-        plan = HostPlan(entry["host"], entry["target"], warnings=list(entry["warnings"]), errors=list(entry["errors"]),
-                        skipped=[Skipped(s["provider"], s["reason"]) for s in entry["skipped"]])
+        baseline = baselines[entry["baseline"]]
+        plan = new_host_plan(entry["host"], entry["target"], baseline, data["only"])
+        plan.warnings, plan.errors = list(entry["warnings"]), list(entry["errors"])
+        plan.skipped = [Skipped(s["provider"], s["reason"]) for s in entry["skipped"]]
         providers = {p["provider"]: ([Change.from_record(c) for c in p["changes"]], list(p["operations"]))
                      for p in entry["providers"]}
         fingerprints = {read_from_json(item["read"]): str(item["sha256"]) for item in entry["reads"]}
-        hosts.append(SavedHost(entry["host"], entry["target"], baselines[entry["baseline"]], fingerprints, plan, providers))
+        hosts.append(SavedHost(entry["host"], entry["target"], baseline, fingerprints, plan, providers))
     return hosts
 
 
