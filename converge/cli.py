@@ -425,6 +425,44 @@ def diff(*, left: str, right: str, only: tuple[str, ...], options: ConnectOption
 
 
 @cli.command()
+@click.option("--repo", required=True, metavar="URL", help="The git repository of baselines (any URL git fetches).")
+@click.option("--ref", default="main", show_default=True, help="The branch or ref to apply.")
+@click.option("--inventory", metavar="FILE", help="Inventory in the repository; this host's entry names its baseline.")
+@click.option("--baseline", "baseline_path", metavar="PATH", help="Baseline in the repository (instead of --inventory).")
+@click.option("--plan/--apply", "plan_only", default=True, help="Only plan (default), or apply.")
+@click.option("--allowed-signers", type=click.Path(path_type=Path, dir_okay=False, exists=True), metavar="FILE",
+              help="ssh-keygen allowed-signers file: only commits signed by these keys are applied.")
+@click.option("--report", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+              help="Write the run's JSON record here (the previous ones kept as FILE.1, FILE.2, ...).")
+@click.option("--metrics", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+              help="Write Prometheus metrics here (node_exporter textfile collector).")
+@click.option("--name", help="This host's name in the inventory (default: its host name).")
+@click.option("--allow-rewind", is_flag=True, help="Apply a commit that does not descend from the last one applied.")
+@click.option("--deploy-key", type=click.Path(path_type=Path, dir_okay=False, exists=True), metavar="PATH",
+              help="SSH private key git uses to fetch the repository.")
+@click.option("--checkout", type=click.Path(path_type=Path, file_okay=False), default=Path("/var/lib/converge/pull/repo"),
+              show_default=True, help="converge's own checkout of the repository.")
+def pull(*, repo: str, ref: str, inventory: str | None, baseline_path: str | None, plan_only: bool,
+         allowed_signers: Path | None, report: Path | None, metrics: Path | None, name: str | None, allow_rewind: bool,
+         deploy_key: Path | None, checkout: Path) -> int:
+    """Run on a host: fetch baselines from git, verify the commit's signature, plan or apply this
+    host's baseline locally. Exit codes as plan (--plan) and apply (--apply)."""
+    from converge.pull import PullOptions, run_pull
+
+    if bool(inventory) == bool(baseline_path):
+        raise click.UsageError("give exactly one of --inventory and --baseline")
+    options = PullOptions(repo, ref, inventory, baseline_path, not plan_only, allowed_signers, report, metrics, name,
+                          allow_rewind, deploy_key, checkout, checkout.parent / "state.json")
+    result = run_pull(options, Registry())
+    if result.plans:
+        _show(result.plans, "text")
+    where = f"commit {result.commit[:12]}" if result.commit else repo
+    click.echo(f"pull: {result.result} ({where}" + (f", signed by {result.signer})" if result.signer else ")")
+               + (f": {result.reason}" if result.reason and result.result in ("refused", "failed") else ""), err=True)
+    return result.exit_code
+
+
+@cli.command()
 def schema() -> int:
     """Print a JSON Schema (2020-12) of the baseline format for the installed providers."""
     import json
