@@ -15,9 +15,10 @@ import click
 
 from converge import __version__
 from converge.baseline import Baseline, load_baseline
-from converge.engine import ApplyOptions, HostRun, Job, apply_fleet, capture_host, close_all, plan_fleet
+from converge.engine import ApplyOptions, HostRun, Job, LockRequest, apply_fleet, capture_host, close_all, plan_fleet
 from converge.errors import ConvergeError
 from converge.hosts import ConnectOptions, Host, connect
+from converge.hosts.lock import holder_description
 from converge.inventory import limit_hosts, load_inventory
 from converge.plan import HostPlan, plan_exit_code, render_json, render_text
 from converge.registry import Registry
@@ -25,6 +26,9 @@ from converge.registry import Registry
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
 baseline_argument = click.argument("baseline", type=click.Path(path_type=Path, dir_okay=False), required=False)
+# apply also takes a saved plan (recognised by its content) where plan takes a baseline.
+baseline_or_plan_argument = click.argument("baseline", metavar="[BASELINE | PLANFILE]",
+                                           type=click.Path(path_type=Path, dir_okay=False), required=False)
 
 
 def fleet_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -123,10 +127,27 @@ def _check_only(only: Sequence[str], registry: Registry) -> None:
 
 
 def _plan_all(jobs: Sequence[Job], only: Sequence[str], options: ConnectOptions, forks: int,
-              registry: Registry) -> list[HostRun]:
+              registry: Registry, *, lock: LockRequest | None = None) -> list[HostRun]:
     progress = _Progress("planning", len(jobs))
     try:
-        return plan_fleet(jobs, registry, only=only, options=options, forks=forks, on_done=progress)
+        return plan_fleet(jobs, registry, only=only, options=options, forks=forks, on_done=progress, lock=lock)
+    finally:
+        progress.finish()
+
+
+def savedplan_file(path: Path) -> bool:
+    from converge.savedplan import is_saved_plan
+
+    return is_saved_plan(path)
+
+
+def _recheck_saved(path: Path, options: ConnectOptions, forks: int, registry: Registry, lock: LockRequest) -> list[HostRun]:
+    from converge import savedplan
+
+    saved = savedplan.load(path, registry)
+    progress = _Progress("re-reading", len(saved.hosts))
+    try:
+        return savedplan.recheck_fleet(saved, registry, options=options, lock=lock, forks=forks, on_done=progress)
     finally:
         progress.finish()
 
@@ -154,10 +175,17 @@ def _with_fleet(command: Callable[..., int]) -> Callable[..., int]:
                 forks: int, options: ConnectOptions, only: tuple[str, ...], **rest: Any) -> int:
         registry = Registry()
         _check_only(only, registry)
-        jobs = _jobs(baseline, targets, inventory, limit, registry)
-        runs = _plan_all(jobs, only, options, forks, registry)
+        lock_timeout = rest.pop("lock_timeout", None)
+        lock = LockRequest(holder_description(), lock_timeout) if lock_timeout is not None else None
+        if baseline is not None and lock is not None and savedplan_file(baseline):
+            if targets or inventory or limit or only:
+                raise click.UsageError("a saved plan names its hosts and providers: give PLANFILE alone")
+            runs = _recheck_saved(baseline, options, forks, registry, lock)
+        else:
+            jobs = _jobs(baseline, targets, inventory, limit, registry)
+            runs = _plan_all(jobs, only, options, forks, registry, lock=lock)
         try:
-            return command(runs=runs, registry=registry, forks=forks, **rest)
+            return command(runs=runs, registry=registry, forks=forks, only=only, **rest)
         finally:
             close_all(runs)
 
@@ -169,16 +197,24 @@ def _with_fleet(command: Callable[..., int]) -> Callable[..., int]:
 @fleet_options
 @json_option
 @only_option
+@click.option("-o", "--out", "plan_file", type=click.Path(path_type=Path, dir_okay=False), metavar="PLANFILE",
+              help="Also save the plan here, for `converge apply PLANFILE`.")
 @_with_fleet
-def plan(*, runs: list[HostRun], registry: Registry, forks: int, as_json: bool) -> int:
+def plan(*, runs: list[HostRun], registry: Registry, forks: int, as_json: bool, only: tuple[str, ...],
+         plan_file: Path | None) -> int:
     """Show what apply would change; change nothing. Exit 0 in sync, 2 changes pending, 1 error."""
     plans = [run.plan for run in runs]
     _show(plans, as_json)
+    if plan_file:
+        from converge import savedplan
+
+        savedplan.save(plan_file, runs, only)
+        click.echo(f"Saved the plan to {plan_file}; apply exactly it with: converge apply {plan_file}", err=True)
     return plan_exit_code(plans)
 
 
 @cli.command()
-@baseline_argument
+@baseline_or_plan_argument
 @fleet_options
 @json_option
 @only_option
@@ -186,10 +222,13 @@ def plan(*, runs: list[HostRun], registry: Registry, forks: int, as_json: bool) 
 @click.option("--allow-lockout", is_flag=True, help="Apply firewall changes even if they would block converge's SSH connection.")
 @click.option("--confirm-timeout", type=click.FloatRange(1), default=60.0, show_default=True, metavar="SECONDS",
               help="Roll firewall changes back unless a new SSH connection confirms them within this time.")
+@click.option("--lock-timeout", type=click.FloatRange(0), default=0.0, show_default=True, metavar="SECONDS",
+              help="Wait this long for another apply's lock on a host instead of refusing at once.")
 @_with_fleet
-def apply(*, runs: list[HostRun], registry: Registry, forks: int, as_json: bool, yes: bool, allow_lockout: bool,
-          confirm_timeout: float) -> int:
-    """Plan, confirm, apply, then re-read each host and verify it converged. Exit 0 when all did."""
+def apply(*, runs: list[HostRun], registry: Registry, forks: int, only: tuple[str, ...], as_json: bool, yes: bool,
+          allow_lockout: bool, confirm_timeout: float) -> int:
+    """Plan (or re-check a saved PLANFILE), confirm, apply, then re-read each host and verify it
+    converged. Each host is locked from its read to its verification. Exit 0 when all converged."""
     plans = [run.plan for run in runs]
     if not as_json:
         _show(plans, as_json=False)

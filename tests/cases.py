@@ -97,7 +97,7 @@ class _RecordingLocalHost(LocalHost):
     def gather(self, reads: Iterable[Read]) -> Facts:
         reads = list(reads)
         facts = super().gather(reads)
-        self.seen.update({read: facts._answers[read] for read in reads})  # noqa: SLF001 - test recorder
+        self.seen.update(facts.answers())
         return facts
 
 

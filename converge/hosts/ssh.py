@@ -21,7 +21,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from converge.errors import HostError
-from converge.hosts import CommandError, ConnectOptions, Host
+from converge.hosts import CommandError, Connection, ConnectOptions, Host
+from converge.hosts.lock import LOCK_SCRIPT, busy_message
 from converge.hosts.remote_script import (
     ENVIRONMENT,
     REMOVE_SCRIPT,
@@ -257,18 +258,46 @@ class SSHHost(Host):
             raise HostError(f"cannot remove {path} on {self.name}: {result.failure()}")
         return result.stdout.strip() or None
 
-    def connection_endpoint(self) -> tuple[str, int] | None:
+    def connection(self) -> Connection | None:
         # As the host sees it: behind NAT or a ProxyJump that is not the address we connect from.
         result = self._exec(["sh", "-c", 'echo "$SSH_CONNECTION"'])
         fields = result.stdout.split()
         if not result.ok or len(fields) != 4:
             raise HostError(f"{self.name}: cannot tell which connection converge is using (SSH_CONNECTION unset)")
-        return fields[0], int(fields[3])
+        transport = self._client.get_transport()
+        handler = getattr(transport, "auth_handler", None)
+        auth = getattr(handler, "auth_method", None) or "publickey"
+        return Connection(fields[0], int(fields[3]), self.user, auth)
+
+    def lock(self, holder: str, wait: float = 0.0) -> None:
+        """Hold the host's lock in a session of this connection: it ends, and the lock with it, when
+        converge closes the session, exits or dies, or the connection drops."""
+        argv = [*self._sudo, "sh", "-c", LOCK_SCRIPT, "sh", holder, f"{wait:g}"]
+        try:
+            stdin, stdout, _ = self._open_session(shlex.join(argv))
+            if self._sudo_password is not None:
+                stdin.write(self._sudo_password.encode() + b"\n")
+                stdin.flush()
+            stdout.channel.settimeout(wait + max(self.options.timeout, 10.0))
+            answer = stdout.readline().decode("utf-8", errors="replace").strip()
+        except (paramiko.SSHException, OSError, EOFError) as error:
+            raise HostError(f"{self.name}: cannot take the apply lock: {error}") from error
+        if answer != "locked":
+            stdout.channel.close()
+            if answer.startswith("busy"):
+                raise HostError(busy_message(self.name, answer.removeprefix("busy")))
+            raise HostError(f"{self.name}: cannot take the apply lock ({answer or 'no answer'}; is flock installed?)")
+        stdout.channel.settimeout(None)
+        self._lock_channel = stdout.channel
 
     def reconnect(self) -> Host:
         return SSHHost(self.target, self.options, self.name)
 
     def close(self) -> None:
+        channel = getattr(self, "_lock_channel", None)
+        if channel is not None:
+            channel.close()
+            self._lock_channel = None
         client = getattr(self, "_client", None)
         if client is not None:
             client.close()
