@@ -17,17 +17,18 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from converge.provider import Captured, ParseError
-from converge.providers.selinux.parse import (
+
+from .parse import (
     parse_booleans_local,
     parse_export,
     parse_file_contexts,
     parse_module_priorities,
     parse_ports_local,
 )
-from converge.providers.selinux.spec import POLICY_NAME, FileContext, Port, SelinuxSpec
+from .spec import POLICY_NAME, FileContext, Port, SelinuxSpec
 
 if TYPE_CHECKING:
-    from converge.providers.selinux.provider import SelinuxLive
+    from .provider import SelinuxLive
 
 # Local customisations the table has no key for, as `semanage export` names them.
 UNMANAGED_KINDS = {
@@ -96,7 +97,7 @@ def probe(booleans_local: str, fcontexts_local: str, ports_local: str, listed: d
               if type_name is None]
     valid_booleans, problem = _valid_booleans(booleans)
     notes += problem
-    return Probe(SelinuxSpec(booleans=valid_booleans, fcontexts=fcontexts, ports=ports), notes)
+    return Probe(SelinuxSpec.model_validate({"booleans": valid_booleans, "fcontexts": fcontexts, "ports": ports}), notes)
 
 
 def _valid(model: type[FileContext] | type[Port], entries: list[dict[str, Any]], notes: list[str], what: str) -> list[Any]:

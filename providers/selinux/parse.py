@@ -9,7 +9,8 @@ import re
 from collections.abc import Mapping
 
 from converge.provider import ParseError, shell_assignments
-from converge.providers.selinux.spec import FILE_TYPE_FIELD
+
+from .spec import FILE_TYPE_FIELD
 
 _BOOLEAN_LINE = re.compile(r"(\S+)\s+\(\s*(on|off)\s*,\s*(on|off)\s*\)")
 _PORT_LINE = re.compile(r"\S+\s+(tcp|udp|sctp|dccp)\s+(.+)")

@@ -29,8 +29,9 @@ from converge.provider import (
     output_or_raise,
     restore,
 )
-from converge.providers.selinux import capture
-from converge.providers.selinux.kernel import (
+
+from . import capture
+from .kernel import (
     ENFORCE,
     KernelState,
     boolean_path,
@@ -38,7 +39,7 @@ from converge.providers.selinux.kernel import (
     parse_kernel_state,
     runtime_mode_operations,
 )
-from converge.providers.selinux.parse import (
+from .parse import (
     count_relabelled,
     edit_config,
     parse_boolean_list,
@@ -49,7 +50,7 @@ from converge.providers.selinux.parse import (
     parse_port_list,
     parse_ports_local,
 )
-from converge.providers.selinux.spec import FILE_TYPE_FLAG, FileContext, Module, Port, SelinuxSpec
+from .spec import FILE_TYPE_FLAG, FileContext, Module, Port, SelinuxSpec
 
 # ---- constants and reads
 CONFIG = "/etc/selinux/config"
@@ -341,7 +342,7 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
     @staticmethod
     def _probe(facts: Facts, policy: str, *, second_round: bool) -> capture.Probe:
         def local(glob: str) -> str:
-            return _store_of(facts.glob(glob), policy, glob.split("/*/")[0]) or ""
+            return _store_of(facts.glob(glob), policy, glob.split("/*/", maxsplit=1)[0]) or ""
 
         first = capture.probe(local(BOOLEANS_LOCAL_GLOB), local(FILE_CONTEXTS_LOCAL_GLOB), local(PORTS_LOCAL_GLOB), None, True)
         if not second_round:
@@ -420,8 +421,8 @@ def _record_operations(spec: SelinuxSpec, live: SelinuxLive, changes: Sequence[C
     counts = (sum(c.kind == "fcontext" for c in changes), sum(c.kind == "port" for c in changes))
     # Every token was matched against a pattern without whitespace or quotes, so semanage's
     # whitespace split gives back exactly these argv lists.
-    operations: list[Operation] = [Run(("semanage", "import"), input="".join(" ".join(line) + "\n" for line in lines),
-                                       says=f"semanage import: {counts[0]} file context(s), {counts[1]} port(s) in one transaction")]
+    says = f"semanage import: {counts[0]} file context(s), {counts[1]} port(s) in one transaction"
+    operations: list[Operation] = [Run(("semanage", "import"), input="".join(" ".join(line) + "\n" for line in lines), says=says)]
     roots = sorted({fcontexts[c.name].relabel_root() for c in changes if c.kind == "fcontext"})
     if roots:
         # -i: a path that does not exist yet has nothing to relabel.
@@ -435,7 +436,8 @@ def _module_operations(modules: Sequence[tuple[Module, str]], live: SelinuxLive)
         return []
     installed = [module for module, action in modules if action != "remove"]
     removed = [module for module, action in modules if action == "remove"]
-    arguments = [*(part for m in installed for part in ("-i", _installed_file(m))), *(part for m in removed for part in ("-r", m.name))]
+    arguments = [*(part for m in installed for part in ("-i", _installed_file(m))),
+                 *(part for m in removed for part in ("-r", m.name))]
     operations: list[Operation] = [Run(("semodule", *arguments), says=f"semodule: {len(installed)} module(s) installed, "
                                                                        f"{len(removed)} removed in one transaction")]
 

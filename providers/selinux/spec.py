@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 from collections.abc import Iterator
@@ -82,7 +83,7 @@ def alternatives(regex: str) -> list[str]:
         if index > group and char == "|" and depth == 1:
             bars.append(index)
     bounds = [group, *bars, close]
-    return [prefix + regex[start + 1:end] + regex[close + 1:] for start, end in zip(bounds, bounds[1:], strict=False)]
+    return [prefix + regex[start + 1:end] + regex[close + 1:] for start, end in itertools.pairwise(bounds)]
 
 
 def _fcontext_path(value: Any) -> str:
@@ -105,7 +106,7 @@ def _directory_of(regex: str) -> str:
 
 
 def _under(path: str, root: str) -> bool:
-    return root == "/" or path == root or path.startswith(root + "/")
+    return root in ("/", path) or path.startswith(root + "/")
 
 
 BooleanName = Annotated[str, matching(_NAME, "an SELinux boolean name (lower-case letters, digits, _)")]
