@@ -43,23 +43,31 @@ def test_runtime_state_comes_from_the_kernel_and_is_never_claimed(test_host: Tes
     changes = {c["resource"]: c for c in json.loads(plan.stdout)["hosts"][0]["changes"]}
     assert set(changes) == {"mode", "boolean:httpd_enable_homedirs"}
     mode = changes["mode"]
-    assert (mode["before"], mode["after"], mode["runtime"]) == ("permissive", "enforcing", "permissive")
+    assert (mode["before"], mode["after"]) == ("permissive", "enforcing")
+    assert (mode["runtime"], mode["persisted"]) == ({"before": "permissive", "after": "enforcing"},
+                                                    {"before": "permissive", "after": "enforcing"})
     assert changes["mode"]["notes"] == ["SELINUX=enforcing in /etc/selinux/config", "runtime too (setenforce)"]
     boolean = changes["boolean:httpd_enable_homedirs"]
-    assert (boolean["before"], boolean["after"], boolean["runtime"]) == (False, False, True)
+    assert (boolean["before"], boolean["after"]) == (False, False)
+    assert (boolean["runtime"], boolean["persisted"]) == ({"before": True, "after": False}, {"before": False, "after": False})
+    operations = [op for op in json.loads(plan.stdout)["hosts"][0]["operations"] if op["provider"] == "selinux"]
+    assert [op.get("argv", [op["op"], op.get("path")])[:3] for op in operations] == [
+        ["setenforce", "1"], ["write", "/etc/selinux/config"], ["setsebool", "-P", "httpd_enable_homedirs=0"]]
     assert boolean["notes"] == ["persistent already; runtime differs"]
 
     # setenforce needs the real kernel: apply fails, claims nothing and leaves the config alone.
     apply = test_host.converge("apply", baseline, "--yes")
     assert apply.returncode == 1
-    assert "apply failed: setenforce" in apply.stdout
+    assert "apply failed: `setenforce 1` failed" in apply.stdout
     assert "runtime mode set" not in apply.stdout and "converged" not in apply.stdout
     assert test_host.read("/etc/selinux/config") == STOCK_CONFIG
     assert test_host.read("/sys/fs/selinux/enforce") == "0"
 
     test_host.write("/etc/selinux/config", STOCK_CONFIG.replace("SELINUX=permissive", "SELINUX=enforcing"))
     mode = json.loads(test_host.converge("plan", baseline, "--json").stdout)["hosts"][0]["changes"][0]
-    assert (mode["resource"], mode["before"], mode["notes"]) == ("mode", "permissive", ["runtime only (setenforce)"])
+    assert (mode["resource"], mode["before"], mode["after"], mode["notes"]) == (
+        "mode", "enforcing", "enforcing", ["runtime only (setenforce)"])
+    assert mode["runtime"] == {"before": "permissive", "after": "enforcing"}
 
 
 def test_enabling_from_disabled_needs_a_reboot_and_a_relabel(test_host: TestHost, tmp_path: Path) -> None:
@@ -132,6 +140,6 @@ def test_a_module_checkmodule_refuses_stops_apply_before_any_change(test_host: T
     assert planned == {"boolean:httpd_enable_homedirs", "module:broken"}
     apply = test_host.converge("apply", baseline, "--yes")
     assert apply.returncode == 1
-    assert "apply failed: checkmodule" in apply.stdout
-    assert test_host.changed_files() == []  # the boolean was not set either
-    assert not list(Path("/tmp").glob("converge-selinux.*"))  # the build directory is gone
+    assert "apply failed: `checkmodule -M -m" in apply.stdout
+    # The boolean was not set either, and the build directory is gone (the engine's lock aside).
+    assert [path for path in test_host.changed_files() if not path.startswith("/run/converge/")] == []
