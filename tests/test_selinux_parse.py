@@ -20,9 +20,9 @@ from converge.providers.selinux.parse import (
     parse_export,
     parse_file_contexts,
     parse_module_list,
+    parse_module_priorities,
     parse_module_record,
     parse_port_list,
-    parse_module_priorities,
     parse_ports_local,
 )
 from converge.providers.selinux.spec import FileContext, SelinuxSpec
@@ -76,7 +76,8 @@ def test_module_list_and_record() -> None:
     modules = parse_module_list(_data("semodule-l-m.txt"))
     assert len(modules) == 315
     assert modules["mynginx"] == "sha256:617591fe459b1e2e8431c28227d55f400e60a2642703f0584b701b04d899351e"
-    assert parse_module_record("source sha256:ab\nmodule sha256:cd\n", "mynginx.sha256") == {"source": "sha256:ab", "module": "sha256:cd"}
+    record = parse_module_record("source sha256:ab\nmodule sha256:cd\n", "mynginx.sha256")
+    assert record == {"source": "sha256:ab", "module": "sha256:cd"}
 
 
 def test_kernel_seam_reads_selinuxfs_format() -> None:
@@ -169,7 +170,8 @@ def test_parsers_raise_parse_error_naming_the_source_and_the_line(parse, text: s
 
 def test_restorecon_verbose_output_counts_relabelled_files() -> None:
     # restorecon 3.4 -v, one line per file it changed.
-    output = ("Relabeled /srv/www/index.html from unconfined_u:object_r:var_t:s0 to unconfined_u:object_r:httpd_sys_content_t:s0\n"
+    output = ("Relabeled /srv/www/index.html from unconfined_u:object_r:var_t:s0 to "
+              "unconfined_u:object_r:httpd_sys_content_t:s0\n"
               "Relabeled /srv/www from unconfined_u:object_r:var_t:s0 to unconfined_u:object_r:httpd_sys_content_t:s0\n")
     assert count_relabelled(output) == 2
     assert count_relabelled("") == 0
