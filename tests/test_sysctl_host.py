@@ -56,6 +56,9 @@ def test_plan_apply_converges_and_is_idempotent(test_host: TestHost, tmp_path: P
     assert changes["kernel.kptr_restrict"]["after"] == 2
     assert changes["net.ipv4.tcp_syncookies"]["before"] == changes["net.ipv4.tcp_syncookies"]["after"] == 1
     assert "not persisted" in changes["net.ipv4.tcp_syncookies"]["notes"][0]
+    # Right at runtime, not persisted: the persisted side says what changes.
+    assert changes["net.ipv4.tcp_syncookies"]["runtime"] == {"before": 1, "after": 1}
+    assert changes["net.ipv4.tcp_syncookies"]["persisted"] == {"before": None, "after": 1}
 
     apply = test_host.converge("apply", baseline, "--yes")
     assert apply.returncode == 0, apply.stdout + apply.stderr
@@ -152,7 +155,8 @@ def test_what_earlier_files_persist_is_not_repeated_in_the_drop_in(test_host: Te
     baseline = _baseline(tmp_path, "[sysctl]\nkernel.dmesg_restrict = 1\nkernel.kptr_restrict = 2\n")
     plan = test_host.converge("plan", baseline, "--json")
     changes = json.loads(plan.stdout)["hosts"][0]["changes"]
-    assert [(c["resource"], c["before"], c["after"], c["persisted"]) for c in changes] == [("kernel.kptr_restrict", 1, 2, 1)]
+    assert [(c["resource"], c["before"], c["after"], c["persisted"]) for c in changes] == [
+        ("kernel.kptr_restrict", 1, 2, {"before": 1, "after": 2})]
     assert test_host.converge("apply", baseline, "--yes").returncode == 0
     assert parse_sysctl_conf(test_host.read(DROP_IN) or "") == {"kernel.kptr_restrict": "2"}
     assert test_host.converge("plan", baseline).returncode == 0
