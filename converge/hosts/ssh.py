@@ -279,7 +279,8 @@ class SSHHost(Host):
                 stdin.write(self._sudo_password.encode() + b"\n")
                 stdin.flush()
             stdout.channel.settimeout(wait + max(self.options.timeout, 10.0))
-            answer = stdout.readline().decode("utf-8", errors="replace").strip()
+            line = stdout.readline()
+            answer = (line.decode("utf-8", errors="replace") if isinstance(line, bytes) else line).strip()
         except (paramiko.SSHException, OSError, EOFError) as error:
             raise HostError(f"{self.name}: cannot take the apply lock: {error}") from error
         if answer != "locked":
