@@ -75,7 +75,7 @@ def test_masking_and_order_across_directories(tmp_path: Path) -> None:
 def test_continuation_lines_and_bad_lines() -> None:
     directives = parse_modprobe_conf("f.conf", "install usb-storage \\\n  /bin/false\n# install x /bin/true\nfrobnicate y\n")
     assert [(d.command, d.module, d.argument) for d in directives] == [("install", "usb_storage", "/bin/false")]
-    with pytest.raises(ParseError, match="f.conf: `install` without a module name and command"):
+    with pytest.raises(ParseError, match=r"f.conf: `install` without a module name and command"):
         parse_modprobe_conf("f.conf", "install dccp\n")
 
 
