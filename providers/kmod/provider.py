@@ -147,7 +147,9 @@ class KmodProvider(Provider[KmodSpec, KmodLive]):
         changes: list[Change] = []
         for module, (name, after) in _spelled(spec).items():
             before = disposition(live.everything, module)
-            persisted_moves = wanted.get(module) != disposition(live.ours, module) if module in wanted else False
+            # The drop-in changes for this module: another disposition, or another spelling of its name.
+            persisted_moves = module in wanted and (wanted[module] != disposition(live.ours, module)
+                                                    or live.ours_spelled.get(module) != name)
             notes: list[str] = []
             sides: dict[str, Side] = {}
             if persisted_moves:
@@ -199,8 +201,8 @@ class KmodProvider(Provider[KmodSpec, KmodLive]):
             if live.modinfo.get(module) == "(builtin)":
                 found.append(f"{name} is built into the running kernel: modprobe.d cannot keep it out")
             install = live.everything.install.get(module)
-            if name in spec.disabled and install and install[0] != DROP_IN and install[0] < DROP_IN \
-                    and disposition(live.everything, module) != "disabled":
+            # modprobe runs the first install command it reads: one read before the drop-in wins.
+            if name in spec.disabled and install and install[0] != DROP_IN and disposition(live.everything, module) != "disabled":
                 found.append(f"{name}: {install[0]} is read before {DROP_IN} and its `install {name} {install[1]}` wins")
             if name in spec.blacklisted and disposition(live.others, module) == "disabled":
                 found.append(f"{name}: another modprobe.d file disables it (more than blacklisted); "
