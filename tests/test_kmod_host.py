@@ -165,3 +165,15 @@ def test_in_a_sandbox_sharing_the_kernel_nothing_is_unloaded() -> None:
     assert [type(op) for op in plan.operations] == [Write]
     assert plan.changes[0].notes[-1].startswith("runtime not applicable: not the initial network namespace")
     assert modinfo_read("sctp") in answers
+
+
+def test_capture_round_trips_in_a_test_host(test_host: TestHost, tmp_path: Path) -> None:
+    test_host.write("/etc/modprobe.d/cis.conf", "install cramfs /bin/false\nblacklist cramfs\nblacklist pcspkr\n"
+                                                "install udf /bin/true\n")  # no blacklist: not captured as disabled
+    captured = test_host.converge("capture", "-H", "local", "--only", "kmod", "-o", str(tmp_path / "captured.toml"))
+    assert captured.returncode == 0, captured.stdout + captured.stderr
+    text = (tmp_path / "captured.toml").read_text()
+    assert 'disabled = [\n    "cramfs",\n]' in text or 'disabled = ["cramfs"]' in text, text
+    assert "pcspkr" in text and "udf" not in text
+    code, record = _plan(test_host, tmp_path / "captured.toml")
+    assert code == 0 and record["changes"] == [], record

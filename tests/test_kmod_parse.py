@@ -115,3 +115,16 @@ def test_initramfs_listings() -> None:
     image = parse_initramfs_listing(dracut)
     assert image is not None and image.modules == {"cramfs"} and not image.newer_than_drop_in and image.tool is None
     assert parse_initramfs_listing("") is None
+
+
+def test_the_spec_refuses_a_module_twice_and_bad_names() -> None:
+    from pydantic import ValidationError
+
+    from converge.providers.kmod.spec import KmodSpec
+
+    with pytest.raises(ValidationError, match="usb_storage is listed twice"):
+        KmodSpec.model_validate({"disabled": ["usb-storage"], "blacklisted": ["usb_storage"]})
+    with pytest.raises(ValidationError, match="not a kernel module name"):
+        KmodSpec.model_validate({"disabled": ["dccp; reboot"]})
+    with pytest.raises(ValidationError):
+        KmodSpec.model_validate({"update_initramfs": "yes"})
