@@ -289,7 +289,8 @@ class SSHHost(Host):
                 raise HostError(busy_message(self.name, answer.removeprefix("busy")))
             raise HostError(f"{self.name}: cannot take the apply lock ({answer or 'no answer'}; is flock installed?)")
         stdout.channel.settimeout(None)
-        self._lock_channel = stdout.channel
+        # Keep the files: paramiko sends EOF when the stdin file is collected, which would end the lock.
+        self._lock_channel, self._lock_files = stdout.channel, (stdin, stdout)
 
     def reconnect(self) -> Host:
         return SSHHost(self.target, self.options, self.name)
@@ -297,8 +298,10 @@ class SSHHost(Host):
     def close(self) -> None:
         channel = getattr(self, "_lock_channel", None)
         if channel is not None:
+            for lock_file in self._lock_files:
+                lock_file.close()
             channel.close()
-            self._lock_channel = None
+            self._lock_channel, self._lock_files = None, ()
         client = getattr(self, "_client", None)
         if client is not None:
             client.close()
