@@ -20,7 +20,9 @@ set -eu
 codename=$(. /etc/os-release; echo "$VERSION_CODENAME")
 build() {  # name version suite [postinst]
     dir=/srv/build/$1_$2; mkdir -p "$dir/DEBIAN" "$dir/usr/share/$1" /srv/repo/$3
-    printf 'Package: %s\nVersion: %s\nArchitecture: all\nMaintainer: converge tests <t@example.org>\nDescription: test package\n' "$1" "$2" > "$dir/DEBIAN/control"
+    printf 'Package: %s\nVersion: %s\nArchitecture: all\n' "$1" "$2" > "$dir/DEBIAN/control"
+    echo 'Maintainer: converge tests <t@example.org>' >> "$dir/DEBIAN/control"
+    echo 'Description: test package' >> "$dir/DEBIAN/control"
     echo "$2" > "$dir/usr/share/$1/version"
     if [ -n "${4:-}" ]; then printf '#!/bin/sh\n%s\n' "$4" > "$dir/DEBIAN/postinst"; chmod 0755 "$dir/DEBIAN/postinst"; fi
     dpkg-deb --build --root-owner-group "$dir" "/srv/repo/$3/$1_$2_all.deb" >/dev/null
@@ -39,7 +41,7 @@ release security Debian Debian-Security "$codename-security"
 release other Local Local "$codename-local"
 dpkg -i /srv/repo/installed/*.deb >/dev/null
 rm -rf /etc/apt/sources.list /etc/apt/sources.list.d/* /var/lib/apt/lists/*
-printf 'deb [trusted=yes] file:/srv/repo/security ./\ndeb [trusted=yes] file:/srv/repo/other ./\n' > /etc/apt/sources.list.d/converge-test.list
+printf 'deb [trusted=yes] file:/srv/repo/%s ./\n' security other > /etc/apt/sources.list.d/converge-test.list
 apt-get update -q >/dev/null
 """
 
@@ -102,7 +104,8 @@ def test_install_puts_exactly_the_planned_version_and_reports_the_reboot(host: R
 
 
 def test_automatic_off_to_security_then_off_removes_only_converges_drop_in(host: RootHost, tmp_path: Path) -> None:
-    host.write("/etc/apt/apt.conf.d/20auto-upgrades", 'APT::Periodic::Update-Package-Lists "0";\nAPT::Periodic::Unattended-Upgrade "0";\n')
+    off = 'APT::Periodic::Update-Package-Lists "0";\nAPT::Periodic::Unattended-Upgrade "0";\n'
+    host.write("/etc/apt/apt.conf.d/20auto-upgrades", off)
     distribution = host.read("/etc/apt/apt.conf.d/50unattended-upgrades")
     path = baseline(tmp_path, automatic="security", reboot="03:30")
     status, plan = plan_json(host, path)
@@ -117,10 +120,10 @@ def test_automatic_off_to_security_then_off_removes_only_converges_drop_in(host:
     assert 'Unattended-Upgrade::Origins-Pattern:: "origin=Debian,codename=${distro_codename},label=Debian";' not in dump
     second = host.converge("apply", "--yes", path)
     assert second.returncode == 0 and "in sync" in second.stdout, second.stdout
-    off = baseline(tmp_path, automatic="off")
-    _, plan = plan_json(host, off)
+    off_path = baseline(tmp_path, automatic="off")
+    _, plan = plan_json(host, off_path)
     assert [(c["kind"], c["action"]) for c in plan["hosts"][0]["changes"]] == [("drop-in", "remove")]
-    assert host.converge("apply", "--yes", off).returncode == 0
+    assert host.converge("apply", "--yes", off_path).returncode == 0
     assert host.read(DROP_IN) is None
     assert host.read("/etc/apt/apt.conf.d/50unattended-upgrades") == distribution
     assert host.read("/etc/apt/apt.conf.d/20auto-upgrades") is not None

@@ -94,7 +94,10 @@ args=""; while [ "$1" != "--" ]; do args="$args $1"; shift; done; shift
 out=$(apt-get -s $args) || { printf '%s\n' "$out" >&2; exit 1; }
 status=0
 for name in $(printf '%s\n' "$out" | sed -n 's/^\(Inst\|Remv\) \([^ ]*\).*/\2/p'); do
-    case " $* " in *" $name "*) ;; *) printf 'apt would also change %s, which the plan did not list\n' "$name" >&2; status=1;; esac
+    case " $* " in
+        *" $name "*) ;;
+        *) printf 'apt would also change %s, which the plan did not list\n' "$name" >&2; status=1;;
+    esac
 done
 exit "$status"
 """

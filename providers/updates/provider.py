@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from converge.provider import (
-    Change,
     Captured,
+    Change,
     Facts,
     Operation,
     Provider,
@@ -23,8 +23,8 @@ from converge.provider import (
     Write,
     restore,
 )
-from converge.providers.updates.capture import apt_captured
 from converge.providers.updates import rhel
+from converge.providers.updates.capture import apt_captured
 from converge.providers.updates.parse import (
     Pending,
     apt_boolean,
@@ -257,7 +257,8 @@ class UpdatesProvider(Provider[UpdatesSpec, "AptLive | rhel.DnfLive"]):
         if content != live.drop_in:
             if not changes:
                 changes.append(Change(self.name, "drop-in", DROP_IN, "update" if live.drop_in else "add",
-                                      parse_apt_config_file(live.drop_in or ""), wanted, ("the values apt shows are right already",)))
+                                      parse_apt_config_file(live.drop_in or ""), wanted,
+                                      ("the values apt shows are right already",)))
             operations.append(Write(DROP_IN, content, undo=(restore(DROP_IN, live.drop_in),)))
             operations.append(Run(("sh", "-c", APT_CONFIG_SHOWS, "converge-apt-config-shows", *dump_lines(wanted)),
                                   says="apt-config dump shows the declared values"))
@@ -320,7 +321,8 @@ class UpdatesProvider(Provider[UpdatesSpec, "AptLive | rhel.DnfLive"]):
         if spec.automatic != "off" and not live.systemd:
             found.append("systemd is not running: its timers start nothing here; the cron job /etc/cron.daily/apt-compat does")
         if spec.automatic == "off" and apt_boolean(config_scalar(without_drop_in(live), PERIODIC[1]), False):
-            found.append(f"automatic = \"off\", but the host's own configuration still enables unattended-upgrades ({PERIODIC[1]})")
+            found.append(f'automatic = "off", but the host\'s own configuration still enables unattended-upgrades '
+                         f"({PERIODIC[1]})")
         return found
 
 

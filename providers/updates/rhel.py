@@ -6,8 +6,22 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
-from converge.provider import Captured, Change, Facts, Operation, ProviderError, ProviderPlan, Read, ReadFile, Run, RunCommand, Write, restore
+from converge.provider import (
+    Captured,
+    Change,
+    Facts,
+    Operation,
+    ProviderError,
+    ProviderPlan,
+    Read,
+    ReadFile,
+    Run,
+    RunCommand,
+    Write,
+    restore,
+)
 from converge.providers.updates.parse import parse_automatic_conf, parse_index, parse_rpm_installed, parse_updateinfo
 from converge.providers.updates.spec import UpdatesSpec
 
@@ -27,7 +41,8 @@ def index_argv(spec: UpdatesSpec) -> tuple[str, ...]:
 
 
 def reads(spec: UpdatesSpec) -> Sequence[Read]:
-    return [ReadFile(AUTOMATIC_CONF), *(RunCommand(argv) for argv in (RPM_QA, UPDATEINFO, TIMER_STATE, NEEDS_RESTARTING, index_argv(spec)))]
+    commands = (RPM_QA, UPDATEINFO, TIMER_STATE, NEEDS_RESTARTING, index_argv(spec))
+    return [ReadFile(AUTOMATIC_CONF), *(RunCommand(argv) for argv in commands)]
 
 
 @dataclass(frozen=True)
@@ -60,7 +75,8 @@ def dnf_live(spec: UpdatesSpec, facts: Facts) -> DnfLive:
 
 def wanted_conf(spec: UpdatesSpec) -> dict[str, str]:
     if spec.reboot_time:
-        raise ProviderError(f'dnf-automatic cannot reboot at a given time: reboot = "{spec.reboot}" works on Debian and Ubuntu only')
+        raise ProviderError(f'dnf-automatic cannot reboot at a given time: reboot = "{spec.reboot}" '
+                            "works on Debian and Ubuntu only")
     return {"commands.upgrade_type": "security" if spec.automatic == "security" else "default",
             "commands.apply_updates": "yes", "commands.reboot": REBOOT[spec.reboot]}
 
@@ -83,7 +99,8 @@ def edit_conf(text: str, settings: dict[str, str]) -> str:
                 done.add(key)
                 continue
         out.append(line)
-    out += [f"{key.split('.', 1)[1]} = {value}" for key, value in settings.items() if key.startswith(f"{section}.") and key not in done]
+    out += [f"{key.split('.', 1)[1]} = {value}" for key, value in settings.items()
+            if key.startswith(f"{section}.") and key not in done]
     missing = [key for key in settings if key not in done and not key.startswith(f"{section}.")]
     for key in missing:
         out += [f"[{key.split('.', 1)[0]}]", f"{key.split('.', 1)[1]} = {settings[key]}"]
@@ -100,8 +117,8 @@ def diff(provider: str, spec: UpdatesSpec, live: DnfLive) -> ProviderPlan:
         wanted = wanted_conf(spec)
         differing = {key: value for key, value in wanted.items() if live.conf.get(key) != value}
         for key, value in differing.items():
-            changes.append(Change(provider, "dnf-automatic", key, "update" if key in live.conf else "add", live.conf.get(key), value,
-                                  (f"in {AUTOMATIC_CONF}",)))
+            action: Literal["add", "update"] = "update" if key in live.conf else "add"
+            changes.append(Change(provider, "dnf-automatic", key, action, live.conf.get(key), value, (f"in {AUTOMATIC_CONF}",)))
         if differing:
             operations.append(Write(AUTOMATIC_CONF, edit_conf(live.conf_text or "", wanted),
                                     undo=(restore(AUTOMATIC_CONF, live.conf_text),)))
