@@ -32,7 +32,8 @@ def recorded(first: str) -> str:
 def test_apt_config_dump_lists_keep_their_order() -> None:
     config = parse_apt_config(recorded("apt-config"))
     assert config["APT::Periodic::Unattended-Upgrade"] == "0"
-    assert config_list(config, "Unattended-Upgrade::Origins-Pattern")[0] == "origin=Debian,codename=${distro_codename},label=Debian"
+    patterns = config_list(config, "Unattended-Upgrade::Origins-Pattern")
+    assert patterns[0] == "origin=Debian,codename=${distro_codename},label=Debian"
     with pytest.raises(ParseError, match="apt-config dump: not a configuration line"):
         parse_apt_config("APT::Periodic {\n")
 
@@ -47,7 +48,8 @@ def test_pending_probe_and_index() -> None:
 
 
 def test_needrestart_kernel_and_dnf() -> None:
-    assert parse_needrestart("NEEDRESTART-VER: 3.6\nNEEDRESTART-KSTA: 3\nNEEDRESTART-SVC: ssh.service\n") == (["ssh.service"], "3")
+    batch = "NEEDRESTART-VER: 3.6\nNEEDRESTART-KSTA: 3\nNEEDRESTART-SVC: ssh.service\n"
+    assert parse_needrestart(batch) == (["ssh.service"], "3")
     assert newest_kernel(["vmlinuz-6.1.0-9-amd64", "vmlinuz-6.1.0-18-amd64"]) == "6.1.0-18-amd64"
     # The line shape of `dnf updateinfo list --security` (dnf 4.14); not recorded from a RHEL host here.
     line = "RHSA-2024:1234 Important/Sec. openssl-libs-1:3.0.7-27.el9.x86_64\n"
