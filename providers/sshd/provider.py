@@ -71,10 +71,23 @@ printf 'connection %s\npid\n%s\n' "$spec" "$out"
 """
 SYSTEMD_UNITS = ("systemctl", "show", "--property=Id,ActiveState", "ssh.service", "sshd.service")
 # What the commit-confirm watchdog runs after restoring the files (no plan there: decided on the host).
-RELOAD_SCRIPT = r"""
-if systemctl is-active -q ssh.service 2>/dev/null; then systemctl reload ssh.service
-elif systemctl is-active -q sshd.service 2>/dev/null; then systemctl reload sshd.service
-else kill -HUP "$(cat "$("$(command -v sshd)" -T | sed -n 's/^pidfile //p')")"; fi
+# One line: the watchdog reads its commands a line each.
+RELOAD_SCRIPT = (
+    "if systemctl is-active -q ssh.service 2>/dev/null; then systemctl reload ssh.service; "
+    "elif systemctl is-active -q sshd.service 2>/dev/null; then systemctl reload sshd.service; "
+    "else pidfile=$(\"$(command -v sshd)\" -T | sed -n 's/^pidfile //p'); kill -HUP \"$(cat \"$pidfile\")\"; fi"
+)
+# SIGHUP makes sshd re-execute itself, closing its listening sockets for a moment; it writes its
+# pidfile once it listens again: wait for that, so the next connection is not refused.
+HUP_SCRIPT = r"""
+rm -f -- "$1"
+kill -HUP "$2" || exit 1
+i=0
+while [ ! -s "$1" ]; do
+    i=$((i + 1))
+    [ "$i" -le 100 ] || { echo "sshd did not write $1 again within 10 s of SIGHUP" >&2; exit 1; }
+    sleep 0.1
+done
 """
 
 
@@ -230,7 +243,9 @@ class SshdProvider(Provider[_Base, SshdLive]):
         if live.unit:
             operations.append(Run(("systemctl", "reload", live.unit)))
         elif live.now.pid:
-            operations.append(Run(("kill", "-HUP", str(live.now.pid)), says=f"reloaded sshd (SIGHUP to pid {live.now.pid})"))
+            pidfile = live.now.values["pidfile"][0]
+            operations.append(Run(("sh", "-c", HUP_SCRIPT, "sshd-reload", pidfile, str(live.now.pid)),
+                                  says=f"reloaded sshd (SIGHUP to pid {live.now.pid}, listening again)"))
         return operations
 
     # -- warnings --------------------------------------------------------------------------------
