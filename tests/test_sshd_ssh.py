@@ -148,14 +148,16 @@ def test_root_login_refused_over_ssh_is_a_refused_lockout(
 
 def test_allow_groups_without_the_users_group_is_refused(
         network: SSHNetwork, host: SSHTestHost, target: str, tmp_path: Path) -> None:
-    refused = network.converge("apply", baseline(tmp_path, '[sshd]\nAllowGroups = ["sshusers", "admin"]\n'), "-H", target, "--yes")
+    groups = baseline(tmp_path, '[sshd]\nAllowGroups = ["sshusers", "admin"]\n')
+    refused = network.converge("apply", groups, "-H", target, "--yes")
     assert refused.returncode == 1 and "refusing" in refused.stdout
     assert host.read(DROP_IN) is None
 
 
 def test_prohibit_password_is_allowed_for_root_with_a_key(
         network: SSHNetwork, host: SSHTestHost, target: str, tmp_path: Path) -> None:
-    allowed = network.converge("apply", baseline(tmp_path, '[sshd]\nPermitRootLogin = "prohibit-password"\n'), "-H", target, "--yes")
+    keys_only = baseline(tmp_path, '[sshd]\nPermitRootLogin = "prohibit-password"\n')
+    allowed = network.converge("apply", keys_only, "-H", target, "--yes")
     assert allowed.returncode == 0, allowed.stdout
     assert "confirmed over a new connection" in allowed.stdout
     assert effective(host)["permitrootlogin"] == "without-password"
@@ -181,13 +183,13 @@ def test_allow_lockout_applies_then_the_host_rolls_back_by_itself(
     ("PasswordAuthentication = \"no\"", "expected true or false (written yes/no)"),
     ("Match = \"User bob\"", "match blocks are out of scope for the sshd provider"),
 ])
-def test_bad_input_names_file_line_and_key(
+def test_bad_input_names_file_line_and_key(  # noqa: PLR0917 - pytest passes fixtures positionally
         network: SSHNetwork, host: SSHTestHost, target: str, tmp_path: Path, table: str, message: str) -> None:
     path = baseline(tmp_path, f"[sshd]\nMaxAuthTries = 3\n{table}\n")
     result = network.converge("apply", path, "-H", target, "--yes")
     assert result.returncode != 0
     output = result.stdout + result.stderr
-    key = table.split(" =")[0]
+    key = table.split(" =", maxsplit=1)[0]
     assert f"{path}:3: sshd.{key}: {message}" in output, output
     assert host.read(DROP_IN) is None
 

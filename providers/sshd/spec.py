@@ -287,7 +287,7 @@ class _Base(StrictModel):
         return keys
 
     def settings(self) -> dict[str, Value]:
-        """The keywords set, canonical name -> value, in the table's order."""
+        """The keywords set, canonical name -> value, in KEYWORDS order (the drop-in's order)."""
         return {name: value for name, value in self if value is not None and name != MATCH}
 
 
