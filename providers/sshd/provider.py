@@ -324,12 +324,6 @@ class SshdProvider(Provider[_Base, SshdLive]):
     def reactivate_argv(self) -> list[list[str]]:
         return [["sh", "-c", RELOAD_SCRIPT]]
 
-    def admits(self, spec: Any, live: Any, source: str, port: int, proto: str = "tcp") -> bool:
-        """TRANSITIONAL, for the engine on main (which guards `safeguard.Firewall`s only): converge
-        over SSH authenticates with keys, as the login user the effective configuration was read for."""
-        assert isinstance(live, SshdLive)
-        return self.lockout(spec, live, Connection(source, port, live.staged.user, "publickey")) is None
-
     # -- capture ---------------------------------------------------------------------------------
 
     def capture_reads(self) -> Sequence[Read]:
