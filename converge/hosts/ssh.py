@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import io
+import ipaddress
 import os
 import re
 import shlex
@@ -50,6 +51,33 @@ _password_lock = threading.Lock()
 _become_password: str | None = None
 
 
+# Host and user names reach shell commands the operator's ssh_config runs (`Match exec "... %h"`,
+# substituted unquoted by paramiko, as in OpenSSH CVE-2023-51385): only a set that no shell or
+# ssh_config token gives a meaning is let through, wherever a name comes from.
+_HOST_NAME = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]*")
+_USER_NAME = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]*\$?")
+
+
+def check_host_name(name: str, where: str) -> str:
+    """`name` if it is a plain host name or an IPv6 address; HostError otherwise."""
+    if _HOST_NAME.fullmatch(name) and len(name) <= 253:
+        return name
+    try:
+        if "%" not in name and ipaddress.IPv6Address(name):
+            return name
+    except ValueError:
+        pass
+    raise HostError(f"{where}: host name {name!r} refused; host names are letters, digits, '.', '_' and '-' "
+                    "(not starting with '-'), or an IPv6 address in brackets")
+
+
+def check_user_name(name: str, where: str) -> str:
+    if _USER_NAME.fullmatch(name) and len(name) <= 64:
+        return name
+    raise HostError(f"{where}: user name {name!r} refused; user names are letters, digits, '.', '_' and '-' "
+                    "(not starting with '-'), optionally ending in '$'")
+
+
 @dataclass(frozen=True)
 class SSHTarget:
     alias: str
@@ -59,17 +87,33 @@ class SSHTarget:
     @classmethod
     def parse(cls, target: str) -> SSHTarget:
         """`ssh://[user@]host[:port]`, `user@host[:port]` or a bare host (or ~/.ssh/config alias)."""
-        parts = urlsplit(target if target.startswith("ssh://") else f"ssh://{target}")
+        if not target.isprintable() or " " in target:  # urlsplit would drop tabs and newlines silently
+            raise HostError(f"{target!r}: not a target; control characters and spaces are refused")
+        shown = target
+        try:
+            parts = urlsplit(target if target.startswith("ssh://") else f"ssh://{target}")
+        except ValueError:  # urlsplit checks what is in brackets
+            raise HostError(f"{shown}: only IPv6 addresses go in brackets") from None
         try:
             port = parts.port
         except ValueError:
-            raise HostError(f"{target}: invalid port") from None
+            raise HostError(f"{shown}: invalid port") from None
         if parts.scheme != "ssh" or not parts.hostname or parts.path not in ("", "/") or parts.query or parts.password:
-            raise HostError(f"{target}: not a target; expected local, ssh://[user@]host[:port] or user@host[:port]")
+            raise HostError(f"{shown}: not a target; expected local, ssh://[user@]host[:port] or user@host[:port]")
         # urlsplit lowercases the host name; ~/.ssh/config aliases are case-sensitive.
         alias = parts.netloc.rpartition("@")[2]
         alias = alias.rsplit(":", 1)[0] if parts.port is not None else alias
-        return cls(alias.strip("[]"), parts.username, port)
+        bracketed = alias.startswith("[") and alias.endswith("]")
+        alias = alias[1:-1] if bracketed else alias
+        if bracketed and ":" not in alias:
+            raise HostError(f"{shown}: only IPv6 addresses go in brackets")
+        if not bracketed and ":" in alias:
+            raise HostError(f"{shown}: an IPv6 address goes in brackets: ssh://[ADDRESS]:PORT")
+        check_host_name(alias, shown)
+        user = parts.username
+        if user is not None:
+            check_user_name(user, shown)
+        return cls(alias, user, port)
 
 
 class _RefuseUnknownHostKey(paramiko.MissingHostKeyPolicy):
@@ -120,9 +164,13 @@ class SSHHost(Host):
         super().__init__(name or parsed.alias, target)
         self.options = options
         config = self._ssh_config(options).lookup(parsed.alias)
-        self.hostname = config.get("hostname", parsed.alias)
-        self.port = parsed.port or int(config.get("port", DEFAULT_PORT))
-        self.user = parsed.user or config.get("user") or getpass.getuser()
+        # What ssh_config resolves the alias to is checked too: it reaches the connection, the
+        # jump host's config lookup and the recorded known_hosts line.
+        self.hostname = check_host_name(config.get("hostname", parsed.alias), f"{target}: ssh_config HostName")
+        self.port = parsed.port or self._config_port(config, target)
+        self.user = check_user_name(parsed.user or config.get("user") or getpass.getuser(), f"{target}: User")
+        for hop in self._jump_hops(config):
+            SSHTarget.parse(hop)
         where = f"{self.user}@{self.hostname}:{self.port}"
         self._jump: SSHHost | None = None
         self._config = config
@@ -135,6 +183,18 @@ class SSHHost(Host):
         self._sudo_password: str | None = None
         if options.become and self.user != "root":
             self._start_become()
+
+    @staticmethod
+    def _config_port(config: paramiko.SSHConfigDict, target: str) -> int:
+        text = str(config.get("port", DEFAULT_PORT))
+        if not text.isdigit() or not 0 < int(text) < 65536:
+            raise HostError(f"{target}: ssh_config Port {text!r} is not a port number")
+        return int(text)
+
+    @staticmethod
+    def _jump_hops(config: paramiko.SSHConfigDict) -> list[str]:
+        jump = config.get("proxyjump", "")
+        return [] if not jump or jump.lower() == "none" else jump.split(",")
 
     @staticmethod
     def _ssh_config(options: ConnectOptions) -> paramiko.SSHConfig:
@@ -158,9 +218,10 @@ class SSHHost(Host):
             _TrustAndRecord(known_hosts) if options.trust_new_host_keys else _RefuseUnknownHostKey()
         )
         sock = None
-        if config.get("proxyjump") and config["proxyjump"].lower() != "none":
+        hops = self._jump_hops(config)
+        if hops:
             # ProxyJump: reach the target through a direct-tcpip channel of the jump host.
-            self._jump = SSHHost(config["proxyjump"].split(",")[0], options)
+            self._jump = SSHHost(hops[0], options)
             transport = self._jump._client.get_transport()
             assert transport is not None
             sock = transport.open_channel("direct-tcpip", (self.hostname, self.port), ("127.0.0.1", 0))
