@@ -12,6 +12,7 @@ import io
 import ipaddress
 import os
 import re
+import secrets
 import shlex
 import socket
 import sys
@@ -47,6 +48,14 @@ if not _invoke_loaded:
 _MATCH_EXEC = re.compile(r"^\s*match\b.*\bexec\b", re.IGNORECASE | re.MULTILINE)
 
 DEFAULT_PORT = 22
+# With a password, sudo runs this first: it must read the fresh token sent right after the
+# password. sudo -k asks for the password every time, but a policy that does not ask (NOPASSWD
+# for one command, a global timestamp) would leave the password line to the command, which would
+# be a root shell reading it as a script: the guard refuses to run anything then.
+_SUDO_GUARD = (
+    'IFS= read -r line || exit 125; [ "$line" = "$1" ] || '
+    '{ echo "sudo did not read the password it was given; nothing was run" >&2; exit 125; }; shift; exec "$@"'
+)
 _password_lock = threading.Lock()
 _become_password: str | None = None
 
@@ -247,7 +256,9 @@ class SSHHost(Host):
         with _password_lock:
             if _become_password is None:
                 _become_password = getpass.getpass(f"sudo password for {self.user} on {self.name}: ")
-        self._sudo, self._sudo_password = ["sudo", "-S", "-p", "", "--"], _become_password
+        self._sudo_token = secrets.token_hex(16)
+        self._sudo = ["sudo", "-k", "-S", "-p", "", "--", "sh", "-c", _SUDO_GUARD, "sh", self._sudo_token]
+        self._sudo_password = _become_password
         check = self.run(["true"], check=False)
         if not check.ok:
             raise HostError(f"{self.name}: sudo refused: {check.failure()}")
@@ -279,7 +290,7 @@ class SSHHost(Host):
 
     def _privileged(self, argv: Sequence[str], stdin: bytes = b"") -> CommandResult:
         if self._sudo_password is not None:
-            stdin = self._sudo_password.encode() + b"\n" + stdin
+            stdin = f"{self._sudo_password}\n{self._sudo_token}\n".encode() + stdin
         return self._exec([*self._sudo, *argv], stdin)
 
     def gather(self, reads: Iterable[Read]) -> Facts:
