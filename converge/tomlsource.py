@@ -37,7 +37,7 @@ def _dotted(loc: Sequence[str | int]) -> str:
     return ".".join(f"[{part}]" if isinstance(part, int) else part for part in loc)
 
 
-def _key_path(text: str) -> tuple[str, ...] | None:
+def key_path(text: str) -> tuple[str, ...] | None:
     """The path of a TOML key such as `a."b.c".d`, parsed by tomllib; None if not a key."""
     try:
         document = tomllib.loads(f"{text} = 0")
@@ -61,7 +61,7 @@ def _is_complete_value(text: str) -> bool:
 
 def _split_key_value(line: str) -> tuple[tuple[str, ...], str] | None:
     for match in re.finditer("=", line):
-        path = _key_path(line[: match.start()])
+        path = key_path(line[: match.start()])
         if path:
             return path, line[match.end():]
     return None
@@ -74,7 +74,7 @@ def _header(line: str) -> tuple[tuple[str, ...], bool] | None:
     end = line.rfind(closing)
     if end < 0:
         return None
-    path = _key_path(line[len(opening):end])
+    path = key_path(line[len(opening):end])
     return (path, array) if path else None
 
 
