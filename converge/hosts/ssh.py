@@ -7,6 +7,7 @@ is refused unless the user trusts new keys explicitly; a changed one is always r
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import io
 import ipaddress
@@ -58,6 +59,9 @@ _SUDO_GUARD = (
 )
 _password_lock = threading.Lock()
 _become_password: str | None = None
+# Per SSH user, whether sudo on the first host to answer wanted a password (and that host's name):
+# a later host that wants one when the first did not may be faking sudo to collect it.
+_first_sudo_answer: dict[str, tuple[bool, str]] = {}
 
 
 # Host and user names reach shell commands the operator's ssh_config runs (`Match exec "... %h"`,
@@ -230,7 +234,8 @@ class SSHHost(Host):
         hops = self._jump_hops(config)
         if hops:
             # ProxyJump: reach the target through a direct-tcpip channel of the jump host.
-            self._jump = SSHHost(hops[0], options)
+            # A jump host only forwards: it never runs sudo, so it never sees the password.
+            self._jump = SSHHost(hops[0], dataclasses.replace(options, become=False))
             transport = self._jump._client.get_transport()
             assert transport is not None
             sock = transport.open_channel("direct-tcpip", (self.hostname, self.port), ("127.0.0.1", 0))
@@ -248,11 +253,17 @@ class SSHHost(Host):
         """Use sudo for everything; ask the password once per run on a terminal if sudo needs one."""
         global _become_password  # noqa: PLW0603 - one password for every host of a run, asked once
         probe = self._exec(["sudo", "-n", "true"])
+        wants_password = not probe.ok and "password" in probe.stderr
+        with _password_lock:
+            first_wanted, first_host = _first_sudo_answer.setdefault(self.user, (wants_password, self.name))
         if probe.ok:
             self._sudo = ["sudo", "-n", "--"]
             return
-        if "password" not in probe.stderr or not self.options.interactive:
+        if not wants_password or not self.options.interactive:
             raise HostError(f"{self.name}: sudo refused: {probe.failure()}")
+        if not first_wanted:
+            raise HostError(f"{self.name}: sudo asks {self.user}'s password here but not on {first_host}; "
+                            "converge does not send it to a host that may be collecting it")
         with _password_lock:
             if _become_password is None:
                 _become_password = getpass.getpass(f"sudo password for {self.user} on {self.name}: ")
