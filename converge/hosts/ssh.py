@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from converge.errors import HostError
-from converge.hosts import CommandError, ConnectOptions, Host
+from converge.hosts import CommandError, ConnectOptions, Host, known_hosts
 from converge.hosts.remote_script import (
     ENVIRONMENT,
     REMOVE_SCRIPT,
@@ -129,22 +129,26 @@ class SSHTarget:
         return cls(alias, user, port)
 
 
-class _RefuseUnknownHostKey(paramiko.MissingHostKeyPolicy):
+def _revoked_error(hostname: str, key: paramiko.PKey) -> HostError:
+    return HostError(f"{hostname}: host key {key.get_name()} {key.fingerprint} is REVOKED in known_hosts; refusing it")
+
+
+class _UnknownHostKey(paramiko.MissingHostKeyPolicy):
+    """Called for a host no known_hosts file names (a known host offering an unknown key is
+    paramiko's BadHostKeyException: changed). Refuses, or with --trust-new-host-keys records."""
+
+    def __init__(self, known: known_hosts.KnownKeys, record_in: str | None, hashed: bool) -> None:
+        self.known, self.record_in, self.hashed = known, record_in, hashed
+
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        raise HostError(
-            f"{hostname}: unknown host key {key.get_name()} {key.fingerprint}; verify it out of band, then "
-            "run again with --trust-new-host-keys to record it in known_hosts"
-        )
-
-
-class _TrustAndRecord(paramiko.MissingHostKeyPolicy):
-    def __init__(self, known_hosts: str) -> None:
-        self.known_hosts = known_hosts
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        client.get_host_keys().add(hostname, key.get_name(), key)
-        os.makedirs(os.path.dirname(self.known_hosts), mode=0o700, exist_ok=True)
-        client.save_host_keys(self.known_hosts)
+        if self.known.is_revoked(key):
+            raise _revoked_error(hostname, key)
+        if self.record_in is None:
+            raise HostError(
+                f"{hostname}: unknown host key {key.get_name()} {key.fingerprint}; verify it out of band, then "
+                "run again with --trust-new-host-keys to record it in known_hosts"
+            )
+        known_hosts.record(self.record_in, hostname, key, hashed=self.hashed)
 
 
 def _connect_error(where: str, error: BaseException, timeout: float) -> HostError:
@@ -224,12 +228,14 @@ class SSHHost(Host):
 
     def _connect(self, config: paramiko.SSHConfigDict, options: ConnectOptions) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
-        known_hosts = os.path.expanduser(config.get("userknownhostsfile", "~/.ssh/known_hosts").split()[0])
-        if os.path.exists(known_hosts):
-            client.load_host_keys(known_hosts)
-        client.set_missing_host_key_policy(
-            _TrustAndRecord(known_hosts) if options.trust_new_host_keys else _RefuseUnknownHostKey()
-        )
+        user_files, global_files = known_hosts.files_of(config)
+        known = known_hosts.lookup([*user_files, *global_files], known_hosts.key_name(self.hostname, self.port))
+        for key in reversed(known.keys):  # the first line of each type wins, as in OpenSSH
+            if not known.is_revoked(key):
+                client.get_host_keys().add(known_hosts.key_name(self.hostname, self.port), key.get_name(), key)
+        record_in = user_files[0] if options.trust_new_host_keys and user_files else None
+        hashed = str(config.get("hashknownhosts", "no")).lower() == "yes"
+        client.set_missing_host_key_policy(_UnknownHostKey(known, record_in, hashed))
         sock = None
         hops = self._jump_hops(config)
         if hops:
@@ -247,6 +253,11 @@ class SSHHost(Host):
             timeout=options.timeout, banner_timeout=options.timeout, auth_timeout=options.timeout,
             allow_agent=True, look_for_keys=not identity, sock=sock,
         )
+        transport = client.get_transport()
+        offered = transport.get_remote_server_key() if transport else None
+        if offered is not None and known.is_revoked(offered):
+            client.close()
+            raise _revoked_error(self.hostname, offered)
         return client
 
     def _start_become(self) -> None:
