@@ -14,10 +14,12 @@ import ipaddress
 import os
 import re
 import secrets
+import select
 import shlex
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +51,11 @@ if not _invoke_loaded:
 _MATCH_EXEC = re.compile(r"^\s*match\b.*\bexec\b", re.IGNORECASE | re.MULTILINE)
 
 DEFAULT_PORT = 22
+# A host's answer is held in memory: more than this per session is refused, and a session silent
+# for longer than the idle timeout (overridable by CONVERGE_IDLE_TIMEOUT, in seconds) is a hung host.
+# Both are that host's error; the others go on.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+COMMAND_IDLE_TIMEOUT = 600.0
 # With a password, sudo runs this first: it must read the fresh token sent right after the
 # password. sudo -k asks for the password every time, but a policy that does not ask (NOPASSWD
 # for one command, a global timestamp) would leave the password line to the command, which would
@@ -288,18 +295,45 @@ class SSHHost(Host):
     def _exec(self, argv: Sequence[str], stdin: bytes | None = None) -> CommandResult:
         """One SSH session running argv (quoted once, here) with optional input."""
         try:
-            channel_in, channel_out, channel_err = self._open_session(shlex.join(argv))
+            channel_in, channel_out, _ = self._open_session(shlex.join(argv))
             if stdin:
                 channel_in.write(stdin)
             channel_in.channel.shutdown_write()
-            stdout = channel_out.read().decode("utf-8", errors="surrogateescape")
-            stderr = channel_err.read().decode("utf-8", errors="surrogateescape")
+            out, err = self._collect(channel_out.channel, argv[0])
+            stdout = out.decode("utf-8", errors="surrogateescape")
+            stderr = err.decode("utf-8", errors="surrogateescape")
             status = channel_out.channel.recv_exit_status()
         except (paramiko.SSHException, OSError, EOFError) as error:
             raise HostError(f"{self.name}: connection lost: {error}") from error
         if status == -1:  # the channel closed without an exit status
             raise HostError(f"{self.name}: connection lost while running {argv[0]}")
         return CommandResult(tuple(argv), status, stdout, stderr)
+
+    def _collect(self, channel: paramiko.Channel, command: str) -> tuple[bytes, bytes]:
+        """stdout and stderr of a session, both read as they come, within the size and idle limits."""
+        idle = float(os.environ.get("CONVERGE_IDLE_TIMEOUT", COMMAND_IDLE_TIMEOUT))
+        out, err = bytearray(), bytearray()
+        last = time.monotonic()
+        while True:
+            received = False
+            while channel.recv_ready():
+                out += channel.recv(1 << 16)
+                received = True
+            while channel.recv_stderr_ready():
+                err += channel.recv_stderr(1 << 16)
+                received = True
+            if len(out) + len(err) > MAX_ANSWER_BYTES:
+                channel.close()
+                raise HostError(f"{self.name}: {command} answered more than {MAX_ANSWER_BYTES >> 20} MiB; stopped reading")
+            if received:
+                last = time.monotonic()
+            elif channel.exit_status_ready() or channel.closed:
+                return bytes(out), bytes(err)
+            elif time.monotonic() - last > idle:
+                channel.close()
+                raise HostError(f"{self.name}: {command} gave no answer for {idle:g} s; the host may be hung")
+            else:
+                select.select([channel], [], [], 0.05)
 
     def _open_session(self, command: str) -> tuple[Any, Any, Any]:
         """Start `command` in a new session, reconnecting once if the connection has dropped
