@@ -7,11 +7,10 @@ text the plan shows (and an undo can put back the text the plan read, whatever t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from converge.provider import Facts, Operation, Run
-from converge.providers.apparmor.parse import parse_loaded_profiles, profile_names
+from converge.provider import Facts, Run
+from converge.providers.apparmor.parse import PARSER_ERROR, parse_loaded_profiles, profile_names
 from converge.providers.apparmor.spec import PROFILE_DIR
 
 # One line per loaded profile; absent when the kernel has no AppArmor (not built in, disabled
@@ -56,13 +55,18 @@ def unload_argv() -> tuple[str, ...]:
 def load(name: str, text: str, mode: str, *, force_complain: bool, before: str | None, was_loaded: bool) -> Run:
     """Load `text`; undone by loading the text read before (`before`) if the kernel had it,
     else by unloading what was loaded."""
-    undo: Sequence[Operation] = (
-        [Run(load_argv(), input=before)] if was_loaded and before is not None else [Run(unload_argv(), input=text)]
-    )
-    return Run(load_argv(force_complain=force_complain), input=text, says=f"loaded {name} into the kernel ({mode})",
-               undo=tuple(undo))
+    undo = _load(before) if was_loaded and before is not None else _unload(text)
+    return replace(_load(text, force_complain=force_complain), says=f"loaded {name} into the kernel ({mode})", undo=(undo,))
 
 
 def unload(name: str, text: str) -> Run:
     """Unload the profiles `text` defines; undone by loading them again."""
-    return Run(unload_argv(), input=text, says=f"unloaded {name} from the kernel", undo=(Run(load_argv(), input=text),))
+    return replace(_unload(text), says=f"unloaded {name} from the kernel", undo=(_load(text),))
+
+
+def _load(text: str, *, force_complain: bool = False) -> Run:
+    return Run(load_argv(force_complain=force_complain), input=text, fails_on=PARSER_ERROR)
+
+
+def _unload(text: str) -> Run:
+    return Run(unload_argv(), input=text, fails_on=PARSER_ERROR)

@@ -132,9 +132,10 @@ def parse_loaded_profiles(text: str, where: str) -> dict[str, str]:
     return loaded
 
 
-# apparmor_parser's own error line for a profile it refuses ("AppArmor parser error at line 6: ..."),
-# without the cache notice it prints on every run without a kernel (an operation's `fails_on`).
-PARSER_ERROR = r"^AppArmor parser error.*$"
+# apparmor_parser's own line for a profile it refuses to compile ("AppArmor parser error at line 6:
+# ...") or the kernel refuses ('apparmor_parser: Unable to replace "ping".'), without the cache notice
+# it prints on every run without a kernel: the operations' `fails_on`, so an error says just that.
+PARSER_ERROR = r"^(?:AppArmor parser error|apparmor_parser: Unable to ).*$"
 
 
 # ` PATH MD5 [obsolete] [remove-on-upgrade]`; MD5 is `newconffile` while a package is unpacked.
