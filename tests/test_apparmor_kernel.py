@@ -52,7 +52,8 @@ def test_plan_compares_the_loaded_modes_with_the_baseline(test_host: TestHost, t
     # On disk ping is complain already; the kernel runs it in enforce mode: reload.
     ping = changes["bin.ping"]
     assert (ping["before"], ping["after"], ping.get("detail")) == ("complain", "complain", None)
-    assert (ping["file"], ping["kernel"]) == ({"before": "complain", "after": "complain"}, {"before": "enforce", "after": "complain"})
+    assert ping["file"] == {"before": "complain", "after": "complain"}
+    assert ping["kernel"] == {"before": "enforce", "after": "complain"}
     assert ping["notes"] == [f"load into the kernel ({PARSER} -r; now ping: enforce)"]
     dnsmasq = changes["usr.sbin.dnsmasq"]
     assert dnsmasq["notes"] == [f"link {DISABLE_DIR}/usr.sbin.dnsmasq", f"unload from the kernel ({PARSER} -R)"]
@@ -225,7 +226,7 @@ def test_a_force_complain_link_is_loaded_in_complain_mode() -> None:
     provider = AppArmorProvider()
     spec = AppArmorSpec.model_validate({"profiles": {"usr.bin.man": {"mode": "complain"}}})
     man = (DATA / "usr.bin.man").read_text()
-    answers = {**_facts(spec, "/usr/bin/man (enforce)\n", {MAN: man})._answers,  # noqa: SLF001 - a test's facts
+    answers = {**_facts(spec, "/usr/bin/man (enforce)\n", {MAN: man})._answers,
                ReadFile("/etc/apparmor.d/force-complain/usr.bin.man"): man}
     plan = provider.diff(spec, provider.live(spec, Facts(answers)))
     # The text keeps its enforce flags (the link makes it complain, as at boot): load it with -C.

@@ -51,7 +51,7 @@ def test_loaded_profiles_file_is_parsed_by_name_and_mode() -> None:
 
 
 def test_an_unexpected_line_in_the_loaded_profiles_file_is_an_error() -> None:
-    with pytest.raises(ParseError, match="^/sys/kernel/security/apparmor/profiles: unexpected line: 'garbage'$"):
+    with pytest.raises(ParseError, match=r"^/sys/kernel/security/apparmor/profiles: unexpected line: 'garbage'$"):
         parse_loaded_profiles("ping (enforce)\ngarbage\n", "/sys/kernel/security/apparmor/profiles")
 
 

@@ -123,5 +123,5 @@ def test_conffiles_parser_reads_dpkg_query_output_and_refuses_anything_else() ->
         "/etc/apparmor.d/usr.sbin.nscd": "1c7f3199009f120b19b2ca658f937e34",
         "/etc/apparmor.d/usr.sbin.new": "newconffile",
     }
-    with pytest.raises(ParseError, match="^dpkg-query: unexpected conffile line: 'dpkg-query: no packages found"):
+    with pytest.raises(ParseError, match=r"^dpkg-query: unexpected conffile line: 'dpkg-query: no packages found"):
         parse_conffiles("dpkg-query: no packages found matching apparmor\n", "dpkg-query")

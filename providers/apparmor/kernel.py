@@ -52,16 +52,18 @@ def unload_argv() -> tuple[str, ...]:
     return (PARSER, *_SEARCH, "-R")
 
 
-def load(name: str, text: str, mode: str, *, force_complain: bool, before: str | None, was_loaded: bool) -> Run:
-    """Load `text`; undone by loading the text read before (`before`) if the kernel had it,
-    else by unloading what was loaded."""
-    undo = _load(before) if was_loaded and before is not None else _unload(text)
+def load(name: str, text: str, mode: str, *, force_complain: bool, before: str | None, was_loaded: bool,
+         before_forced: bool) -> Run:
+    """Load `text`; undone by loading the text read before (`before`, in complain mode if it was
+    forced so) if the kernel had it, else by unloading what was loaded."""
+    undo = _load(before, force_complain=before_forced) if was_loaded and before is not None else _unload(text)
     return replace(_load(text, force_complain=force_complain), says=f"loaded {name} into the kernel ({mode})", undo=(undo,))
 
 
-def unload(name: str, text: str) -> Run:
-    """Unload the profiles `text` defines; undone by loading them again."""
-    return replace(_unload(text), says=f"unloaded {name} from the kernel", undo=(_load(text),))
+def unload(name: str, text: str, *, forced: bool) -> Run:
+    """Unload the profiles `text` defines; undone by loading them again (in complain mode if they
+    were forced so)."""
+    return replace(_unload(text), says=f"unloaded {name} from the kernel", undo=(_load(text, force_complain=forced),))
 
 
 def _load(text: str, *, force_complain: bool = False) -> Run:

@@ -67,6 +67,11 @@ class ProfileOnDisk:
         return flags_mode(self.text)
 
     @property
+    def forced_complain(self) -> bool:
+        """Complain by the force-complain/ link only: its text has to be loaded with `-C`."""
+        return self.force_complain_link and self.text is not None and flags_mode(self.text) != "complain"
+
+    @property
     def exists(self) -> bool:
         return self.text is not None or self.disable_link or self.force_complain_link
 
@@ -245,9 +250,9 @@ class AppArmorProvider(Provider[AppArmorSpec, AppArmorLive]):
     @staticmethod
     def _kernel_step(name: str, wanted: WantedProfile, on_disk: ProfileOnDisk, modes: dict[str, str | None]) -> Run:
         if wanted.kernel_mode is None:
-            return kernel.unload(name, wanted.text)
+            return kernel.unload(name, wanted.text, forced=on_disk.forced_complain)
         return kernel.load(name, wanted.text, wanted.kernel_mode, force_complain=wanted.force_complain,
-                           before=on_disk.text, was_loaded=any(modes.values()))
+                           before=on_disk.text, was_loaded=any(modes.values()), before_forced=on_disk.forced_complain)
 
     def _remove(self, name: str, on_disk: ProfileOnDisk, kernel_state: KernelState, steps: _Steps) -> Change | None:
         if not on_disk.exists:
@@ -266,7 +271,7 @@ class AppArmorProvider(Provider[AppArmorSpec, AppArmorLive]):
             modes = kernel_state.modes_of(on_disk.text)
             if any(modes.values()):
                 notes.append(f"unload from the kernel ({PARSER} -R)")
-                steps.kernel.append(kernel.unload(name, on_disk.text))
+                steps.kernel.append(kernel.unload(name, on_disk.text, forced=on_disk.forced_complain))
                 sides = {"file": Side(on_disk.mode, None), "kernel": Side(loaded_mode(modes), None)}
         return Change(self.name, self.name, name, "remove", on_disk.mode, None, tuple(notes), sides, None, {"path": path})
 
