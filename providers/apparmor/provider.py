@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from converge.provider import (
     Captured,
@@ -127,7 +126,7 @@ def unified_diff(path: str, before: str | None, after: str) -> str:
     return "\n".join(lines)
 
 
-def loaded_mode(modes: dict[str, str | None]) -> Any:
+def loaded_mode(modes: dict[str, str | None]) -> str | dict[str, str | None] | None:
     """The kernel side of a change: the one mode all of a file's profiles run in, None when none
     is loaded, else each profile's mode."""
     values = set(modes.values())
@@ -142,22 +141,38 @@ class _Steps:
 
     compile: list[Operation]
     files: list[Operation]
-    links: list[Operation]
+    links: list[Operation]  # and the files of removed profiles, each after its links
     kernel: list[Operation]
 
     def all(self) -> list[Operation]:
         return [*self.compile, *self.files, *self.links, *self.kernel]
 
 
-def _link(name: str, directory: str) -> list[Operation]:
-    link = f"{directory}/{name}"
-    return [Run(("mkdir", "-p", directory), says=f"ensured {directory}"),
-            Run(("ln", "-sf", profile_path(name), link), says=f"linked {link}", undo=(Remove(link),))]
+def _link(name: str, directory: str, steps: _Steps) -> None:
+    link, mkdir = f"{directory}/{name}", Run(("mkdir", "-p", directory), says=f"ensured {directory}")
+    steps.links += [mkdir] if mkdir not in steps.links else []
+    steps.links.append(Run(("ln", "-sf", profile_path(name), link), says=f"linked {link}", undo=(Remove(link),)))
 
 
-def _unlink(name: str, directory: str) -> Operation:
+def _unlink(name: str, directory: str, steps: _Steps) -> None:
     link = f"{directory}/{name}"
-    return Remove(link, undo=(Run(("ln", "-sf", profile_path(name), link)),))
+    steps.links.append(Remove(link, undo=(Run(("ln", "-sf", profile_path(name), link)),)))
+
+
+def _link_notes(name: str, wanted: WantedProfile, on_disk: ProfileOnDisk, steps: _Steps) -> list[str]:
+    """The disable/ and force-complain/ links the mode needs: aa-disable's link, and no
+    force-complain/ link in enforce mode."""
+    notes = []
+    if wanted.disable_link and not on_disk.disable_link:
+        notes.append(f"link {DISABLE_DIR}/{name}")
+        _link(name, DISABLE_DIR, steps)
+    if not wanted.disable_link and on_disk.disable_link:
+        notes.append(f"unlink {DISABLE_DIR}/{name}")
+        _unlink(name, DISABLE_DIR, steps)
+    if wanted.drop_force_complain and on_disk.force_complain_link:
+        notes.append(f"unlink {FORCE_COMPLAIN_DIR}/{name}")
+        _unlink(name, FORCE_COMPLAIN_DIR, steps)
+    return notes
 
 
 def _kernel_notes(modes: dict[str, str | None], wanted: str | None, reload: bool) -> list[str]:
@@ -221,15 +236,7 @@ class AppArmorProvider(Provider[AppArmorSpec, AppArmorLive]):
                 notes.append("profile text changes")
             if on_disk.text is not None and on_disk.mode is None:
                 notes.append(f"{path} defines no profile converge can read")
-        if wanted.disable_link and not on_disk.disable_link:
-            notes.append(f"link {DISABLE_DIR}/{name}")
-            steps.links += _link(name, DISABLE_DIR)
-        if not wanted.disable_link and on_disk.disable_link:
-            notes.append(f"unlink {DISABLE_DIR}/{name}")
-            steps.links.append(_unlink(name, DISABLE_DIR))
-        if wanted.drop_force_complain and on_disk.force_complain_link:
-            notes.append(f"unlink {FORCE_COMPLAIN_DIR}/{name}")
-            steps.links.append(_unlink(name, FORCE_COMPLAIN_DIR))
+        notes += _link_notes(name, wanted, on_disk, steps)
         disk_changes = bool(notes) or rewrite
         sides: dict[str, Side] = {}
         if kernel_state.enabled:
@@ -261,9 +268,9 @@ class AppArmorProvider(Provider[AppArmorSpec, AppArmorLive]):
         notes = [f"remove {path} and its disable/ and force-complain/ links"]
         # Links first, while the file they point to still exists (a removal backs up the target).
         if on_disk.disable_link:
-            steps.links.append(_unlink(name, DISABLE_DIR))
+            _unlink(name, DISABLE_DIR, steps)
         if on_disk.force_complain_link:
-            steps.links.append(_unlink(name, FORCE_COMPLAIN_DIR))
+            _unlink(name, FORCE_COMPLAIN_DIR, steps)
         if on_disk.text is not None:
             steps.links.append(Remove(path, undo=(restore(path, on_disk.text),)))
         sides: dict[str, Side] = {}
