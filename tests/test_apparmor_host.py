@@ -208,3 +208,27 @@ def test_mode_only_for_a_file_without_a_readable_header_is_an_error(test_host: T
     plan = test_host.converge("plan", baseline)
     assert plan.returncode == 1
     assert "usr.bin.odd: /etc/apparmor.d/usr.bin.odd has no profile header converge can read" in plan.stdout
+
+
+def test_apply_on_a_real_host_does_exactly_the_planned_operations_in_order(test_host: TestHost, tmp_path: Path) -> None:
+    (tmp_path / NGINX_PROFILE.name).write_text(NGINX_PROFILE.read_text())
+    baseline = _baseline(tmp_path, '[apparmor.profiles."usr.sbin.dnsmasq"]\nmode = "disabled"\n'
+                                   '[apparmor.profiles."usr.bin.man"]\nmode = "complain"\n'
+                                   '[apparmor.profiles."usr.sbin.nginx"]\nmode = "complain"\nsource = "usr.sbin.nginx"\n')
+    plan = json.loads(test_host.converge("plan", baseline, "--json").stdout)["hosts"][0]
+    operations = plan["operations"]
+    apply = test_host.converge("apply", baseline, "--json", "--yes")
+    record = json.loads(apply.stdout)["hosts"][0]
+    assert record["converged"] is True, apply.stdout
+    assert record["operations"] == operations  # the plan apply showed is the plan made before it
+    applied = [line.removeprefix("apparmor: ") for line in record["applied"]]
+    assert len(applied) == len(operations)
+    for line, operation in zip(applied, operations, strict=True):
+        assert line.startswith(operation.get("says") or f"wrote {operation['path']}"), (line, operation)
+    written = {op["path"]: op["content"] for op in operations if op["op"] == "write"}
+    assert sorted(written) == ["/etc/apparmor.d/usr.bin.man", NGINX_PATH]
+    assert all(test_host.read(path) == content for path, content in written.items())
+    link = test_host.run(["readlink", "/etc/apparmor.d/disable/usr.sbin.dnsmasq"]).stdout.strip()
+    assert link == "/etc/apparmor.d/usr.sbin.dnsmasq"
+    backups = [path for path in test_host.changed_files() if path.startswith("/var/lib/converge/backups/")]
+    assert [path.endswith("/etc/apparmor.d/usr.bin.man") for path in backups] == [True]
