@@ -164,9 +164,6 @@ class RecordingHost(Host):
     def gather(self, reads: Iterable[Read]) -> Facts:
         raise AssertionError("apply reads nothing")
 
-    def lock(self, holder: str, wait: float = 0.0) -> None:
-        return None  # a stand-in host: no other apply can hold it
-
     def run(self, argv: Sequence[str], *, input: str | None = None, check: bool = True) -> CommandResult:
         self.done.append(Run(tuple(argv), input))
         stdout = "Relabeled /srv/www from a to b\n" if argv[0] == "restorecon" else ""

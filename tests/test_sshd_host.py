@@ -52,7 +52,8 @@ try:
     result = provider_run.provider.apply(host, provider_run.plan)
 except ConvergeError as error:
     result = f"error: {error}"
-planned = [{k: v for k, v in to_json(op).items() if k in ("op", "argv", "path", "content")} for op in provider_run.plan.operations]
+planned = [{k: v for k, v in to_json(op).items() if k in ("op", "argv", "path", "content")}
+           for op in provider_run.plan.operations]
 print(json.dumps({"planned": planned, "done": host.done, "result": result}))
 """
 
@@ -93,7 +94,8 @@ def test_a_configuration_sshd_refuses_at_apply_is_undone_and_sshd_keeps_running(
 
 def test_capture_writes_what_the_admin_set(test_host: TestHost) -> None:
     test_host.run(["sh", "-c", SETUP])
-    test_host.write("/etc/ssh/sshd_config.d/60-admin.conf", "MaxAuthTries 4\nAllowGroups admin ops\nMatch User x\n  Banner none\n")
+    test_host.write("/etc/ssh/sshd_config.d/60-admin.conf",
+                    "MaxAuthTries 4\nAllowGroups admin ops\nMatch User x\n  Banner none\n")
     out = test_host.run(["sh", "-c", 'cd "$1" && exec "$2" -m converge capture -H local --only sshd', "sh", str(WORKTREE),
                          sys.executable])
     assert "[sshd]" in out.stdout
