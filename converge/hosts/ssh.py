@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from converge.errors import HostError
@@ -198,6 +198,8 @@ class SSHHost(Host):
             SSHTarget.parse(hop)
         where = f"{self.user}@{self.hostname}:{self.port}"
         self._jump: SSHHost | None = None
+        self._lock_channel: Any = None
+        self._lock_files: tuple[Any, ...] = ()
         self._config = config
         try:
             self._client = self._connect(config, options)
@@ -228,10 +230,11 @@ class SSHHost(Host):
             return paramiko.SSHConfig()
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
-        if paramiko.config.invoke is None and _MATCH_EXEC.search(text):
+        if getattr(paramiko.config, "invoke", None) is None and _MATCH_EXEC.search(text):
             import invoke
 
-            paramiko.config.invoke, paramiko.config.invoke_import_error = invoke, None
+            setattr(paramiko.config, "invoke", invoke)  # noqa: B010 - not in paramiko's type stubs
+            setattr(paramiko.config, "invoke_import_error", None)  # noqa: B010
         return paramiko.SSHConfig.from_file(io.StringIO(text))
 
     def _connect(self, config: paramiko.SSHConfigDict, options: ConnectOptions) -> paramiko.SSHClient:
@@ -257,7 +260,7 @@ class SSHHost(Host):
         if options.identity:
             identity.insert(0, options.identity)
         client.connect(
-            self.hostname, port=self.port, username=self.user, key_filename=identity or None,
+            self.hostname, port=self.port, username=self.user, key_filename=cast(Any, identity or None),  # a list works
             timeout=options.timeout, banner_timeout=options.timeout, auth_timeout=options.timeout,
             allow_agent=True, look_for_keys=not identity, sock=sock,
         )
@@ -424,7 +427,7 @@ class SSHHost(Host):
         return SSHHost(self.target, self.options, self.name)
 
     def close(self) -> None:
-        channel = getattr(self, "_lock_channel", None)
+        channel = getattr(self, "_lock_channel", None)  # close() also runs for a half-made host
         if channel is not None:
             for lock_file in self._lock_files:
                 lock_file.close()
