@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 
-from converge.providers.fail2ban import JAIL_FILE, Fail2banSpec, captured_table, parse_jail_file, render_jail_file
+from converge.providers.fail2ban.capture import captured_table
+from converge.providers.fail2ban.parse import parse_jail_file
+from converge.providers.fail2ban.provider import render_jail_file
+from converge.providers.fail2ban.spec import JAIL_FILE, Fail2banSpec
 from tests.test_fail2ban_host import _apply, _baseline, _get, _jails
 from tests.testhost import TestHost
 

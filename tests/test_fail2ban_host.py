@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from converge.providers.fail2ban import JAIL_FILE, parse_jail_file, parse_jail_list, parse_live_option
+from converge.providers.fail2ban.parse import parse_jail_file, parse_jail_list, parse_live_option
+from converge.providers.fail2ban.spec import JAIL_FILE
 from tests.testhost import TestHost
 
 # A failed-login line as sshd writes it to auth.log, from a documentation address.

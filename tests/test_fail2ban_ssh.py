@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from converge.providers.fail2ban import JAIL_FILE, parse_jail_file, parse_jail_list
+from converge.providers.fail2ban.parse import parse_jail_file, parse_jail_list
+from converge.providers.fail2ban.spec import JAIL_FILE
 from tests.sshnet import SSHNetwork
 
 BASELINE = """\
