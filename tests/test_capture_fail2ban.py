@@ -83,8 +83,8 @@ def test_capture_round_trips_converges_file_and_notes_what_it_leaves_out(host: T
     assert "logtimezone" not in document["fail2ban"]["jails"]["ssh-extra"]
     assert ("[ssh-extra] logtimezone = 'UTC' in /etc/fail2ban/jail.d/converge.local: not captured: "
             "converge does not manage this option") in notes
-    assert "plan will still update jails.sshd: live maxretry is 9, not 3: reload applies it" in notes
-    assert "plan will still update jails.ssh-extra: - logtimezone: 'UTC'" in notes
+    assert "plan will still update jail:sshd: live maxretry is 9, not 3: reload applies it" in notes
+    assert "plan will still update jail:ssh-extra: - logtimezone: 'UTC'" in notes
     assert _get(host, "sshd", "maxretry") == "9"  # capture changed nothing
     assert host.converge("validate", str(captured)).returncode == 0
 

@@ -86,9 +86,10 @@ def test_jails_added_changed_disabled_removed_match_live_each_time(host: TestHos
     plan = host.converge("plan", start, "--json")
     assert plan.returncode == 2, plan.stdout + plan.stderr
     changes = {change["resource"]: change for change in json.loads(plan.stdout)["hosts"][0]["changes"]}
-    assert changes["jails.sshd"]["action"] == "add"
-    assert changes["jails.sshd"]["after"] == {"enabled": True, "port": "ssh", "maxretry": 3}
-    assert (changes["server"]["before"], changes["server"]["after"]) == ("stopped", "running")
+    assert changes["jail:sshd"]["action"] == "add"
+    assert changes["jail:sshd"]["after"] == {"enabled": True, "port": "ssh", "maxretry": 3}
+    server = changes["server:fail2ban-server"]
+    assert (server["kind"], server["name"], server["before"], server["after"]) == ("server", "fail2ban-server", False, True)
     assert "started fail2ban-server" in _apply(host, start)
     assert _jails(host) == ["sshd"]
     assert (_get(host, "sshd", "maxretry"), _get(host, "sshd", "bantime"), _get(host, "sshd", "findtime")) == ("3", "3600", "600")
@@ -104,7 +105,7 @@ def test_jails_added_changed_disabled_removed_match_live_each_time(host: TestHos
     # Add a jail.
     added = _baseline(tmp_path, SSHD.format(maxretry=3) + EXTRA.format(enabled="true"))
     [change] = json.loads(host.converge("plan", added, "--json").stdout)["hosts"][0]["changes"]
-    assert (change["resource"], change["action"], "notes" in change) == ("jails.ssh-extra", "add", False)
+    assert (change["resource"], change["action"], "notes" in change) == ("jail:ssh-extra", "add", False)
     assert "reloaded fail2ban-server" in _apply(host, added)
     assert _jails(host) == ["ssh-extra", "sshd"]
     assert _get(host, "ssh-extra", "maxretry") == "7"
@@ -132,7 +133,7 @@ def test_jails_added_changed_disabled_removed_match_live_each_time(host: TestHos
     removed = _baseline(tmp_path, SSHD.format(maxretry=4))
     plan = host.converge("plan", removed, "--json")
     changes = json.loads(plan.stdout)["hosts"][0]["changes"]
-    assert [(c["resource"], c["action"]) for c in changes] == [("jails.ssh-extra", "remove")]
+    assert [(c["resource"], c["action"]) for c in changes] == [("jail:ssh-extra", "remove")]
     _apply(host, removed)
     assert "ssh-extra" not in parse_jail_file(host.read(JAIL_FILE) or "")
     assert _jails(host) == ["sshd"]
@@ -149,7 +150,7 @@ def test_live_drift_is_planned_and_a_reload_repairs_it(host: TestHost, tmp_path:
     plan = host.converge("plan", baseline, "--json")
     assert plan.returncode == 2
     [change] = json.loads(plan.stdout)["hosts"][0]["changes"]
-    assert (change["resource"], change["action"], change["live"]) == ("jails.sshd", "update", {"maxretry": 9})
+    assert (change["resource"], change["action"], change["live"]) == ("jail:sshd", "update", {"maxretry": 9})
     assert change["notes"] == ["live maxretry is 9, not 3: reload applies it"]
     assert "reloaded fail2ban-server" in _apply(host, baseline)
     assert _get(host, "sshd", "maxretry") == "3"
@@ -236,8 +237,8 @@ def test_a_server_that_fails_to_start_leaves_the_previous_file_and_no_server(hos
 
     apply = host.converge("apply", baseline, "--yes")
     assert apply.returncode == 1
-    assert "fail2ban-client -x start failed: Failed to change log target" in apply.stdout
-    assert f"{JAIL_FILE} was restored; the server is stopped, as it was" in apply.stdout
+    assert "`fail2ban-client -x start` failed: " in apply.stdout and "Failed to change log target" in apply.stdout
+    assert "what was done before it was undone" in apply.stdout  # the previous file, and no server
     assert host.read(JAIL_FILE) == previous
     assert host.run(["fail2ban-client", "ping"], check=False).returncode != 0
 
@@ -251,7 +252,9 @@ def test_hand_edits_are_rewritten_and_a_later_file_that_wins_is_named(host: Test
     host.write(JAIL_FILE, (host.read(JAIL_FILE) or "") + "# tuned by hand\n")
     plan = host.converge("plan", baseline, "--json")
     [change] = json.loads(plan.stdout)["hosts"][0]["changes"]
-    assert (change["resource"], change["notes"]) == (JAIL_FILE, ["differs in layout or comments: rewrite it"])
+    assert (change["resource"], change["notes"]) == (f"file:{JAIL_FILE}", ["differs in layout or comments: rewrite it"])
+    # Values, not prose: the file as it is and as it will be.
+    assert change["before"].endswith("# tuned by hand\n") and change["after"] == change["before"].removesuffix("# tuned by hand\n")
     _apply(host, baseline)
     assert "# tuned by hand" not in (host.read(JAIL_FILE) or "")
     _assert_in_sync(host, baseline)
@@ -267,7 +270,7 @@ def test_hand_edits_are_rewritten_and_a_later_file_that_wins_is_named(host: Test
     assert record["changes"][0]["live"] == {"maxretry": 10}
     apply = host.converge("apply", baseline, "--yes")
     assert apply.returncode == 1
-    assert "did not converge; still differing: fail2ban jails.sshd" in apply.stdout
+    assert "did not converge; still differing: fail2ban jail:sshd" in apply.stdout
 
 
 def test_a_baseline_without_jails_removes_the_file_once_fail2ban_accepts_that(host: TestHost, tmp_path: Path) -> None:
@@ -277,7 +280,7 @@ def test_a_baseline_without_jails_removes_the_file_once_fail2ban_accepts_that(ho
 
     plan = host.converge("plan", empty, "--json")
     changes = json.loads(plan.stdout)["hosts"][0]["changes"]
-    assert sorted((c["resource"], c["action"]) for c in changes) == [("defaults", "remove"), ("jails.sshd", "remove")]
+    assert sorted((c["resource"], c["action"]) for c in changes) == [("jail:DEFAULT", "remove"), ("jail:sshd", "remove")]
     assert f"removed {JAIL_FILE}" in _apply(host, empty)
     assert host.read(JAIL_FILE) is None
     assert _get(host, "sshd", "maxretry") == "5"  # Debian's sshd jail, with jail.conf's defaults again

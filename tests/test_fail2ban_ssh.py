@@ -30,7 +30,7 @@ def test_jails_converge_over_ssh_with_every_read_in_one_session(network: SSHNetw
 
     plan = network.converge("plan", str(baseline), "--json", *target)
     assert plan.returncode == 2, plan.stdout + plan.stderr
-    assert {c["resource"] for c in json.loads(plan.stdout)["hosts"][0]["changes"]} == {"jails.sshd", "server"}
+    assert {c["resource"] for c in json.loads(plan.stdout)["hosts"][0]["changes"]} == {"jail:sshd", "server:fail2ban-server"}
     assert host.sessions() == 1  # status, -t and every `get` gathered in one exec channel
 
     apply = network.converge("apply", "--yes", str(baseline), *target)
