@@ -93,7 +93,7 @@ def test_rendered_file_reads_back_as_the_baseline() -> None:
 
 
 def test_a_broken_file_is_reported_as_unreadable() -> None:
-    with pytest.raises(ParseError, match="converge.local: File contains no section headers.*'maxretry = 3'"):
+    with pytest.raises(ParseError, match=r"converge\.local: File contains no section headers.*'maxretry = 3'"):
         parse_jail_file("maxretry = 3\n", JAIL_FILE)
 
 
@@ -108,7 +108,8 @@ def test_a_broken_file_is_reported_as_unreadable() -> None:
     ({"action": "iptables[name=ssh, actionban=reboot]"}, "action parameter 'actionban' is not allowed"),
     ({"action": "iptables[name ssh]"}, "action parameter 'name ssh' is not allowed"),
     # Security review (issue 23, finding 3): fail2ban substitutes parameters unescaped into root shell commands.
-    ({"action": 'iptables-multiport[iptables="/usr/bin/flock /run/x /usr/bin/id"]'}, "action parameter 'iptables' is not allowed"),
+    ({"action": 'iptables-multiport[iptables="/usr/bin/flock /run/x /usr/bin/id"]'},
+     "action parameter 'iptables' is not allowed"),
     ({"action": 'iptables-multiport[name="a b"]'}, "a parameter value is one word without spaces or /"),
     ({"action": "iptables-multiport[blocktype=/usr/bin/id]"}, "a parameter value is one word without spaces or /"),
     ({"bantime": "1 month"}, "not a time"),
@@ -183,3 +184,18 @@ def test_plans_show_values_typed_as_the_baseline_writes_them() -> None:
     assert displayed({"enabled": "true", "maxretry": "3", "bantime": "-1", "port": "ssh"}) == {
         "enabled": True, "maxretry": 3, "bantime": -1, "port": "ssh"}
     assert displayed(None) is None
+
+
+def test_recorded_plans_carry_values_not_prose() -> None:
+    """SPEC section 4: before/after (and every side) are values or null; words go in notes."""
+    from tests.cases import CASES, planned
+
+    prose = {"differs", "present", "absent", "edited", "stopped", "running", "as permanent", "managed content"}
+    cases = sorted(path.parent for path in (CASES / "fail2ban").glob("*/reads.json"))
+    assert len(cases) >= 3
+    for case in cases:
+        for change in planned(case)["changes"]:
+            live = change.get("live", {})
+            values = [change["before"], change["after"], *live.values()]
+            assert all(not (isinstance(value, str) and value in prose) for value in values), (case, change)
+            assert all(value is None or isinstance(value, dict | bool | str) for value in values), (case, change)

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,7 +152,8 @@ def test_live_drift_is_planned_and_a_reload_repairs_it(host: TestHost, tmp_path:
     plan = host.converge("plan", baseline, "--json")
     assert plan.returncode == 2
     [change] = json.loads(plan.stdout)["hosts"][0]["changes"]
-    assert (change["resource"], change["action"], change["live"]) == ("jail:sshd", "update", {"maxretry": 9})
+    live = {"before": {"maxretry": 9}, "after": {"maxretry": 3}}  # what the server runs, what reload gives it
+    assert (change["resource"], change["action"], change["live"]) == ("jail:sshd", "update", live)
     assert change["notes"] == ["live maxretry is 9, not 3: reload applies it"]
     assert "reloaded fail2ban-server" in _apply(host, baseline)
     assert _get(host, "sshd", "maxretry") == "3"
@@ -254,7 +257,8 @@ def test_hand_edits_are_rewritten_and_a_later_file_that_wins_is_named(host: Test
     [change] = json.loads(plan.stdout)["hosts"][0]["changes"]
     assert (change["resource"], change["notes"]) == (f"file:{JAIL_FILE}", ["differs in layout or comments: rewrite it"])
     # Values, not prose: the file as it is and as it will be.
-    assert change["before"].endswith("# tuned by hand\n") and change["after"] == change["before"].removesuffix("# tuned by hand\n")
+    assert change["before"].endswith("# tuned by hand\n")
+    assert change["after"] == change["before"].removesuffix("# tuned by hand\n")
     _apply(host, baseline)
     assert "# tuned by hand" not in (host.read(JAIL_FILE) or "")
     _assert_in_sync(host, baseline)
@@ -267,7 +271,7 @@ def test_hand_edits_are_rewritten_and_a_later_file_that_wins_is_named(host: Test
     assert record["warnings"] == [
         f"/etc/fail2ban/jail.d/zz-admin.local is read after {JAIL_FILE} and sets maxretry in [sshd]: its values win"
     ]
-    assert record["changes"][0]["live"] == {"maxretry": 10}
+    assert record["changes"][0]["live"] == {"before": {"maxretry": 10}, "after": {"maxretry": 3}}
     apply = host.converge("apply", baseline, "--yes")
     assert apply.returncode == 1
     assert "did not converge; still differing: fail2ban jail:sshd" in apply.stdout
@@ -285,3 +289,30 @@ def test_a_baseline_without_jails_removes_the_file_once_fail2ban_accepts_that(ho
     assert host.read(JAIL_FILE) is None
     assert _get(host, "sshd", "maxretry") == "5"  # Debian's sshd jail, with jail.conf's defaults again
     _assert_in_sync(host, empty)
+
+
+def test_apply_performs_exactly_the_planned_operations(host: TestHost, tmp_path: Path) -> None:
+    host.write("/var/log/auth.log", "")
+    _apply(host, _baseline(tmp_path, SSHD.format(maxretry=3)))
+    previous = host.read(JAIL_FILE)
+    changed = _baseline(tmp_path, SSHD.format(maxretry=4), "changed.toml")
+    recorder = Path(__file__).parent / "data" / "sysctl" / "record_apply.py"  # the shared recording host
+    result = host.run([sys.executable, str(recorder), changed, "fail2ban"],
+                      env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    record = json.loads(result.stdout)
+    assert record["error"] is None
+    planned = record["planned"]
+    assert [op["op"] for op in planned] == ["run", "write", "run"]
+    staged, write, reload = planned
+    # The staged test gets the new file on stdin; the write's undo puts the previous file back and reloads.
+    assert staged["argv"][:2] == ["sh", "-c"] and staged["input"] == write["content"]
+    assert write["undo"] == [{"op": "write", "path": JAIL_FILE, "content": previous},
+                             {"op": "run", "argv": ["fail2ban-client", "reload"]}]
+    assert reload["argv"] == ["fail2ban-client", "reload"]
+    assert record["done"] == [
+        {"op": "run", "argv": staged["argv"], "input": staged["input"]},
+        {"op": "write", "path": JAIL_FILE, "content": write["content"]},
+        {"op": "run", "argv": reload["argv"], "input": None},
+    ]
+    assert _get(host, "sshd", "maxretry") == "4"
+    assert not [path for path in host.changed_files() if "converge-fail2ban" in path]  # staged copy removed

@@ -21,6 +21,7 @@ from converge.provider import (
     Remove,
     Run,
     RunCommand,
+    Side,
     Which,
     Write,
     execute,
@@ -137,25 +138,27 @@ def overriding_files(spec: Fail2banSpec, later_files: dict[str, str]) -> list[tu
     return found
 
 
-def _drift(spec: Fail2banSpec, name: str, live: Fail2banLive) -> tuple[list[str], dict[str, Any]]:
-    """How the running jail `name` differs from the baseline: notes, and the live values shown."""
+def _drift(spec: Fail2banSpec, name: str, live: Fail2banLive) -> tuple[list[str], Side | None]:
+    """How the running jail `name` differs from the baseline: notes, and the live side (the
+    values the server runs now, and the ones a reload gives it)."""
     options = spec.jails[name].section()
     enabled = options.get("enabled")  # from the defaults, another file's section may override it
     running = live.running_jails is not None and name in live.running_jails
     if live.running_jails is None or enabled is None:
-        return [], {}
+        return [], None
     if enabled == "false":
-        return (["running, though disabled: reload stops it"] if running else []), {}
+        return (["running, though disabled: reload stops it"] if running else []), None
     if not running:
-        return ["enabled but not running: reload starts it"], {"running": False}
-    notes, shown = [], {}
+        return ["enabled but not running: reload starts it"], Side({"running": False}, {"running": True})
+    notes, shown, wanted_shown = [], {}, {}
     for option, reported in live.live_values.get(name, {}).items():
         backend = options.get("backend", spec.defaults.section().get("backend"))
         wanted = expected_live_value(option, options[option], backend)
         if wanted is not None and reported != wanted:
             shown[option] = sorted(reported) if isinstance(reported, frozenset) else typed(reported)
+            wanted_shown[option] = sorted(wanted) if isinstance(wanted, frozenset) else typed(wanted)
             notes.append(f"live {option} is {_shown(reported)}, not {_shown(wanted)}: reload applies it")
-    return notes, shown
+    return notes, Side(shown, wanted_shown) if shown else None
 
 
 def _shown(value: str | frozenset[str]) -> str:
@@ -239,15 +242,15 @@ class Fail2banProvider(Provider[Fail2banSpec, Fail2banLive]):
         for section in dict.fromkeys([*wanted, *on_file]):
             before, after = displayed(on_file.get(section)), displayed(wanted.get(section))
             # Live drift matters when the file is right already; a new file is reloaded anyway.
-            notes, shown = _drift(spec, section, live) if section in spec.jails and before == after else ([], {})
+            notes, drift = _drift(spec, section, live) if section in spec.jails and before == after else ([], None)
             if before == after and not notes:
                 continue
             if after is None and section != "DEFAULT":
                 notes = [f"drop from {JAIL_FILE}; reload stops the jail unless another file enables it"]
             action: Action = "add" if before is None else "remove" if after is None else "update"
             detail = option_differences(before, after) if before and after and before != after else None
-            changes.append(Change(self.name, "jail", section, action, before, after, tuple(notes), {}, detail,
-                                  {"live": shown} if shown else {}))
+            changes.append(Change(self.name, "jail", section, action, before, after, tuple(notes),
+                                  {"live": drift} if drift else {}, detail))
         return changes
 
     @staticmethod

@@ -79,7 +79,8 @@ _ASSIGNMENT = re.compile(r'\s*(?P<parameter>[^=,]*)(?:=(?P<value>"[^"]*"|[^,"]*)
 
 def _assignments(params: str) -> list[tuple[str, str]]:
     """`param=value, param="a,b"` as (param, value) pairs; a part without `=` has the value ""."""
-    found, position = [], 0
+    found: list[tuple[str, str]] = []
+    position = 0
     while position < len(params):
         match = _ASSIGNMENT.match(params, position)
         if not match or match.end() == position:
