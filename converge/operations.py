@@ -70,11 +70,19 @@ def wrote(path: str, backup: str | None) -> str:
     return f"wrote {path}" + (f" (previous version in {backup})" if backup else "")
 
 
+def command_line(argv: Sequence[str]) -> str:
+    """A command as people read it: `sh -c SCRIPT NAME ARGS...` (a script of converge's own) by its
+    name and arguments, not by the script's text."""
+    if len(argv) >= 4 and argv[0] == "sh" and argv[1] == "-c":
+        return " ".join(argv[3:])
+    return " ".join(argv)
+
+
 def describe(operation: Operation) -> str:
     """One line for people: the command, or the file and its size."""
     match operation:
         case Run(argv, input=text):
-            line = " ".join(argv)
+            line = command_line(argv)
             return line + (f" < ({len(text.encode())} bytes)" if text else "")
         case Write(path, content):
             return f"write {path} ({len(content.encode())} bytes)"
@@ -89,8 +97,8 @@ def _carry_out(host: Host, operation: Operation) -> str:
             problem = re.search(fails_on, result.stderr + result.stdout, re.MULTILINE) if fails_on else None
             if not result.ok or problem:
                 reason = problem[0] if problem else result.failure()
-                raise ProviderError((f"{about}: " if about else "") + f"`{' '.join(argv)}` failed: {reason}")
-            return says or " ".join(argv)
+                raise ProviderError((f"{about}: " if about else "") + f"`{command_line(argv)}` failed: {reason}")
+            return says or command_line(argv)
         case Write(path, content, mode=mode, says=says):
             backup = host.write_file(path, content, mode=mode)
             return says or wrote(path, backup)

@@ -10,7 +10,6 @@ from converge.provider import (
     Captured,
     Change,
     Facts,
-    Host,
     Operation,
     Provider,
     ProviderError,
@@ -24,7 +23,6 @@ from converge.provider import (
     Side,
     Which,
     Write,
-    execute,
     restore,
 )
 from converge.providers.fail2ban.capture import capture_table, captured
@@ -275,14 +273,6 @@ class Fail2banProvider(Provider[Fail2banSpec, Fail2banLive]):
             else:
                 operations.append(Run(START_WITHOUT_SYSTEMD, says="started fail2ban-server", undo=(Run(STOP_IF_RUNNING),)))
         return operations
-
-    def apply(self, host: Host, plan: ProviderPlan) -> list[str]:
-        """The plan's operations, exactly; a refusal of the staged test is reported in fail2ban's
-        words rather than with the test script's text."""
-        try:
-            return execute(host, plan.operations)
-        except ProviderError as error:
-            raise ProviderError(str(error).replace(f"`sh -c {STAGED_TEST} {STAGED_TEST_NAME}", f"`{STAGED_TEST_NAME}")) from None
 
     # ---- warnings -------------------------------------------------------------------------------
 
