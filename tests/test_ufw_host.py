@@ -118,12 +118,12 @@ def test_exclusive_removes_every_kind_of_undeclared_rule_and_keeps_declared_orde
     plan = test_host.converge("plan", baseline, "--json")
     actions = sorted((c["action"], c["resource"]) for c in _changes(plan))
     assert actions == sorted([
-        ("update", "rule in proto tcp from any to any port 80"),  # moved after 22
-        ("remove", "rule route in on lo out on lo from any to any"),
-        ("remove", "rule in proto tcp from any to any port 25"),
-        ("remove", "rule in from 10.0.0.1 app OpenSSH to any"),
-        ("remove", "rule in from 2001:db8::/32 to any"),
-        ("remove", "rule out on lo proto udp from any to any port 99"),
+        ("update", "rule:in proto tcp from any to any port 80"),  # moved after 22
+        ("remove", "rule:route in on lo out on lo from any to any"),
+        ("remove", "rule:in proto tcp from any to any port 25"),
+        ("remove", "rule:in from 10.0.0.1 app OpenSSH to any"),
+        ("remove", "rule:in from 2001:db8::/32 to any"),
+        ("remove", "rule:out on lo proto udp from any to any port 99"),
     ])
     apply = test_host.converge("apply", baseline, "--yes")
     assert apply.returncode == 0, apply.stdout + apply.stderr
