@@ -7,8 +7,8 @@ import json
 import tomllib
 from pathlib import Path
 
-from converge.providers.firewalld import _captured_zone
-from converge.providers.firewalld_zones import Zone, unmanaged_settings
+from converge.providers.firewalld.capture import _captured_zone
+from converge.providers.firewalld.parse import Zone, unmanaged_settings
 from tests.test_firewalld_host import start_firewalld
 from tests.testhost import TestHost
 
@@ -97,4 +97,4 @@ def test_capture_of_a_running_firewalld_round_trips(test_host: TestHost, tmp_pat
     plan = test_host.converge("plan", str(captured), "--json")
     assert plan.returncode == 2, plan.stdout + plan.stderr
     changes = json.loads(plan.stdout)["hosts"][0]["changes"]
-    assert [(c["action"], c["resource"]) for c in changes] == [("remove", "public service imap")]
+    assert [(c["action"], c["resource"]) for c in changes] == [("remove", "service:public imap")]

@@ -70,8 +70,8 @@ def _plan_apply_plan_apply(host: TestHost, baseline: str) -> str:
     plan = host.converge("plan", baseline, "--json")
     assert plan.returncode == 2, plan.stdout + plan.stderr
     resources = {(c["action"], c["resource"]) for c in json.loads(plan.stdout)["hosts"][0]["changes"]}
-    assert {("add", "public service https"), ("remove", "public service dhcpv6-client"), ("add", "public port 8443/tcp"),
-            ("add", f"public rich rule {RICH}"), ("add", "public interface lo"), ("update", "work target")} <= resources
+    assert {("add", "service:public https"), ("remove", "service:public dhcpv6-client"), ("add", "port:public 8443/tcp"),
+            ("add", f"rich_rule:public {RICH}"), ("add", "interface:public lo"), ("update", "target:work")} <= resources
     apply = host.converge("apply", baseline, "--yes")
     assert apply.returncode == 0, apply.stdout + apply.stderr
     assert "local: converged" in apply.stdout
@@ -116,8 +116,9 @@ def test_runtime_drift_is_planned_and_a_reload_removes_it(test_host: TestHost, t
     plan = test_host.converge("plan", baseline, "--json")
     assert plan.returncode == 2
     [change] = json.loads(plan.stdout)["hosts"][0]["changes"]
-    assert change["resource"] == "public (runtime)"
-    assert "imap" in change["detail"]
+    assert change["resource"] == "zone:public"
+    assert "imap" in change["runtime"]["before"]["services"] and "imap" not in change["runtime"]["after"]["services"]
+    assert change["permanent"]["before"] == change["permanent"]["after"] == change["after"]
     apply = test_host.converge("apply", baseline, "--yes")
     assert apply.returncode == 0, apply.stdout + apply.stderr
     assert "imap" not in _zone(test_host, "public", runtime=True)["services"]
@@ -132,7 +133,7 @@ def test_a_change_firewalld_refuses_leaves_the_previous_configuration(test_host:
     text = '[firewalld.zones.public]\nservices = ["https"]\nrich_rules = [\'rule family="ipv4" bogus accept\']\n'
     apply = test_host.converge("apply", _baseline(tmp_path, text), "--yes")
     assert apply.returncode == 1
-    assert "INVALID_RULE" in apply.stdout and "previous configuration was restored" in apply.stdout
+    assert "INVALID_RULE" in apply.stdout and "what was done before it was undone" in apply.stdout
     assert (_zone(test_host, "public", runtime=False), _zone(test_host, "public", runtime=True)) == before
     assert test_host.run(["nft", "list", "ruleset"]).stdout == ruleset
 

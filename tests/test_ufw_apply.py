@@ -10,8 +10,9 @@ from typing import Any
 
 from tests.testhost import TestHost
 
-# Runs inside the host: plan the baseline, optionally change the host behind the plan's back,
-# apply the ufw plan through a host that records what it does, print both.
+# Runs inside the host as `APPLY BASELINE PROVIDER [COMMAND...]`: plan the baseline, optionally run
+# COMMAND (a change behind the plan's back), apply the provider's plan through a host that records
+# what it does, print both. (tests/test_firewalld_apply.py uses it too.)
 APPLY = """
 import json, subprocess, sys
 from pathlib import Path
@@ -38,16 +39,16 @@ class Recording(LocalHost):
 
 host = Recording()
 run = plan_host(host, load_baseline(Path(sys.argv[1]), Registry()), Registry())
-[ufw] = [p for p in run.provider_plans if p.provider.name == "ufw"]
-if len(sys.argv) > 2:
-    subprocess.run(sys.argv[2:], check=True, capture_output=True)
+[chosen] = [p for p in run.provider_plans if p.provider.name == sys.argv[2]]
+if len(sys.argv) > 3:
+    subprocess.run(sys.argv[3:], check=True, capture_output=True)
 host.done = []
 try:
-    ufw.provider.apply(host, ufw.plan)
+    chosen.provider.apply(host, chosen.plan)
     error = None
 except ConvergeError as failure:
     error = str(failure)
-print(json.dumps({"planned": [to_json(op) for op in ufw.plan.operations], "done": host.done, "error": error}))
+print(json.dumps({"planned": [to_json(op) for op in chosen.plan.operations], "done": host.done, "error": error}))
 """
 
 BASELINE = """
@@ -71,11 +72,11 @@ proto = "tcp"
 def _apply(host: TestHost, tmp_path: Path, *sabotage: str) -> dict[str, Any]:
     path = tmp_path / "ufw.toml"
     path.write_text(BASELINE)
-    result = host.run([sys.executable, "-c", APPLY, str(path), *sabotage])
+    result = host.run([sys.executable, "-c", APPLY, str(path), "ufw", *sabotage])
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
-def _as_done(operation: dict[str, Any]) -> dict[str, Any]:
+def as_done(operation: dict[str, Any]) -> dict[str, Any]:
     """What the host sees of an operation: the command, or the file and its content."""
     if operation["op"] == "run":
         return {"op": "run", "argv": operation["argv"]}
@@ -99,7 +100,7 @@ def test_apply_runs_exactly_the_planned_commands_in_order(test_host: TestHost, t
         "ufw limit in proto tcp from any to any port 22 comment ssh", "ufw allow in proto tcp from any to any port 80",
         "ufw --force enable",
     ]
-    assert result["done"] == [_as_done(op) for op in result["planned"]]
+    assert result["done"] == [as_done(op) for op in result["planned"]]
     assert test_host.converge("plan", str(tmp_path / "ufw.toml")).returncode == 0
 
 
@@ -113,10 +114,10 @@ def test_a_command_failing_mid_list_restores_the_files_the_plan_read_and_reloads
     assert "ufw delete allow in proto tcp from any to any port 3306` failed: Could not delete non-existent rule" \
            in result["error"]
     assert "what was done before it was undone" in result["error"]
-    planned = [_as_done(op) for op in result["planned"]]
+    planned = [as_done(op) for op in result["planned"]]
     failing = planned.index({"op": "run", "argv": ["ufw", "delete", "allow", "in", "proto", "tcp", "from", "any",
                                                     "to", "any", "port", "3306"]})
-    undo = [_as_done(step) for step in result["planned"][0]["undo"]]
+    undo = [as_done(step) for step in result["planned"][0]["undo"]]
     assert result["done"] == planned[:failing + 1] + undo
     assert [step.get("path") or " ".join(step["argv"]) for step in undo] == [
         "/etc/ufw/ufw.conf", "/etc/default/ufw", "/etc/ufw/user.rules", "/etc/ufw/user6.rules",

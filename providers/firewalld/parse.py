@@ -2,7 +2,8 @@
 
 Pure functions over the text of `--list-all-zones` (the same format from `firewall-cmd` for the
 runtime and from `firewall-offline-cmd` for the permanent configuration) and of the service
-definitions under /usr/lib/firewalld/services and /etc/firewalld/services.
+definitions under /usr/lib/firewalld/services and /etc/firewalld/services. A line they cannot
+read raises `ParseError`, naming the command and the line.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 import shlex
 from dataclasses import dataclass
 from xml.etree import ElementTree
+
+from converge.provider import ParseError
 
 # firewalld prints the REJECT target as %%REJECT%%; the baseline and --set-target say REJECT.
 TARGET_ALIASES = {"%%REJECT%%": "REJECT"}
@@ -37,13 +40,17 @@ def canonical_rich_rule(text: str) -> str:
     """A rich rule with every attribute quoted the way firewalld prints it and single spaces,
     so `family=ipv4` and `family="ipv4"` compare equal. Element order is not changed."""
     words = []
-    for token in shlex.split(text):
+    try:
+        tokens = shlex.split(text)
+    except ValueError:
+        raise ParseError("rich rule", "unbalanced quotes", text) from None
+    for token in tokens:
         key, equals, value = token.partition("=")
         words.append(f'{key}="{value}"' if equals else token)
     return " ".join(words)
 
 
-def parse_zones(output: str) -> dict[str, Zone]:
+def parse_zones(output: str, where: str = "firewall-cmd --list-all-zones") -> dict[str, Zone]:
     """Zones of `firewall-cmd --list-all-zones`: a name line (`public (active)`), then
     `  key: values` lines; each rich rule on its own line after `  rich rules:`, tab-indented."""
     zones: dict[str, Zone] = {}
@@ -68,7 +75,9 @@ def parse_zones(output: str) -> dict[str, Zone]:
         if line.startswith("\t"):
             rich.append(line.strip())
         elif line.startswith(" "):
-            key, _, value = line.strip().partition(":")
+            key, colon, value = line.strip().partition(":")
+            if not colon or name is None:
+                raise ParseError(where, "expected `key: values` under a zone name", line)
             fields[key] = value.strip()
         else:
             finish()
