@@ -197,3 +197,18 @@ def test_bad_baselines_are_refused_naming_line_and_key(test_host: TestHost, case
     result = test_host.converge("validate", str(case))
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: {case}:{expect}"), result.stderr
+
+
+def test_exclusive_removes_a_route_rule_without_an_interface(test_host: TestHost, tmp_path: Path) -> None:
+    """Issue 16, defect 2: ufw refuses `ufw route delete deny in ...` ("Invalid interface clause for
+    route rule") when the route rule names no interface; without `in` it works."""
+    test_host.run(["ufw", "route", "deny", "from", "any", "to", "any", "port", "53"])
+    test_host.run(["ufw", "allow", "22/tcp"])
+    baseline = _baseline(tmp_path, '[ufw]\nexclusive = true\n[[ufw.rules]]\naction = "allow"\nport = 22\nproto = "tcp"\n')
+    plan = test_host.converge("plan", baseline, "--json")
+    assert [(c["action"], c["resource"]) for c in _changes(plan)] == [("remove", "rule:route from any to any port 53")]
+    apply = test_host.converge("apply", baseline, "--yes")
+    assert apply.returncode == 0, apply.stdout + apply.stderr
+    assert "ufw route delete deny from any to any port 53" in apply.stdout
+    assert "route:" not in (test_host.read("/etc/ufw/user.rules") or "")
+    assert test_host.converge("plan", baseline).returncode == 0

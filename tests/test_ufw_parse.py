@@ -65,6 +65,12 @@ def test_selector_round_trips_to_ufw_syntax() -> None:
                                "comment", "web"]
     assert rules[8].argv(delete=True) == ["ufw", "route", "delete", "allow", "in", "on", "lo", "out", "on", "lo",
                                           "from", "any", "to", "any"]
+    route = parse_tuple("### tuple ### route:deny any 53 0.0.0.0/0 any 0.0.0.0/0 in")  # as ufw 0.36 writes it
+    assert route.argv(delete=True) == ["ufw", "route", "delete", "deny", "from", "any", "to", "any", "port", "53"]
+    assert route.describe() == "route from any to any port 53"
+    outbound = parse_tuple("### tuple ### route:allow any 80 0.0.0.0/0 any 0.0.0.0/0 out_lo")
+    assert outbound.argv(delete=True) == ["ufw", "route", "delete", "allow", "out", "on", "lo", "from", "any", "to", "any",
+                                          "port", "80"]
     assert rules[14].argv() == ["ufw", "allow", "out", "on", "lo", "log-all", "proto", "udp", "from", "any", "to", "any",
                                 "port", "99"]
 

@@ -80,6 +80,10 @@ class UfwRule:
             words = ["in", "on", self.interface_in, "out", "on", self.interface_out]
         elif interface:
             words += ["on", interface]
+        elif self.route:
+            # ufw refuses a route rule's direction without an interface ("Invalid interface clause
+            # for route rule"), though it records one in the tuple.
+            words = []
         if self.proto != ANY and not (self.app or self.source_app):
             words += ["proto", self.proto]
         words += ["from", self.source]
