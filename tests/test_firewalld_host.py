@@ -116,9 +116,9 @@ def test_runtime_drift_is_planned_and_a_reload_removes_it(test_host: TestHost, t
     plan = test_host.converge("plan", baseline, "--json")
     assert plan.returncode == 2
     [change] = json.loads(plan.stdout)["hosts"][0]["changes"]
-    assert change["resource"] == "zone:public"
-    assert "imap" in change["runtime"]["before"]["services"] and "imap" not in change["runtime"]["after"]["services"]
-    assert change["permanent"]["before"] == change["permanent"]["after"] == change["after"]
+    assert (change["resource"], change["action"], change["before"], change["after"]) == (
+        "service:public imap", "remove", "imap", None)
+    assert (change["runtime"], change["permanent"]) == ({"before": "imap", "after": None}, {"before": None, "after": None})
     apply = test_host.converge("apply", baseline, "--yes")
     assert apply.returncode == 0, apply.stdout + apply.stderr
     assert "imap" not in _zone(test_host, "public", runtime=True)["services"]

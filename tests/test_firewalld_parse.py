@@ -110,9 +110,11 @@ def test_runtime_drift_is_a_change() -> None:
     spec = FirewalldSpec.model_validate({"zones": {"block": {}, "public": {}}})
     plan = FirewalldProvider().diff(spec, drifted)
     [change] = plan.changes
-    assert (change.resource, change.before, change.after) == ("zone:block", {"sources": ["203.0.113.0/24"]}, {"sources": []})
+    assert (change.resource, change.action, change.before, change.after) == (
+        "source:block 203.0.113.0/24", "remove", "203.0.113.0/24", None)
+    assert change.notes == ("runtime differs from the permanent configuration; a reload makes it match",)
     assert {side: (v.before, v.after) for side, v in change.sides.items()} == {
-        "permanent": ({"sources": []}, {"sources": []}), "runtime": ({"sources": ["203.0.113.0/24"]}, {"sources": []})}
+        "permanent": (None, None), "runtime": ("203.0.113.0/24", None)}
     assert [op.argv for op in plan.operations] == [("firewall-cmd", "--reload")]  # type: ignore[union-attr]
     undo = plan.operations[0].undo  # firewalld.conf put back, then reloaded
     assert [getattr(step, "path", None) or step.argv for step in undo] == [  # type: ignore[union-attr]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from converge.provider import (
     Captured,
@@ -149,31 +149,29 @@ class FirewalldProvider(Provider[FirewalldSpec, FirewalldLive]):
                        self._sides(live, live.default_zone, live.runtime_default_zone, wanted))]
 
     def _zone_changes(self, zone: str, current: Zone, wanted: Zone, live: FirewalldLive) -> list[Change]:
-        runtime = (live.runtime or {}).get(zone)
+        """Each target and item that differs from `wanted` in the permanent configuration or (daemon
+        running) at runtime: the reload that ends apply brings the runtime to the new permanent
+        state, so what differs only at runtime (drift) is a change too, of its runtime side."""
+        # A zone not loaded at runtime yet (created, no reload since) is no drift.
+        runtime = (live.runtime or {}).get(zone, current) if live.running else current
         extra = {"zone": zone}
         changes = []
-        if wanted.target != current.target:
-            changes.append(Change(self.name, "target", zone, "update", current.target, wanted.target, extra=extra,
-                                  sides=self._sides(live, current.target, runtime.target if runtime else None,
-                                                    wanted.target)))
+        if current.target != wanted.target or runtime.target != wanted.target:
+            notes = (DRIFT,) if current.target == wanted.target else ()
+            changes.append(Change(self.name, "target", zone, "update", current.target, wanted.target, notes,
+                                  self._sides(live, current.target, runtime.target, wanted.target), extra=extra))
         for name in LIST_FIELDS:
-            kind = name.removesuffix("s")
-            before, after = set(getattr(current, name)), set(getattr(wanted, name))
-            at_runtime = set(getattr(runtime, name)) if runtime else set()
-            for item in sorted(after - before):
-                sides = self._sides(live, None, item if item in at_runtime else None, item)
-                changes.append(Change(self.name, kind, f"{zone} {item}", "add", None, item, extra=extra, sides=sides))
-            for item in sorted(before - after):
-                sides = self._sides(live, item, item if item in at_runtime else None, None)
-                changes.append(Change(self.name, kind, f"{zone} {item}", "remove", item, None, extra=extra, sides=sides))
-        # A zone not loaded at runtime yet (created, no reload since) is no drift.
-        if live.running and runtime is not None and runtime != current:
-            differing = [key for key, value in current.as_dict().items() if runtime.as_dict()[key] != value]
-            permanent_part = {key: current.as_dict()[key] for key in differing}
-            runtime_part = {key: runtime.as_dict()[key] for key in differing}
-            sides = {"permanent": Side(permanent_part, permanent_part), "runtime": Side(runtime_part, permanent_part)}
-            changes.append(Change(self.name, "zone", zone, "update", runtime_part, permanent_part, (DRIFT,), sides,
-                                  extra=extra))
+            permanent, at_runtime, after = (set(getattr(state, name)) for state in (current, runtime, wanted))
+            for item in sorted(permanent | at_runtime | after):
+                if (item in permanent) == (item in after) and (item in at_runtime) == (item in after):
+                    continue
+                before = item if item in permanent or item in at_runtime else None
+                value = item if item in after else None
+                action: Literal["add", "update", "remove"] = "add" if before is None else "remove" if value is None else "update"
+                notes = (DRIFT,) if (item in permanent) == (item in after) else ()
+                sides = self._sides(live, item if item in permanent else None, item if item in at_runtime else None, value)
+                changes.append(Change(self.name, name.removesuffix("s"), f"{zone} {item}", action, before, value, notes,
+                                      sides, extra=extra))
         return changes
 
     def _operations(self, spec: FirewalldSpec, live: FirewalldLive) -> list[Operation]:
