@@ -168,3 +168,24 @@ def test_bad_baselines_are_refused_naming_line_and_key(test_host: TestHost, case
     result = test_host.converge("validate", str(case))
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: {case}:{expect}"), result.stderr
+
+
+def test_an_exclusive_zone_with_a_forward_port_converges_and_keeps_it(test_host: TestHost, tmp_path: Path) -> None:
+    """Issue 16, defect 1: forward ports were read as rich rules, so an exclusive zone planned
+    `--remove-rich-rule=port=...`, which firewalld refuses: every apply failed and rolled back."""
+    start_firewalld(test_host)
+    forward = "port=7496:proto=tcp:toport=7496:toaddr=192.168.56.1"
+    for option in (f"--add-forward-port={forward}", "--add-masquerade"):
+        test_host.run(["firewall-cmd", "--permanent", "--zone=public", option])
+    test_host.run(["firewall-cmd", "--reload"])
+    baseline = _baseline(tmp_path, '[firewalld.zones.public]\nservices = ["ssh", "https"]\nexclusive = true\n')
+    plan = test_host.converge("plan", baseline, "--json")
+    report = json.loads(plan.stdout)["hosts"][0]
+    assert [(c["action"], c["resource"]) for c in report["changes"]] == [
+        ("remove", "service:public dhcpv6-client"), ("add", "service:public https")]
+    assert report["warnings"] == ["firewalld: zone public: masquerade, forward-ports set, not managed by converge "
+                                  "(left as they are)"]
+    apply = test_host.converge("apply", baseline, "--yes")
+    assert apply.returncode == 0, apply.stdout + apply.stderr
+    assert forward in test_host.run(["firewall-cmd", "--zone=public", "--list-forward-ports"]).stdout
+    assert test_host.converge("plan", baseline).returncode == 0

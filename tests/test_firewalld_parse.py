@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from converge.providers.firewalld.parse import (
     parse_rich_rule,
     parse_services,
     parse_zones,
+    unmanaged_settings,
 )
 from converge.providers.firewalld.provider import FirewalldLive, admits, zone_calls
 from converge.providers.firewalld.spec import FirewalldSpec
@@ -34,7 +36,9 @@ def test_zones_of_list_all_zones() -> None:
     zones = parse_zones(_text("permanent-zones.txt"))
     assert set(zones) == {"block", "dmz", "drop", "external", "home", "internal", "public", "trusted", "work"}
     assert zones["block"].target == "REJECT"  # printed as %%REJECT%%
-    assert zones["public"] == Zone(
+    assert dict(zones["public"].unmanaged) == {"icmp-block-inversion": "no", "protocols": "", "forward": "yes",
+                                               "masquerade": "no", "forward-ports": "", "source-ports": "", "icmp-blocks": ""}
+    assert replace(zones["public"], unmanaged=()) == Zone(
         target="ACCEPT", services=("dhcpv6-client", "https", "imap", "ssh"), ports=(),
         rich_rules=('rule family="ipv4" source address="192.0.2.0/24" service name="ssh" accept',
                     'rule family="ipv6" source address="2001:db8::/32" port port="80" protocol="tcp" reject'),
@@ -201,3 +205,25 @@ def test_ports_and_sources_are_written_as_firewalld_prints_them() -> None:
 def test_bad_zone_values_are_refused_at_load_time(zone: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         FirewalldSpec.model_validate({"zones": {"public": zone}})
+
+
+def test_forward_ports_and_other_unmanaged_settings_are_not_rich_rules() -> None:
+    """Issue 16, defect 1: `--list-all-zones` prints forward ports tab-indented under `forward-ports:`,
+    as it does rich rules. Output of firewalld 1.3.3's firewall-offline-cmd in a test host after
+    --add-forward-port (twice), --add-masquerade, --add-source-port, --add-icmp-block, --add-protocol."""
+    zones = parse_zones(_text("forward-zones.txt"))
+    assert zones["public"].rich_rules == ('rule family="ipv4" source address="192.0.2.0/24" service name="ssh" accept',)
+    assert dict(zones["public"].unmanaged)["forward-ports"] == (
+        "port=7496:proto=tcp:toport=7496:toaddr=192.168.56.1 port=2222:proto=tcp:toport=22:toaddr=")
+    assert unmanaged_settings(zones)["public"] == ["protocols", "masquerade", "forward-ports", "source-ports", "icmp-blocks"]
+    live = FirewalldLive(False, "public", zones, None, None, _services(), {"/etc/firewalld/firewalld.conf": ""},
+                         unmanaged_settings(zones))
+    spec = FirewalldSpec.model_validate({"zones": {"public": {"services": ["ssh"], "exclusive": True}}})
+    plan = FirewalldProvider().diff(spec, live)
+    assert [(c.action, c.resource) for c in plan.changes] == [
+        ("remove", "service:public dhcpv6-client"),
+        ("remove", 'rich_rule:public rule family="ipv4" source address="192.0.2.0/24" service name="ssh" accept'),
+    ]
+    assert FirewalldProvider().warnings(spec, live) == [
+        "firewalld: zone public: protocols, masquerade, forward-ports, source-ports, icmp-blocks set, not managed by "
+        "converge (left as they are)"]

@@ -123,7 +123,7 @@ class FirewalldProvider(Provider[FirewalldSpec, FirewalldLive]):
             running, output_or_raise(facts, PERMANENT_DEFAULT).strip(), permanent,
             output_or_raise(facts, RUNTIME_DEFAULT).strip() if running else None,
             parse_zones(output_or_raise(facts, RUNTIME_ZONES), " ".join(RUNTIME_ZONES)) if running else None,
-            services, files, unmanaged_settings(permanent_output),
+            services, files, unmanaged_settings(permanent),
         )
 
     # --- diff: changes and operations --------------------------------------------------------
@@ -200,6 +200,14 @@ class FirewalldProvider(Provider[FirewalldSpec, FirewalldLive]):
         assert isinstance(first, Run)
         operations[0] = Run(first.argv, first.input, first.says, first.fails_on, undo)
         return operations
+
+    # --- warnings ----------------------------------------------------------------------------
+
+    def warnings(self, spec: FirewalldSpec, live: FirewalldLive) -> list[str]:
+        """Settings of a declared zone that a baseline cannot express (forward ports, masquerade, ...):
+        never changed, not even by `exclusive`; said so the admin knows the zone does more."""
+        return [f"firewalld: zone {zone}: {', '.join(live.unmanaged[zone])} set, not managed by converge (left as they are)"
+                for zone in spec.zones if live.unmanaged.get(zone)]
 
     # --- guard (ConnectionGuard) -------------------------------------------------------------
 
