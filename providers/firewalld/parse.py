@@ -196,9 +196,10 @@ def network_contains(network: str, source: str) -> bool:
 
 
 # Settings of a zone converge does not manage, with the value firewalld's own zones mostly have
-# (a zone whose value differs has something converge would neither capture nor keep).
-UNMANAGED_DEFAULTS = {"icmp-block-inversion": "no", "protocols": "", "forward": "yes", "masquerade": "no",
-                      "forward-ports": "", "source-ports": "", "icmp-blocks": ""}
+# (a zone whose value differs has something converge would neither capture nor keep). `forward`
+# is left out: yes in firewalld's own zones, no in a zone made with --new-zone.
+UNMANAGED_DEFAULTS = {"icmp-block-inversion": "no", "protocols": "", "masquerade": "no", "forward-ports": "",
+                      "source-ports": "", "icmp-blocks": ""}
 
 
 def unmanaged_settings(zones: dict[str, Zone]) -> dict[str, list[str]]:
