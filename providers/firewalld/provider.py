@@ -219,6 +219,11 @@ class FirewalldProvider(Provider[FirewalldSpec, FirewalldLive]):
         return (f"the new firewalld state would block converge's own SSH connection from {connection.client} to port "
                 f"{connection.port} (zone {', '.join(refusing)} does not admit it)")
 
+    def admits(self, spec: FirewalldSpec, live: FirewalldLive, source: str, port: int, proto: str = "tcp") -> bool:
+        """TRANSITIONAL: what converge.safeguard.Firewall asks today; remove once the engine asks
+        `lockout` (until then a provider without it would silently lose lockout protection)."""
+        return admits(spec, live, source, port, proto)
+
     def state_paths(self) -> list[str]:
         """firewalld's whole persistent configuration lives under /etc/firewalld."""
         return [CONFIG_DIR]

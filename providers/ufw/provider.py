@@ -257,6 +257,11 @@ class UfwProvider(Provider[UfwSpec, UfwLive]):
         return (f"the new ufw state would block converge's own SSH connection from {connection.client} to port "
                 f"{connection.port} ({why})")
 
+    def admits(self, spec: UfwSpec, live: UfwLive, source: str, port: int, proto: str = "tcp") -> bool:
+        """TRANSITIONAL: what converge.safeguard.Firewall asks today; remove once the engine asks
+        `lockout` (until then a provider without it would silently lose lockout protection)."""
+        return admits(spec, live, source, port, proto)
+
     def state_paths(self) -> list[str]:
         """Everything that holds ufw's persistent state: its directory and the defaults file."""
         return ["/etc/ufw", UFW_DEFAULTS]
