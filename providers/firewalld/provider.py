@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from converge.provider import (
@@ -196,9 +196,7 @@ class FirewalldProvider(Provider[FirewalldSpec, FirewalldLive]):
         if not operations:
             return []
         undo = (*(restore(path, live.files.get(path)) for path in touched), *reload)
-        first = operations[0]
-        assert isinstance(first, Run)
-        operations[0] = Run(first.argv, first.input, first.says, first.fails_on, undo)
+        operations[0] = replace(operations[0], undo=undo)
         return operations
 
     # --- warnings ----------------------------------------------------------------------------

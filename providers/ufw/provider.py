@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from converge.provider import (
@@ -242,9 +242,7 @@ class UfwProvider(Provider[UfwSpec, UfwLive]):
         # then the kernel's rules made to match them, as at boot (the watchdog does the same).
         undo = (*(restore(path, live.files.get(path), 0o640 if path in USER_RULES.values() else 0o644) for path in WRITTEN),
                 *(Run(tuple(argv)) for argv in self.reactivate_argv()))
-        first = operations[0]
-        assert isinstance(first, Run)
-        operations[0] = Run(first.argv, first.input, first.says, first.fails_on, undo)
+        operations[0] = replace(operations[0], undo=undo)
         return operations
 
     # --- guard (ConnectionGuard) -------------------------------------------------------------
