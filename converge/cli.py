@@ -7,6 +7,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,16 +16,20 @@ import click
 
 from converge import __version__
 from converge.baseline import Baseline, load_baseline
-from converge.engine import ApplyOptions, HostRun, Job, apply_fleet, capture_host, close_all, plan_fleet
+from converge.engine import ApplyOptions, HostRun, Job, LockRequest, apply_fleet, capture_host, close_all, plan_fleet
 from converge.errors import ConvergeError
 from converge.hosts import ConnectOptions, Host, connect
+from converge.hosts.lock import holder_description
 from converge.inventory import limit_hosts, load_inventory
-from converge.plan import HostPlan, plan_exit_code, render_json, render_text
+from converge.plan import HostPlan, plan_exit_code, render_text
 from converge.registry import Registry
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
 baseline_argument = click.argument("baseline", type=click.Path(path_type=Path, dir_okay=False), required=False)
+# apply also takes a saved plan (recognised by its content) where plan takes a baseline.
+baseline_or_plan_argument = click.argument("baseline", metavar="[BASELINE | PLANFILE]",
+                                           type=click.Path(path_type=Path, dir_okay=False), required=False)
 
 
 def fleet_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -33,7 +38,8 @@ def fleet_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-H", "--host", "targets", multiple=True, metavar="TARGET",
                      help="Host to reach: local (default), ssh://[user@]host[:port] or user@host[:port]. Repeatable."),
         click.option("-i", "--inventory", type=click.Path(path_type=Path, dir_okay=False), help="Inventory file of hosts."),
-        click.option("--limit", multiple=True, metavar="PATTERN", help="Only inventory hosts or groups matching (glob)."),
+        click.option("--limit", multiple=True, metavar="PATTERN", shell_complete=_complete_limit,
+                     help="Only inventory hosts or groups matching (glob)."),
         click.option("--forks", type=click.IntRange(1, 500), default=20, show_default=True, help="Hosts handled at once."),
     ]
     for option in reversed(options):
@@ -63,8 +69,65 @@ def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return decorated
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (SPEC section 4).")
-only_option = click.option("--only", multiple=True, metavar="PROVIDER", help="Plan only these providers' tables.")
+def report_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--format, --json (short for --format json) and --report, handed on as one `output`."""
+
+    @functools.wraps(command)
+    def wrapper(*, as_json: bool, output_format: str | None, report: Path | None, **rest: Any) -> Any:
+        if as_json and output_format not in (None, "json"):
+            raise click.UsageError("--json is --format json: give one of them")
+        return command(output=Output("json" if as_json else output_format or "text", report), **rest)
+
+    from converge.reports import FORMATS
+
+    options = [
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (SPEC section 4): --format json."),
+        click.option("--format", "output_format", type=click.Choice(FORMATS), help="Output format (default text)."),
+        click.option("--report", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+                     help="Write the report in --format to FILE; the terminal keeps the text view."),
+    ]
+    decorated: Callable[..., Any] = wrapper
+    for option in reversed(options):
+        decorated = option(decorated)
+    return decorated
+
+
+@dataclass(frozen=True)
+class Output:
+    format: str
+    report: Path | None
+
+    @property
+    def terminal(self) -> str:
+        """What stdout shows: the text view when the report goes to a file."""
+        return "text" if self.report else self.format
+
+    def write_report(self, plans: Sequence[HostPlan]) -> None:
+        if self.report:
+            from converge.reports import RENDERERS
+
+            self.report.write_text(RENDERERS[self.format](plans), encoding="utf-8")
+            click.echo(f"wrote the {self.format} report to {self.report}", err=True)
+
+def _complete_providers(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    return [name for name in Registry().names() if name.startswith(incomplete)]
+
+
+def _complete_limit(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Host and group names of the inventory given with -i (nothing without one)."""
+    inventory = ctx.params.get("inventory")
+    if not inventory:
+        return []
+    try:
+        entries = load_inventory(Path(inventory))
+    except ConvergeError:
+        return []
+    names = dict.fromkeys([*(entry.name for entry in entries), *(group for entry in entries for group in entry.groups)])
+    return [name for name in names if name.startswith(incomplete)]
+
+
+only_option = click.option("--only", multiple=True, metavar="PROVIDER", shell_complete=_complete_providers,
+                           help="Plan only these providers' tables.")
 
 
 def _use_color() -> bool:
@@ -123,20 +186,39 @@ def _check_only(only: Sequence[str], registry: Registry) -> None:
 
 
 def _plan_all(jobs: Sequence[Job], only: Sequence[str], options: ConnectOptions, forks: int,
-              registry: Registry) -> list[HostRun]:
+              registry: Registry, *, lock: LockRequest | None = None) -> list[HostRun]:
     progress = _Progress("planning", len(jobs))
     try:
-        return plan_fleet(jobs, registry, only=only, options=options, forks=forks, on_done=progress)
+        return plan_fleet(jobs, registry, only=only, options=options, forks=forks, on_done=progress, lock=lock)
     finally:
         progress.finish()
 
 
-def _show(plans: Sequence[HostPlan], as_json: bool) -> None:
-    if as_json:
-        click.echo(render_json(plans))
-    else:
+def savedplan_file(path: Path) -> bool:
+    from converge.savedplan import is_saved_plan
+
+    return is_saved_plan(path)
+
+
+def _recheck_saved(path: Path, options: ConnectOptions, forks: int, registry: Registry, lock: LockRequest) -> list[HostRun]:
+    from converge import savedplan
+
+    saved = savedplan.load(path, registry)
+    progress = _Progress("re-reading", len(saved.hosts))
+    try:
+        return savedplan.recheck_fleet(saved, registry, options=options, lock=lock, forks=forks, on_done=progress)
+    finally:
+        progress.finish()
+
+
+def _show(plans: Sequence[HostPlan], output_format: str) -> None:
+    if output_format == "text":
         color = _use_color()
         click.echo(render_text(plans, color=color), color=color)
+    else:
+        from converge.reports import RENDERERS
+
+        click.echo(RENDERERS[output_format](plans), nl=False)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -154,10 +236,17 @@ def _with_fleet(command: Callable[..., int]) -> Callable[..., int]:
                 forks: int, options: ConnectOptions, only: tuple[str, ...], **rest: Any) -> int:
         registry = Registry()
         _check_only(only, registry)
-        jobs = _jobs(baseline, targets, inventory, limit, registry)
-        runs = _plan_all(jobs, only, options, forks, registry)
+        lock_timeout = rest.pop("lock_timeout", None)
+        lock = LockRequest(holder_description(), lock_timeout) if lock_timeout is not None else None
+        if baseline is not None and lock is not None and savedplan_file(baseline):
+            if targets or inventory or limit or only:
+                raise click.UsageError("a saved plan names its hosts and providers: give PLANFILE alone")
+            runs = _recheck_saved(baseline, options, forks, registry, lock)
+        else:
+            jobs = _jobs(baseline, targets, inventory, limit, registry)
+            runs = _plan_all(jobs, only, options, forks, registry, lock=lock)
         try:
-            return command(runs=runs, registry=registry, forks=forks, **rest)
+            return command(runs=runs, registry=registry, forks=forks, only=only, **rest)
         finally:
             close_all(runs)
 
@@ -167,32 +256,44 @@ def _with_fleet(command: Callable[..., int]) -> Callable[..., int]:
 @cli.command()
 @baseline_argument
 @fleet_options
-@json_option
+@report_options
 @only_option
+@click.option("-o", "--out", "plan_file", type=click.Path(path_type=Path, dir_okay=False), metavar="PLANFILE",
+              help="Also save the plan here, for `converge apply PLANFILE`.")
 @_with_fleet
-def plan(*, runs: list[HostRun], registry: Registry, forks: int, as_json: bool) -> int:
+def plan(*, runs: list[HostRun], registry: Registry, forks: int, output: Output, only: tuple[str, ...],
+         plan_file: Path | None) -> int:
     """Show what apply would change; change nothing. Exit 0 in sync, 2 changes pending, 1 error."""
     plans = [run.plan for run in runs]
-    _show(plans, as_json)
+    _show(plans, output.terminal)
+    output.write_report(plans)
+    if plan_file:
+        from converge import savedplan
+
+        savedplan.save(plan_file, runs, only)
+        click.echo(f"Saved the plan to {plan_file}; apply exactly it with: converge apply {plan_file}", err=True)
     return plan_exit_code(plans)
 
 
 @cli.command()
-@baseline_argument
+@baseline_or_plan_argument
 @fleet_options
-@json_option
+@report_options
 @only_option
 @click.option("--yes", "-y", is_flag=True, help="Apply without asking for confirmation.")
 @click.option("--allow-lockout", is_flag=True, help="Apply firewall changes even if they would block converge's SSH connection.")
 @click.option("--confirm-timeout", type=click.FloatRange(1), default=60.0, show_default=True, metavar="SECONDS",
               help="Roll firewall changes back unless a new SSH connection confirms them within this time.")
+@click.option("--lock-timeout", type=click.FloatRange(0), default=0.0, show_default=True, metavar="SECONDS",
+              help="Wait this long for another apply's lock on a host instead of refusing at once.")
 @_with_fleet
-def apply(*, runs: list[HostRun], registry: Registry, forks: int, as_json: bool, yes: bool, allow_lockout: bool,
-          confirm_timeout: float) -> int:
-    """Plan, confirm, apply, then re-read each host and verify it converged. Exit 0 when all did."""
+def apply(*, runs: list[HostRun], registry: Registry, forks: int, only: tuple[str, ...], output: Output, yes: bool,
+          allow_lockout: bool, confirm_timeout: float) -> int:
+    """Plan (or re-check a saved PLANFILE), confirm, apply, then re-read each host and verify it
+    converged. Each host is locked from its read to its verification. Exit 0 when all converged."""
     plans = [run.plan for run in runs]
-    if not as_json:
-        _show(plans, as_json=False)
+    if output.terminal == "text":
+        _show(plans, "text")
     if any(plan.changes for plan in plans if not plan.errors) and not yes:
         if not sys.stdin.isatty():
             raise ConvergeError("not applying: no terminal to confirm on; pass --yes to apply without asking")
@@ -205,8 +306,9 @@ def apply(*, runs: list[HostRun], registry: Registry, forks: int, as_json: bool,
         results = apply_fleet(runs, registry, options=options, forks=forks, on_done=progress)
     finally:
         progress.finish()
-    if as_json:
-        click.echo(render_json(results))
+    output.write_report(results)
+    if output.terminal != "text":
+        _show(results, output.terminal)
     else:
         for result in results:
             for line in result.applied:
@@ -308,6 +410,10 @@ def diff(*, left: str, right: str, only: tuple[str, ...], options: ConnectOption
 
     registry = Registry()
     _check_only(only, registry)
+    # A baseline declares what it cares about: against a host, only its tables are compared.
+    files = [load_baseline(Path(source), registry) for source in (left, right) if Path(source).is_file()]
+    if len(files) == 1 and not only:
+        only = tuple(files[0].tables)
     states = [_state_of(source, only, options, registry) for source in (left, right)]
     click.echo(f"--- {left}\n+++ {right}")
     differs = False
@@ -320,6 +426,55 @@ def diff(*, left: str, right: str, only: tuple[str, ...], options: ConnectOption
     if not differs:
         click.echo("no differences")
     return EXIT_CHANGES if differs else EXIT_OK
+
+
+@cli.command()
+@click.option("--repo", required=True, metavar="URL", help="The git repository of baselines (any URL git fetches).")
+@click.option("--ref", default="main", show_default=True, help="The branch or ref to apply.")
+@click.option("--inventory", metavar="FILE", help="Inventory in the repository; this host's entry names its baseline.")
+@click.option("--baseline", "baseline_path", metavar="PATH", help="Baseline in the repository (instead of --inventory).")
+@click.option("--plan/--apply", "plan_only", default=True, help="Only plan (default), or apply.")
+@click.option("--allowed-signers", type=click.Path(path_type=Path, dir_okay=False, exists=True), metavar="FILE",
+              help="ssh-keygen allowed-signers file: only commits signed by these keys are applied.")
+@click.option("--report", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+              help="Write the run's JSON record here (the previous ones kept as FILE.1, FILE.2, ...).")
+@click.option("--metrics", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+              help="Write Prometheus metrics here (node_exporter textfile collector).")
+@click.option("--name", help="This host's name in the inventory (default: its host name).")
+@click.option("--allow-rewind", is_flag=True, help="Apply a commit that does not descend from the last one applied.")
+@click.option("--deploy-key", type=click.Path(path_type=Path, dir_okay=False, exists=True), metavar="PATH",
+              help="SSH private key git uses to fetch the repository.")
+@click.option("--checkout", type=click.Path(path_type=Path, file_okay=False), default=Path("/var/lib/converge/pull/repo"),
+              show_default=True, help="converge's own checkout of the repository.")
+def pull(*, repo: str, ref: str, inventory: str | None, baseline_path: str | None, plan_only: bool,
+         allowed_signers: Path | None, report: Path | None, metrics: Path | None, name: str | None, allow_rewind: bool,
+         deploy_key: Path | None, checkout: Path) -> int:
+    """Run on a host: fetch baselines from git, verify the commit's signature, plan or apply this
+    host's baseline locally. Exit codes as plan (--plan) and apply (--apply)."""
+    from converge.pull import PullOptions, run_pull
+
+    if bool(inventory) == bool(baseline_path):
+        raise click.UsageError("give exactly one of --inventory and --baseline")
+    options = PullOptions(repo, ref, inventory, baseline_path, not plan_only, allowed_signers, report, metrics, name,
+                          allow_rewind, deploy_key, checkout, checkout.parent / "state.json")
+    result = run_pull(options, Registry())
+    if result.plans:
+        _show(result.plans, "text")
+    where = f"commit {result.commit[:12]}" if result.commit else repo
+    click.echo(f"pull: {result.result} ({where}" + (f", signed by {result.signer})" if result.signer else ")")
+               + (f": {result.reason}" if result.reason and result.result in ("refused", "failed") else ""), err=True)
+    return result.exit_code
+
+
+@cli.command()
+def schema() -> int:
+    """Print a JSON Schema (2020-12) of the baseline format for the installed providers."""
+    import json
+
+    from converge.schema import baseline_schema
+
+    click.echo(json.dumps(baseline_schema(Registry()), indent=2))
+    return EXIT_OK
 
 
 @cli.command()

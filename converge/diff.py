@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
-
-from converge.plan import Change
 
 
 def describe_difference(before: Any, after: Any) -> str:
@@ -25,22 +22,3 @@ def describe_difference(before: Any, after: Any) -> str:
             else:
                 lines.append(f"~ {path}: {level.t1!r} -> {level.t2!r}")
     return "\n".join(sorted(lines, key=lambda line: line[2:]))
-
-
-def keyed_changes(
-    provider: str, live: Mapping[str, Any], desired: Mapping[str, Any], *, remove_undeclared: bool
-) -> list[Change]:
-    """Changes turning `live` into `desired`, resources keyed by name, in the desired order.
-
-    Resources present live but not desired are removed only when `remove_undeclared`.
-    """
-    changes = []
-    for name, wanted in desired.items():
-        if name not in live:
-            changes.append(Change(provider, name, "add", None, wanted))
-        elif live[name] != wanted:
-            detail = describe_difference(live[name], wanted) if isinstance(wanted, Mapping | list) else None
-            changes.append(Change(provider, name, "update", live[name], wanted, detail=detail))
-    if remove_undeclared:
-        changes += [Change(provider, name, "remove", value, None) for name, value in live.items() if name not in desired]
-    return changes

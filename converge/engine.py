@@ -1,7 +1,13 @@
-"""Plan and apply one host: gather, diff, apply exactly the planned changes, re-read, verify."""
+"""Plan and apply hosts: gather, diff, apply exactly the planned operations, re-read, verify.
+
+A host's run reads like its jobs: `plan_host` (one batch of reads, every provider's plan),
+`check_lockout` (refuse what would cut converge off), `apply_operations` (each provider's plan in
+apply order, guarded ones under a watchdog), `verify` (read again, compare with the baseline).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -11,12 +17,12 @@ from typing import Any
 from converge.baseline import Baseline, ProviderTable
 from converge.errors import ConvergeError
 from converge.hosts import ConnectOptions, Host, connect
+from converge.operations import from_json, to_json
 from converge.plan import Change, HostPlan, Skipped
-from converge.operations import to_json
 from converge.provider import Captured, Capturing, ConnectionGuard, Provider, ProviderPlan
-from converge.reads import Read
+from converge.reads import Facts, Read, describe_read
 from converge.registry import Registry
-from converge.safeguard import Firewall, Watchdog, lockout_problem
+from converge.safeguard import Watchdog, lockout_problem
 
 # How long after the watchdog fires converge waits for it to record the restore.
 ROLLBACK_GRACE_SECONDS = 30.0
@@ -26,7 +32,7 @@ ROLLBACK_GRACE_SECONDS = 30.0
 class ProviderRun:
     """One provider's part of a host's plan, with the live state it was computed from."""
 
-    provider: Provider
+    provider: Provider[Any, Any]
     table: ProviderTable
     live: Any
     plan: ProviderPlan
@@ -34,19 +40,28 @@ class ProviderRun:
 
 @dataclass
 class HostRun:
-    """A host's plan together with what applying it needs (the live state it was made from)."""
+    """A host's plan together with what applying it needs: the live state and the reads it came from."""
 
     host: Host | None  # None when it could not be reached
     baseline: Baseline
     only: Collection[str]
     plan: HostPlan
     provider_plans: list[ProviderRun] = field(default_factory=list)
+    facts: Facts | None = None
 
 
 @dataclass(frozen=True)
 class ApplyOptions:
     allow_lockout: bool = False
     confirm_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class LockRequest:
+    """Take each host's apply lock before reading it (apply); `wait` seconds for another holder."""
+
+    holder: str
+    wait: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -62,19 +77,46 @@ def _selected(baseline: Baseline, only: Collection[str]) -> list[tuple[str, Prov
     return [(name, table) for name, table in baseline.tables.items() if not only or name in only]
 
 
+def _in_apply_order(provider_runs: Sequence[ProviderRun]) -> list[ProviderRun]:
+    return sorted(provider_runs, key=lambda p: p.provider.apply_order)
+
+
+def host_reads(baseline: Baseline, registry: Registry, only: Collection[str] = ()) -> list[Read]:
+    """Every read a plan of `baseline` gathers, presence reads included."""
+    reads: list[Read] = []
+    for name, table in _selected(baseline, only):
+        provider = registry.get(name)
+        reads += [*provider.presence_reads(), *provider.reads(table.spec)]
+    return list(dict.fromkeys(reads))
+
+
+def new_host_plan(name: str, target: str, baseline: Baseline, only: Collection[str] = ()) -> HostPlan:
+    return HostPlan(name, target, providers=[name for name, _ in _selected(baseline, only)],
+                    baseline=(baseline.name, baseline_digest(baseline)))
+
+
+def baseline_digest(baseline: Baseline) -> str:
+    digest = hashlib.sha256()
+    for path in baseline.files:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def plan_host(host: Host, baseline: Baseline, registry: Registry, only: Collection[str] = ()) -> HostRun:
     """Read the host once for every provider of the baseline and diff it; never changes the host."""
-    run = HostRun(host, baseline, only, HostPlan(host.name, host.target))
-    selected = [(registry.get(name), table) for name, table in _selected(baseline, only)]
-    reads: list[Read] = []
-    for provider, table in selected:
-        reads += [*provider.presence_reads(), *provider.reads(table.spec)]
+    run = HostRun(host, baseline, only, new_host_plan(host.name, host.target, baseline, only))
     try:
-        facts = host.gather(reads)
+        facts = host.gather(host_reads(baseline, registry, only))
     except ConvergeError as error:
         run.plan.errors.append(str(error))
         return run
-    for provider, table in selected:
+    return plan_from_facts(run, facts, registry)
+
+
+def plan_from_facts(run: HostRun, facts: Facts, registry: Registry) -> HostRun:
+    run.facts = facts
+    for name, table in _selected(run.baseline, run.only):
+        provider = registry.get(name)
         try:
             reason = provider.absent(facts)
             if reason:
@@ -84,7 +126,7 @@ def plan_host(host: Host, baseline: Baseline, registry: Registry, only: Collecti
                     run.plan.skipped.append(Skipped(provider.name, reason))
                 continue
             live = provider.live(table.spec, facts)
-            provider_plan = _provider_plan(provider.diff(table.spec, live))
+            provider_plan = provider.diff(table.spec, live)
             run.plan.warnings += provider.warnings(table.spec, live)
         except ConvergeError as error:
             run.plan.errors.append(f"{provider.name}: {error}")
@@ -96,107 +138,136 @@ def plan_host(host: Host, baseline: Baseline, registry: Registry, only: Collecti
     return run
 
 
-def _provider_plan(result: ProviderPlan | list[Change]) -> ProviderPlan:
-    # TRANSITIONAL: providers not yet converted return bare changes (removed once all are).
-    if isinstance(result, ProviderPlan):
-        return result
-    legacy = ProviderPlan(list(result), [])
-    legacy.legacy = True  # type: ignore[attr-defined]
-    return legacy
+def changed_reads(facts: Facts, fingerprints: dict[Read, str]) -> list[str]:
+    """The reads whose answers differ from `fingerprints` (a saved plan's), as people name them."""
+    return [describe_read(read) for read, digest in fingerprints.items() if facts.fingerprint(read) != digest]
 
 
-def _in_apply_order(provider_runs: Sequence[ProviderRun]) -> list[ProviderRun]:
-    return sorted(provider_runs, key=lambda p: p.provider.apply_order)
+def replan_saved(run: HostRun, facts: Facts, registry: Registry, saved: dict[str, tuple[list[Change], list[dict[str, Any]]]]
+                 ) -> HostRun:
+    """A host run from a saved plan, re-read under the lock (`facts`, equal to the plan's): the
+    providers' live state comes from these reads, and their plans are exactly the saved ones."""
+    run.facts = facts
+    for name, table in _selected(run.baseline, run.only):
+        if name not in saved:
+            continue
+        provider = registry.get(name)
+        changes, operations = saved[name]
+        live = provider.live(table.spec, facts)
+        run.provider_plans.append(ProviderRun(provider, table, live, ProviderPlan(changes, [from_json(op) for op in operations])))
+        run.plan.changes += changes
+    for provider_run in _in_apply_order(run.provider_plans):
+        run.plan.operations += [(provider_run.provider.name, to_json(op)) for op in provider_run.plan.operations]
+    return run
+
+
+def check_lockout(run: HostRun, pending: Sequence[ProviderRun]) -> None:
+    """Refuse a guarded change that would cut converge's own connection to the host."""
+    guarded = [p for p in pending if isinstance(p.provider, ConnectionGuard)]
+    assert run.host is not None
+    connection = run.host.connection() if guarded else None
+    for provider_run in guarded:
+        assert isinstance(provider_run.provider, ConnectionGuard)
+        problem = lockout_problem(provider_run.provider, provider_run.table.spec, provider_run.live, connection)
+        if problem:
+            raise ConvergeError(f"{provider_run.provider.name}: {problem}")
+
+
+def apply_operations(run: HostRun, pending: Sequence[ProviderRun], options: ApplyOptions) -> bool:
+    """Apply each provider's plan in order; the first that fails stops the host (later providers
+    may rely on it). Over a connection, a guarded provider applies under its own watchdog, confirmed
+    right after it, before any slower provider runs on the watchdog's clock. False: rolled back."""
+    assert run.host is not None
+    host, plan = run.host, run.plan
+    remote = host.connection() is not None if any(isinstance(p.provider, ConnectionGuard) for p in pending) else False
+    for provider_run in pending:
+        provider = provider_run.provider
+        watchdog = None
+        if remote and isinstance(provider, ConnectionGuard):
+            watchdog = Watchdog(host, provider, options.confirm_timeout, provider.name)
+            watchdog.arm()
+        try:
+            done = provider.apply(host, provider_run.plan)
+        except ConvergeError as error:
+            if watchdog:
+                watchdog.roll_back_now()
+                plan.applied.append(f"{provider.name}: previous state restored")
+            raise ConvergeError(f"{provider.name}: apply failed: {error}") from error
+        plan.applied += [f"{provider.name}: {line}" for line in done]
+        if watchdog and not _confirmed(watchdog, plan, provider.name):
+            return False
+    return True
+
+
+def verify(run: HostRun, registry: Registry) -> None:
+    """Read the host again: converged when a new plan has no changes."""
+    assert run.host is not None
+    after = plan_host(run.host, run.baseline, registry, run.only).plan
+    run.plan.errors += [f"after apply: {error}" for error in after.errors]
+    if after.changes:
+        still = ", ".join(f"{change.provider} {change.resource}" for change in after.changes)
+        run.plan.errors.append(f"did not converge; still differing: {still}")
 
 
 def apply_host(run: HostRun, registry: Registry, options: ApplyOptions = ApplyOptions()) -> HostPlan:
-    """Apply a planned host, then re-read it and record whether it converged.
-
-    A host whose plan failed is not touched. The first provider that fails stops the host:
-    later providers may rely on what it was to do. Firewall changes over a connection are checked
-    for lockout and applied under a commit-confirm watchdog.
-    """
+    """Apply a planned host, then re-read it and record whether it converged. A host whose plan
+    failed is not touched."""
     plan = run.plan
     if plan.errors or run.host is None:
         plan.converged = False
         return plan
-    if not plan.changes:
-        plan.converged = True  # the plan was just read; nothing to re-read
+    pending = [p for p in _in_apply_order(run.provider_plans) if p.plan.operations]
+    if not pending:
+        plan.converged = not plan.changes  # the plan was just read; nothing to re-read
+        if plan.changes:
+            plan.errors.append("changes planned but no operation to carry them out")
         return plan
-    host = run.host
-    pending = [p for p in _in_apply_order(run.provider_plans) if p.plan.changes or p.plan.operations]
-    firewalls = [p for p in pending if isinstance(p.provider, Firewall)]
-    watchdog = None
     try:
-        endpoint = host.connection_endpoint() if firewalls else None
-        if endpoint and not options.allow_lockout:
-            for provider_plan in firewalls:
-                problem = lockout_problem(provider_plan.provider, provider_plan.table.spec, provider_plan.live, endpoint)
-                if problem:
-                    raise ConvergeError(f"{provider_plan.provider.name}: {problem}")
-        for provider_plan in pending:
-            provider = provider_plan.provider
-            if endpoint and watchdog is None and provider_plan in firewalls:
-                watchdog = Watchdog(host, [p.provider for p in firewalls], options.confirm_timeout)
-                watchdog.arm()
-                armed_at = time.monotonic()
-            try:
-                if not getattr(provider_plan.plan, "legacy", False):
-                    done = provider.apply(host, provider_plan.plan)
-                else:  # TRANSITIONAL: an unconverted provider
-                    done = provider.apply(host, provider_plan.table.spec, provider_plan.live,  # type: ignore[call-arg]
-                                          provider_plan.plan.changes)
-            except ConvergeError as error:
-                if watchdog:
-                    watchdog.roll_back_now()
-                    plan.applied.append("firewall: previous state restored")
-                raise ConvergeError(f"{provider.name}: apply failed: {error}") from error
-            plan.applied += [f"{provider.name}: {line}" for line in done]
+        if not options.allow_lockout:
+            check_lockout(run, pending)
+        if not apply_operations(run, pending, options):
+            plan.converged = False
+            return plan
     except ConvergeError as error:
         plan.errors.append(str(error))
         plan.converged = False
         return plan
-    if watchdog and not _confirmed(watchdog, plan, armed_at):
-        plan.converged = False
-        return plan
-    after = plan_host(host, run.baseline, registry, run.only).plan
-    plan.errors += [f"after apply: {error}" for error in after.errors]
-    if after.changes:
-        still = ", ".join(f"{change.provider} {change.resource}" for change in after.changes)
-        plan.errors.append(f"did not converge; still differing: {still}")
+    verify(run, registry)
     plan.converged = not plan.errors
     return plan
 
 
-def _confirmed(watchdog: Watchdog, plan: HostPlan, armed_at: float) -> bool:
+def _confirmed(watchdog: Watchdog, plan: HostPlan, name: str) -> bool:
     """Confirm over a new connection; if that fails, wait for the rollback and check the host is back."""
     try:
-        watchdog.confirm()
+        if watchdog.confirm():
+            plan.applied.append(f"{name}: confirmed over a new connection; the watchdog is disarmed")
+            return True
+        plan.errors.append(f"{name}: the watchdog began restoring the previous state before the confirmation "
+                           f"arrived (--confirm-timeout {watchdog.timeout:g} s)")
     except ConvergeError as error:
         plan.errors.append(
-            f"a new connection failed after the firewall change ({error}); the host restores its previous "
-            f"firewall state {watchdog.timeout:g} s after the change"
+            f"{name}: a new connection failed after the change ({error}); the host restores its previous "
+            f"state {watchdog.timeout:g} s after the change"
         )
-        time.sleep(max(0.0, armed_at + watchdog.timeout - time.monotonic()))
-        # The restore itself takes a moment (a firewall reload): poll until it is recorded.
-        deadline = time.monotonic() + ROLLBACK_GRACE_SECONDS
-        last_error: ConvergeError | None = None
-        while time.monotonic() < deadline:
-            try:
-                if watchdog.rolled_back():
-                    plan.errors.append("rolled back: the host is reachable again")
-                    return False
-            except ConvergeError as again:
-                last_error = again
-            time.sleep(1.0)
-        plan.errors.append(f"no rollback recorded {ROLLBACK_GRACE_SECONDS:g} s after it was due"
-                           + (f"; still unreachable: {last_error}" if last_error else ""))
-        return False
-    plan.applied.append("firewall: confirmed over a new connection; rollback disarmed")
-    return True
+        time.sleep(watchdog.due_in())
+    # The restore itself takes a moment (a firewall reload): poll until it is recorded.
+    deadline = time.monotonic() + ROLLBACK_GRACE_SECONDS
+    last_error: ConvergeError | None = None
+    while time.monotonic() < deadline:
+        try:
+            if watchdog.rolled_back():
+                plan.errors.append("rolled back: the host is reachable again")
+                return False
+        except ConvergeError as again:
+            last_error = again
+        time.sleep(1.0)
+    plan.errors.append(f"no rollback recorded {ROLLBACK_GRACE_SECONDS:g} s after it was due"
+                       + (f"; still unreachable: {last_error}" if last_error else ""))
+    return False
 
 
-def _in_parallel(items: Sequence[Any], work: Callable[[Any], Any], forks: int) -> list[Any]:
+def in_parallel(items: Sequence[Any], work: Callable[[Any], Any], forks: int) -> list[Any]:
     if len(items) <= 1:
         return [work(item) for item in items]
     with ThreadPoolExecutor(max_workers=max(1, min(forks, len(items)))) as pool:
@@ -205,26 +276,33 @@ def _in_parallel(items: Sequence[Any], work: Callable[[Any], Any], forks: int) -
 
 def plan_fleet(
     jobs: Sequence[Job], registry: Registry, *, only: Collection[str] = (), options: ConnectOptions = ConnectOptions(),
-    forks: int = 20, on_done: Callable[[HostPlan], None] | None = None,
+    forks: int = 20, on_done: Callable[[HostPlan], None] | None = None, lock: LockRequest | None = None,
 ) -> list[HostRun]:
-    """Connect to and plan every host, `forks` at a time; one host's failure never stops another."""
+    """Connect to and plan every host, `forks` at a time; one host's failure never stops another.
+    With `lock`, each host's apply lock is taken before it is read, and held until it is closed."""
 
     def plan_one(job: Job) -> HostRun:
         try:
             host = connect(job.target, options, name=job.name)
         except ConvergeError as error:
-            run = HostRun(None, job.baseline, only, HostPlan(job.name or job.target, job.target, errors=[str(error)]))
+            run = HostRun(None, job.baseline, only, new_host_plan(job.name or job.target, job.target, job.baseline, only))
+            run.plan.errors.append(str(error))
         else:
             try:
+                if lock:
+                    host.lock(lock.holder, lock.wait)
                 run = plan_host(host, job.baseline, registry, only)
+            except ConvergeError as error:
+                run = HostRun(host, job.baseline, only, new_host_plan(host.name, host.target, job.baseline, only))
+                run.plan.errors.append(str(error))
             except Exception as error:  # a provider bug on one host must not stop the fleet
-                run = HostRun(host, job.baseline, only, HostPlan(host.name, host.target))
+                run = HostRun(host, job.baseline, only, new_host_plan(host.name, host.target, job.baseline, only))
                 run.plan.errors.append(f"internal error: {type(error).__name__}: {error}")
         if on_done:
             on_done(run.plan)
         return run
 
-    return _in_parallel(jobs, plan_one, forks)
+    return in_parallel(jobs, plan_one, forks)
 
 
 def apply_fleet(
@@ -242,7 +320,7 @@ def apply_fleet(
             on_done(plan)
         return plan
 
-    return _in_parallel(runs, apply_one, forks)
+    return in_parallel(runs, apply_one, forks)
 
 
 def close_all(runs: Sequence[HostRun]) -> None:
@@ -284,13 +362,21 @@ def capture_host(host: Host, registry: Registry, only: Collection[str] = ()) -> 
         facts = facts.merged(host.gather(more))
     for provider in present:
         result.tables[provider.name] = provider.capture(facts)
-    # A baseline may not hold two providers of one subsystem (ufw and firewalld): which one the
-    # host really uses is for the user to say, with --only.
+    # A baseline may not hold two providers of one subsystem (ufw and firewalld): keep the one the
+    # host uses; when that cannot be told, it is for the user to say, with --only.
     for provider in present:
         for other in provider.conflicts:
             if provider.name < other and {provider.name, other} <= result.tables.keys():
-                for name in (provider.name, other):
+                pair = (provider.name, other)
+                in_use = [name for name in pair if result.tables[name].active]
+                if len(in_use) == 1:
+                    unused = next(name for name in pair if name != in_use[0])
+                    del result.tables[unused]
+                    result.skipped.append(Skipped(unused, f"installed but not in use (the host uses {in_use[0]})"))
+                    continue
+                for name in pair:
                     del result.tables[name]
-                    result.skipped.append(Skipped(name, f"both {provider.name} and {other} are installed; "
-                                                        f"capture the one in use with --only"))
+                    result.skipped.append(Skipped(name, f"both {provider.name} and {other} are installed"
+                                                        f"{' and in use' if in_use else ''}; "
+                                                        f"capture the one you mean with --only"))
     return result

@@ -103,6 +103,10 @@ class HostPlan:
     skipped: list[Skipped] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # The providers the baseline declares for this host (reports list each), and the baseline's
+    # name and SHA-256 over its files.
+    providers: list[str] = field(default_factory=list)
+    baseline: tuple[str, str] | None = None
     # What apply will run, provider by provider, in apply order: (provider, operation as JSON).
     operations: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     # Filled by apply: what was done, and whether a re-read found the host converged.

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 from pydantic import BaseModel
 
 from converge.errors import ProviderError
-from converge.hosts import Host
+from converge.hosts import Connection, Host
 from converge.operations import Operation, Remove, Run, Write, execute, restore, wrote
 from converge.plan import Change, Side
 from converge.reads import CommandResult, Facts, Read, ReadFile, ReadGlob, RunCommand, Which
@@ -59,6 +59,9 @@ class Captured:
     table: dict[str, Any]
     # What was seen but deliberately left out, and why (said to the user, not written).
     notes: list[str] = field(default_factory=list)
+    # Whether the subsystem is in use (enabled, running) on the host; None when it cannot tell.
+    # Of two conflicting providers (ufw, firewalld) capture keeps the one in use.
+    active: bool | None = None
 
 
 class Provider(ABC, Generic[SpecT, LiveT]):
@@ -120,16 +123,6 @@ class Capturing(Protocol):
     def capture(self, facts: Facts) -> Captured:
         """The host's state as a table that, planned against the same host, is in sync."""
         ...  # pragma: no cover - protocol
-
-
-@dataclass(frozen=True)
-class Connection:
-    """The connection converge manages a host through, as the host sees it."""
-
-    client: str  # the client address ($SSH_CONNECTION's first field)
-    port: int  # the server port it connected to
-    user: str  # the user converge logged in as
-    auth: str  # how it authenticated: publickey, password or keyboard-interactive
 
 
 @runtime_checkable

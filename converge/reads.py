@@ -84,8 +84,12 @@ def read_from_json(record: Any) -> Read:
         (kind, value), = record.items()
         if kind == "command" and isinstance(value, list) and value and all(isinstance(v, str) for v in value):
             return RunCommand(tuple(value))
-        if isinstance(value, str) and kind in ("file", "glob", "which"):
-            return {"file": ReadFile, "glob": ReadGlob, "which": Which}[kind](value)
+        if isinstance(value, str) and kind == "file":
+            return ReadFile(value)
+        if isinstance(value, str) and kind == "glob":
+            return ReadGlob(value)
+        if isinstance(value, str) and kind == "which":
+            return Which(value)
     raise ValueError(f"not a read: {record!r:.80}")
 
 
@@ -162,6 +166,10 @@ class Facts:
 
     def reads(self) -> list[Read]:
         return list(self._answers)
+
+    def answers(self) -> dict[Read, object]:
+        """Every answer as gathered, failures included (for recording test cases)."""
+        return dict(self._answers)
 
     def merged(self, other: Facts) -> Facts:
         return Facts({**self._answers, **other._answers})

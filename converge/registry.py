@@ -7,6 +7,7 @@ only when a baseline uses its table, so a plan pays for the providers it needs a
 from __future__ import annotations
 
 from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
 from converge.errors import ConvergeError
 from converge.provider import Provider
@@ -17,7 +18,7 @@ ENTRY_POINT_GROUP = "converge.providers"
 class Registry:
     def __init__(self) -> None:
         self._entry_points: dict[str, EntryPoint] = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
-        self._loaded: dict[str, Provider] = {}
+        self._loaded: dict[str, Provider[Any, Any]] = {}
 
     def names(self) -> list[str]:
         return sorted(self._entry_points)
@@ -32,7 +33,7 @@ class Registry:
         package = f"{dist.name} {dist.version}" if dist else "?"
         return f"{package} ({entry_point.value})"
 
-    def get(self, name: str) -> Provider:
+    def get(self, name: str) -> Provider[Any, Any]:
         if name not in self._loaded:
             entry_point = self._entry_points[name]
             try:

@@ -1,35 +1,21 @@
-"""Firewall changes over SSH: refuse what would cut converge off, and apply the rest under a
-commit-confirm watchdog that restores the previous state unless a new connection confirms.
+"""Changes that can cut converge off a host (firewalls, sshd): refuse what would, and apply the
+rest under a commit-confirm watchdog that restores the previous state unless a new connection confirms.
 
-The engine knows nothing of ufw or firewalld: a provider that can lock us out implements the
-`Firewall` protocol (whether a state admits a connection, which files hold its state, and the
-commands that make restored files live again).
+The engine knows no subsystem: a provider that can lock us out implements
+`converge.provider.ConnectionGuard` (why a state would refuse converge's connection, which files hold
+its state, and the commands that make restored files live again).
 """
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+import time
 
-from converge.hosts import Host
+from converge.errors import HostError
+from converge.hosts import Connection, Host
+from converge.provider import ConnectionGuard
 
 ROLLBACK_ROOT = "/var/lib/converge/rollback"
-
-
-@runtime_checkable
-class Firewall(Protocol):
-    def admits(self, spec: Any, live: Any, source: str, port: int, proto: str = "tcp") -> bool:
-        """Whether the state `spec` describes admits a new connection from `source` to `port`."""
-        ...  # pragma: no cover - protocol
-
-    def state_paths(self) -> list[str]:
-        """Files and directories holding the whole persistent state."""
-        ...  # pragma: no cover - protocol
-
-    def reactivate_argv(self) -> list[list[str]]:
-        """Commands that make restored files live again."""
-        ...  # pragma: no cover - protocol
 
 
 # Run as `sh -c ARM_SCRIPT sh DIR TIMEOUT PATH... -- COMMAND...`: snapshots the paths, writes the
@@ -54,7 +40,10 @@ printf '%s\n' "$@" > "$dir/reactivate"
 cat > "$dir/watchdog" <<'WATCHDOG'
 dir=$1
 sleep "$2"
-[ -e "$dir/confirmed" ] && exit 0
+# Whoever makes "decided" first wins: a confirmation, or this restore. A restore once begun is
+# never interrupted by a late confirmation (mkdir is atomic).
+mkdir "$dir/decided" 2>/dev/null || exit 0
+date -u +%FT%TZ > "$dir/restoring"
 while read -r action path; do
     case $action in
         keep) rm -rf -- "$path.converge-rollback"
@@ -72,53 +61,74 @@ setsid sh "$dir/watchdog" "$dir" "$timeout" < /dev/null > /dev/null 2>&1 &
 echo $! > "$dir/pid"
 """
 
+# Prints `confirmed` once the watchdog is disarmed and gone, or `restoring` if it began first.
 CONFIRM_SCRIPT = r"""
+if ! mkdir "$1/decided" 2>/dev/null; then echo restoring; exit 0; fi
 touch "$1/confirmed"
-kill -- "-$(cat "$1/pid")" 2>/dev/null || true
+pid=$(cat "$1/pid")
+kill -- "-$pid" 2>/dev/null || true
+i=0
+while kill -0 "$pid" 2>/dev/null && [ "$(ps -o stat= -p "$pid" 2>/dev/null | cut -c1)" != Z ]; do
+    i=$((i + 1)); [ $i -gt 100 ] && { echo "still running"; exit 1; }
+    sleep 0.05
+done
+echo confirmed
 """
 
+# Restore at once (a later step of the guarded apply failed): stop the timer, then restore.
 ROLLBACK_NOW_SCRIPT = r"""
 kill -- "-$(cat "$1/pid")" 2>/dev/null || true
 sh "$1/watchdog" "$1" 0
 """
 
 
-def lockout_problem(firewall: Firewall, spec: Any, live: Any, endpoint: tuple[str, int] | None) -> str | None:
-    """Why applying `spec` would cut the connection at `endpoint` (client address, SSH port), if it would."""
-    if endpoint is None:
+def lockout_problem(guard: ConnectionGuard, spec: object, live: object, connection: Connection | None) -> str | None:
+    """Why applying `spec` would cut converge's own connection, if it would."""
+    if connection is None:
         return None
-    source, port = endpoint
-    if firewall.admits(spec, live, source, port, "tcp"):
+    reason = guard.lockout(spec, live, connection)
+    if reason is None:
         return None
     return (
-        f"refusing: the new firewall state would block converge's own SSH connection from {source} to port "
-        f"{port}; allow it in the baseline, or pass --allow-lockout if you really mean it"
+        f"refusing: {reason}, which would cut converge's own SSH connection from {connection.client} to port "
+        f"{connection.port}; change the baseline, or pass --allow-lockout if you really mean it"
     )
 
 
 class Watchdog:
-    """A commit-confirm guard on one host, for one apply."""
+    """A commit-confirm guard on one host, for one provider's apply."""
 
-    def __init__(self, host: Host, firewalls: Sequence[Firewall], timeout: float) -> None:
+    def __init__(self, host: Host, guard: ConnectionGuard, timeout: float, label: str) -> None:
         self.host = host
         self.timeout = timeout
-        self.directory = f"{ROLLBACK_ROOT}/{host.backup_dir.rsplit('/', 1)[-1]}"
-        self.paths = sorted({path for firewall in firewalls for path in firewall.state_paths()})
-        self.commands = [shlex.join(argv) for firewall in firewalls for argv in firewall.reactivate_argv()]
+        self.directory = f"{ROLLBACK_ROOT}/{host.run_id}-{label}"
+        self.paths = sorted(set(guard.state_paths()))
+        self.commands = [shlex.join(argv) for argv in guard.reactivate_argv()]
+        self.armed_at: float | None = None
 
     def arm(self) -> None:
         self.host.run(["sh", "-c", ARM_SCRIPT, "sh", self.directory, f"{self.timeout:g}", *self.paths, "--", *self.commands])
+        self.armed_at = time.monotonic()
+
+    def due_in(self) -> float:
+        """Seconds until the watchdog restores, if nothing confirms."""
+        assert self.armed_at is not None
+        return max(0.0, self.armed_at + self.timeout - time.monotonic())
 
     def roll_back_now(self) -> None:
         self.host.run(["sh", "-c", ROLLBACK_NOW_SCRIPT, "sh", self.directory])
 
-    def confirm(self) -> None:
-        """Confirm over a NEW connection: proof that the host still lets converge in."""
+    def confirm(self) -> bool:
+        """Confirm over a NEW connection (proof that the host still lets converge in): True once the
+        watchdog is disarmed and checked gone, False if it had begun restoring first."""
         fresh = self.host.reconnect()
         try:
-            fresh.run(["sh", "-c", CONFIRM_SCRIPT, "sh", self.directory])
+            answer = fresh.run(["sh", "-c", CONFIRM_SCRIPT, "sh", self.directory]).stdout.strip()
         finally:
             fresh.close()
+        if answer not in ("confirmed", "restoring"):
+            raise HostError(f"unexpected answer from the watchdog: {answer!r}")
+        return answer == "confirmed"
 
     def rolled_back(self) -> bool:
         fresh = self.host.reconnect()
@@ -126,3 +136,4 @@ class Watchdog:
             return fresh.read_file(f"{self.directory}/rolled-back") is not None
         finally:
             fresh.close()
+

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, PlainValidator
 
@@ -31,10 +31,10 @@ class ParseError(ProviderError):
         super().__init__(f"{where}: {message}{shown}")
 
 
-def _validator(check: Callable[[Any], Any]) -> Any:
+def _validator(check: Callable[[Any], Any], accepts: Any = str) -> Any:
     # PlainValidator: the check sees the raw TOML value (strict mode would refuse before an
-    # AfterValidator could explain what is expected).
-    return PlainValidator(check)
+    # AfterValidator could explain what is expected); `accepts` is what the JSON schema shows.
+    return PlainValidator(check, json_schema_input_type=accepts)
 
 
 def matching(pattern: re.Pattern[str], what: str) -> Any:
@@ -56,7 +56,7 @@ def choice(*allowed: str) -> Any:
             raise ValueError(f"expected one of: {', '.join(allowed)}")
         return value
 
-    return _validator(check)
+    return _validator(check, Literal[allowed])
 
 
 def listed(pattern: re.Pattern[str], what: str, separator: str = " ") -> Any:
@@ -68,7 +68,7 @@ def listed(pattern: re.Pattern[str], what: str, separator: str = " ") -> Any:
             raise ValueError(f"expected {what} (one string, or an array of them)")
         return separator.join(items)
 
-    return _validator(check)
+    return _validator(check, str | list[str])
 
 
 _PORT_RANGE = re.compile(r"([0-9]{1,5})(?:([-:])([0-9]{1,5}))?")
@@ -88,7 +88,7 @@ def port_range(separator: str = "-", *, allow_zero: bool = False) -> Any:
             raise ValueError(f"port range must lie within {0 if allow_zero else 1}-65535 with low <= high, got {text}")
         return str(low) if low == high else f"{low}{separator}{high}"
 
-    return _validator(check)
+    return _validator(check, int | str)
 
 
 def shell_assignments(text: str | None) -> dict[str, str]:

@@ -12,9 +12,14 @@ import json
 import tomllib
 from pathlib import Path
 
-from converge.providers.selinux.capture import CaptureInputs, captured_table
+import pytest
+
+from converge.provider import Facts, ProviderError, ReadFile, ReadGlob
+from converge.providers.selinux import SelinuxProvider, capture
 from converge.providers.selinux.kernel import KernelState
 from converge.providers.selinux.parse import parse_booleans_local, parse_export, parse_module_priorities
+from converge.providers.selinux.provider import SelinuxLive
+from converge.providers.selinux.spec import SelinuxSpec
 from tests.test_selinux_host import STOCK_CONFIG
 from tests.testhost import TestHost
 
@@ -87,22 +92,35 @@ def test_parsers_read_the_tools_real_output() -> None:
 def test_what_a_plan_would_not_find_in_sync_or_the_table_cannot_declare_is_left_out_with_a_note() -> None:
     """With SELinux loaded a plan also compares the runtime; a module's source is not on the host."""
     kernel = KernelState("enforcing", {"httpd_can_network_connect": False, "httpd_builtin_scripting": False})
-    inputs = CaptureInputs(
-        mode="permissive", policy="default", policy_installed=True, kernel=kernel,
-        local_booleans={"httpd_can_network_connect": True, "httpd_builtin_scripting": False},
-        listed_booleans={"httpd_can_network_connect": True, "httpd_builtin_scripting": False},
-        exported={}, module_priorities=parse_module_priorities(MODULES_FULL),
-    )
-    captured = captured_table(inputs)
+    listed = {"httpd_can_network_connect": True, "httpd_builtin_scripting": False}
+    probe = capture.probe(BOOLEANS_LOCAL + "no_such_boolean=1\n", "", "", listed, True)
+    assert probe.notes == ["boolean no_such_boolean: set locally but not in the policy; not captured"]
+    live = SelinuxLive("SELINUX=permissive\nSELINUXTYPE=default\n", "default", kernel, False, listed, {}, set(), {}, set(),
+                       {}, {})
+    captured = capture.captured_table(live, probe, "", MODULES_FULL)
     assert captured.table == {"policy": "default", "booleans": {"httpd_builtin_scripting": False}}
     assert captured.notes == [
+        "boolean no_such_boolean: set locally but not in the policy; not captured",
         "mode: runtime enforcing differs from the config (permissive); not captured",
         "boolean httpd_can_network_connect: runtime False differs from the persistent value (True); not captured",
         "modules installed locally, not captured (their source is not on the host; declare each with its .te or .cil "
         "source to manage it): mycil (cil)",
     ]
-    missing = captured_table(CaptureInputs(mode="enforcing", policy="mls", policy_installed=False, kernel=kernel))
+    missing = capture.uninstalled("mls", named=True)
     assert (missing.table, missing.notes) == ({}, ["policy 'mls' in the config is not installed; nothing captured"])
+
+
+def test_a_config_without_selinuxtype_names_the_policy_the_tools_use() -> None:
+    """Issue 16, defect 17: no SELINUXTYPE= must not read "policy None ... is not installed"."""
+    facts = Facts({ReadFile("/etc/selinux/config"): "SELINUX=permissive\n",
+                   ReadGlob("/var/lib/selinux/*/active/seusers"): {"/var/lib/selinux/default/active/seusers": "root:root\n"}})
+    captured = SelinuxProvider().capture(facts)
+    assert captured.notes == ["the config sets no SELINUXTYPE=, and the policy the SELinux tools then use ('targeted') "
+                              "is not installed; nothing captured"]
+    with pytest.raises(ProviderError) as raised:
+        SelinuxProvider().live(SelinuxSpec(), facts)
+    assert str(raised.value) == ("/etc/selinux/config sets no SELINUXTYPE=, so the SELinux tools use 'targeted', but "
+                                 "policy 'targeted' is not installed (no store /var/lib/selinux/targeted)")
 
 
 def test_capture_then_plan_on_the_same_host_is_in_sync(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ with --allow-lockout it is applied, the new connection fails, and the host rolls
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from tests.sshnet import SSHNetwork, SSHTestHost
@@ -33,7 +34,7 @@ def test_ufw_refuses_a_lockout_then_rolls_it_back(network: SSHNetwork, tmp_path:
 
     refused = network.converge("apply", without_ssh, "-H", target, "--yes")
     assert refused.returncode == 1
-    assert "would block converge's own SSH connection from 198.18.0.1 to port 22" in refused.stdout
+    assert "would cut converge's own SSH connection from 198.18.0.1 to port 22" in refused.stdout
     assert host.run(["ufw", "status"]).stdout.strip() == "Status: inactive"
 
     with_ssh = _baseline(tmp_path, "with-ssh", UFW_WITH_SSH)
@@ -59,7 +60,7 @@ def test_firewalld_refuses_a_lockout_then_rolls_it_back(network: SSHNetwork, tmp
 
     refused = network.converge("apply", without_ssh, "-H", target, "--yes")
     assert refused.returncode == 1
-    assert "would block converge's own SSH connection" in refused.stdout
+    assert "would cut converge's own SSH connection" in refused.stdout
 
     locked_out = network.converge("apply", without_ssh, "-H", target, "--yes", "--allow-lockout", "--confirm-timeout", "10")
     assert locked_out.returncode == 1
@@ -67,3 +68,28 @@ def test_firewalld_refuses_a_lockout_then_rolls_it_back(network: SSHNetwork, tmp
     assert "rolled back: the host is reachable again" in locked_out.stdout
     assert (host.run(services).stdout, host.run([*services[:1], "--permanent", *services[1:]]).stdout) == before
     assert "ssh" in before[0].split()
+
+
+def test_a_slow_provider_after_the_firewall_is_not_on_the_watchdogs_clock(network: SSHNetwork, tmp_path: Path) -> None:
+    """Security finding 4: the watchdog is confirmed right after the firewall provider. A provider
+    applied after it that takes longer than --confirm-timeout (here sysctl, made to take 6 s) must
+    neither trigger the restore nor be cut short by it."""
+    host = network.add_host()
+    target = f"root@{host.address}"
+    real = tmp_path / "sysctl.real"
+    real.write_bytes(Path("/usr/sbin/sysctl").read_bytes())
+    real.chmod(0o755)
+    slow = tmp_path / "sysctl-slow"
+    slow.write_text(f'#!/bin/sh\nsleep 6\nexec {real} "$@"\n')
+    slow.chmod(0o755)
+    host.run(["mount", "--bind", str(slow), "/usr/sbin/sysctl"])  # inside the host's mount namespace only
+    baseline = _baseline(tmp_path, "slow", UFW_WITH_SSH + "\n[sysctl]\nnet.ipv4.conf.all.log_martians = 1\n")
+
+    applied = network.converge("apply", baseline, "-H", target, "--yes", "--confirm-timeout", "5")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "ufw: confirmed over a new connection; the watchdog is disarmed" in applied.stdout
+    assert "rolled back" not in applied.stdout
+    assert host.run(["ufw", "status"]).stdout.startswith("Status: active")
+    assert host.sysctl("net.ipv4.conf.all.log_martians") == "1"
+    time.sleep(1)  # past the watchdog's deadline: it must be gone for good
+    assert host.run(["ufw", "status"]).stdout.startswith("Status: active")

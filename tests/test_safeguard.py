@@ -56,3 +56,27 @@ def test_confirmed_changes_stay(test_host: TestHost) -> None:
     # The watchdog's process group is gone (killed, at most waiting to be reaped).
     states = test_host.run(["sh", "-c", f"ps -o stat= -g $(cat {DIRECTORY}/pid) || true"]).stdout.split()
     assert all(state.startswith("Z") for state in states)
+
+
+def test_a_confirmation_never_interrupts_a_restore_that_began(test_host: TestHost) -> None:
+    """Security finding 4: a confirmation arriving while the watchdog restores reports the restore
+    and lets it finish, instead of killing it half-way (which left ufw inactive)."""
+    test_host.write("/etc/fw.conf", "ENABLED=no\n")
+    # A slow reactivation, as `ufw-init force-stop; start` is.
+    _arm(test_host, "0.2", "/etc/fw.conf", commands=("sleep 2", "touch /run/fw-reloaded"))
+    test_host.write("/etc/fw.conf", "ENABLED=yes\n")
+    _wait_for(test_host, f"{DIRECTORY}/restoring")
+    answer = test_host.run(["sh", "-c", CONFIRM_SCRIPT, "sh", DIRECTORY]).stdout.strip()
+    assert answer == "restoring"
+    _wait_for(test_host, f"{DIRECTORY}/rolled-back")
+    assert test_host.read("/etc/fw.conf") == "ENABLED=no\n"
+    assert test_host.read("/run/fw-reloaded") is not None
+    assert test_host.read(f"{DIRECTORY}/confirmed") is None
+
+
+def test_confirmation_says_confirmed_only_once_the_watchdog_is_gone(test_host: TestHost) -> None:
+    _arm(test_host, "30", "/etc/fw.conf")
+    assert test_host.run(["sh", "-c", CONFIRM_SCRIPT, "sh", DIRECTORY]).stdout.strip() == "confirmed"
+    pid = (test_host.read(f"{DIRECTORY}/pid") or "").strip()
+    states = test_host.run(["sh", "-c", f"ps -o stat= -p {pid} || true"]).stdout.split()
+    assert all(state.startswith("Z") for state in states)

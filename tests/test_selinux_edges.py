@@ -10,10 +10,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pytest
 
+from converge.provider import CommandResult, Facts, Host, Operation, Read, Remove, Run, Write
+from converge.providers.selinux import SelinuxProvider
+from converge.providers.selinux.kernel import KernelState
+from converge.providers.selinux.provider import SelinuxLive
+from converge.providers.selinux.spec import SelinuxSpec
 from tests.testhost import TestHost
 
 STOCK_CONFIG = (Path(__file__).parent / "data" / "selinux" / "config").read_text()
@@ -43,23 +49,31 @@ def test_runtime_state_comes_from_the_kernel_and_is_never_claimed(test_host: Tes
     changes = {c["resource"]: c for c in json.loads(plan.stdout)["hosts"][0]["changes"]}
     assert set(changes) == {"mode", "boolean:httpd_enable_homedirs"}
     mode = changes["mode"]
-    assert (mode["before"], mode["after"], mode["runtime"]) == ("permissive", "enforcing", "permissive")
+    assert (mode["before"], mode["after"]) == ("permissive", "enforcing")
+    assert (mode["runtime"], mode["persisted"]) == ({"before": "permissive", "after": "enforcing"},
+                                                    {"before": "permissive", "after": "enforcing"})
     assert changes["mode"]["notes"] == ["SELINUX=enforcing in /etc/selinux/config", "runtime too (setenforce)"]
     boolean = changes["boolean:httpd_enable_homedirs"]
-    assert (boolean["before"], boolean["after"], boolean["runtime"]) == (False, False, True)
+    assert (boolean["before"], boolean["after"]) == (False, False)
+    assert (boolean["runtime"], boolean["persisted"]) == ({"before": True, "after": False}, {"before": False, "after": False})
+    operations = [op for op in json.loads(plan.stdout)["hosts"][0]["operations"] if op["provider"] == "selinux"]
+    assert [op.get("argv", [op["op"], op.get("path")])[:3] for op in operations] == [
+        ["setenforce", "1"], ["write", "/etc/selinux/config"], ["setsebool", "-P", "httpd_enable_homedirs=0"]]
     assert boolean["notes"] == ["persistent already; runtime differs"]
 
     # setenforce needs the real kernel: apply fails, claims nothing and leaves the config alone.
     apply = test_host.converge("apply", baseline, "--yes")
     assert apply.returncode == 1
-    assert "apply failed: setenforce" in apply.stdout
+    assert "apply failed: `setenforce 1` failed" in apply.stdout
     assert "runtime mode set" not in apply.stdout and "converged" not in apply.stdout
     assert test_host.read("/etc/selinux/config") == STOCK_CONFIG
     assert test_host.read("/sys/fs/selinux/enforce") == "0"
 
     test_host.write("/etc/selinux/config", STOCK_CONFIG.replace("SELINUX=permissive", "SELINUX=enforcing"))
     mode = json.loads(test_host.converge("plan", baseline, "--json").stdout)["hosts"][0]["changes"][0]
-    assert (mode["resource"], mode["before"], mode["notes"]) == ("mode", "permissive", ["runtime only (setenforce)"])
+    assert (mode["resource"], mode["before"], mode["after"], mode["notes"]) == (
+        "mode", "enforcing", "enforcing", ["runtime only (setenforce)"])
+    assert mode["runtime"] == {"before": "permissive", "after": "enforcing"}
 
 
 def test_enabling_from_disabled_needs_a_reboot_and_a_relabel(test_host: TestHost, tmp_path: Path) -> None:
@@ -103,6 +117,9 @@ BAD_BASELINES = [
     ('[selinux]\n[[selinux.ports]]\ntype = "http_port_t"\nprotocol = "tcp"\nport = 70000\n', 5, "selinux.ports[0].port"),
     ('[selinux]\n[[selinux.ports]]\ntype = "http port"\nprotocol = "tcp"\nport = 80\n', 3, "selinux.ports[0].type"),
     ('[selinux]\n[[selinux.modules]]\nname = "mymod"\nsourc = "x.te"\n', 4, "selinux.modules[0].sourc"),
+    # Issue 23 finding 9: the second alternative labels /etc/shadow.
+    ('[selinux]\n[[selinux.fcontexts]]\npath = "/etc/www(/.*)?|/etc/shadow"\ntype = "httpd_sys_content_t"\n', 3,
+     "selinux.fcontexts[0].path"),
 ]
 
 
@@ -132,6 +149,75 @@ def test_a_module_checkmodule_refuses_stops_apply_before_any_change(test_host: T
     assert planned == {"boolean:httpd_enable_homedirs", "module:broken"}
     apply = test_host.converge("apply", baseline, "--yes")
     assert apply.returncode == 1
-    assert "apply failed: checkmodule" in apply.stdout
-    assert test_host.changed_files() == []  # the boolean was not set either
-    assert not list(Path("/tmp").glob("converge-selinux.*"))  # the build directory is gone
+    assert "apply failed: `checkmodule -M -m" in apply.stdout
+    # The boolean was not set either, and the build directory is gone (the engine's lock aside).
+    assert [path for path in test_host.changed_files() if not path.startswith("/run/converge/")] == []
+
+
+class RecordingHost(Host):
+    """Records what apply does; every command succeeds (restorecon says it relabelled one file)."""
+
+    def __init__(self) -> None:
+        super().__init__("recording", "recording")
+        self.done: list[Operation] = []
+
+    def gather(self, reads: Iterable[Read]) -> Facts:
+        raise AssertionError("apply reads nothing")
+
+    def run(self, argv: Sequence[str], *, input: str | None = None, check: bool = True) -> CommandResult:
+        self.done.append(Run(tuple(argv), input))
+        stdout = "Relabeled /srv/www from a to b\n" if argv[0] == "restorecon" else ""
+        return CommandResult(tuple(argv), 0, stdout, "")
+
+    def read_file(self, path: str) -> str | None:
+        raise AssertionError("apply reads nothing")
+
+    def write_file(self, path: str, content: str, *, mode: int = 0o644) -> str | None:
+        self.done.append(Write(path, content, mode))
+        return None
+
+    def remove_file(self, path: str) -> str | None:
+        self.done.append(Remove(path))
+        return None
+
+    def lock(self, holder: str, wait: float = 0.0) -> None:
+        pass
+
+
+def _bare(operation: Operation) -> Operation:
+    match operation:
+        case Run(argv, input=text):
+            return Run(argv, text)
+        case Write(path, content, mode=mode):
+            return Write(path, content, mode)
+        case Remove(path):
+            return Remove(path)
+
+
+def test_apply_runs_exactly_the_plans_operations_in_order(tmp_path: Path) -> None:
+    (tmp_path / "my-app.cil").write_text("(allow httpd_t self (process (setrlimit)))\n")
+    spec = SelinuxSpec.model_validate({
+        "mode": "enforcing", "booleans": {"httpd_enable_homedirs": True},
+        "fcontexts": [{"path": "/srv/www(/.*)?", "type": "httpd_sys_content_t"}],
+        "ports": [{"type": "http_port_t", "protocol": "tcp", "port": 8080}],
+        "modules": [{"name": "my-app", "source": str(tmp_path / "my-app.cil")}, {"name": "old", "ensure": "absent"}],
+    })
+    live = SelinuxLive(STOCK_CONFIG, "default", KernelState("permissive", {"httpd_enable_homedirs": False}), False,
+                       {"httpd_enable_homedirs": False}, {}, {("/var/www(/.*)?", "all")}, {}, {("tcp", "8080")},
+                       {"old": "sha256:00"}, {"old": "source sha256:11\nmodule sha256:00\n"})
+    plan = SelinuxProvider().diff(spec, live)
+    host = RecordingHost()
+    done = SelinuxProvider().apply(host, plan)
+    assert host.done == [_bare(operation) for operation in plan.operations]
+    assert [op.argv[:2] if isinstance(op, Run) else (type(op).__name__, op.path) for op in plan.operations] == [
+        ("Write", "/var/lib/converge/selinux/build/my-app.cil"), ("setenforce", "1"), ("Write", "/etc/selinux/config"),
+        ("setsebool", "-P"), ("semanage", "import"), ("restorecon", "-R"), ("semodule", "-i"), ("sh", "-c"), ("rm", "-rf"),
+        ("Remove", "/var/lib/converge/selinux/modules/old.sha256"),
+    ]
+    assert plan.operations[6] == Run(("semodule", "-i", "/var/lib/converge/selinux/build/my-app.cil", "-r", "old"),
+                                     says="semodule: 1 module(s) installed, 1 removed in one transaction")
+    assert "restorecon -R /srv/www: relabelled 1 file(s)" in done
+    # JSON of the plan: values, never prose.
+    for change in plan.changes:
+        record = change.as_json()
+        assert all(not isinstance(record[side], str) or " " not in record[side] for side in ("before", "after"))

@@ -9,13 +9,18 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from converge.provider import ParseError
 from converge.providers.selinux.kernel import parse_kernel_state
 from converge.providers.selinux.parse import (
+    count_relabelled,
     edit_config,
     parse_boolean_list,
+    parse_booleans_local,
     parse_config,
+    parse_export,
     parse_file_contexts,
     parse_module_list,
+    parse_module_priorities,
     parse_module_record,
     parse_port_list,
     parse_ports_local,
@@ -71,7 +76,8 @@ def test_module_list_and_record() -> None:
     modules = parse_module_list(_data("semodule-l-m.txt"))
     assert len(modules) == 315
     assert modules["mynginx"] == "sha256:617591fe459b1e2e8431c28227d55f400e60a2642703f0584b701b04d899351e"
-    assert parse_module_record("source sha256:ab\nmodule sha256:cd\n") == {"source": "sha256:ab", "module": "sha256:cd"}
+    record = parse_module_record("source sha256:ab\nmodule sha256:cd\n", "mynginx.sha256")
+    assert record == {"source": "sha256:ab", "module": "sha256:cd"}
 
 
 def test_kernel_seam_reads_selinuxfs_format() -> None:
@@ -106,7 +112,10 @@ def test_config_is_edited_in_place_keeping_comments() -> None:
 ])
 def test_relabel_root_is_the_literal_prefix(path: str, root: str) -> None:
     assert FileContext(path=path, type="var_t").relabel_root() == root
-    assert FileContext(path=path, type="var_t", relabel="/srv").relabel_root() == "/srv"
+    # A wider relabel root is taken as given (one outside the regex is refused: issue 23 finding 9).
+    assert FileContext(path=path, type="var_t", relabel="/").relabel_root() == "/"
+    if path.startswith("/srv"):
+        assert FileContext(path=path, type="var_t", relabel="/srv").relabel_root() == "/srv"
 
 
 def test_spec_accepts_the_spec_example_and_port_ranges() -> None:
@@ -137,3 +146,59 @@ def test_spec_accepts_the_spec_example_and_port_ranges() -> None:
 def test_spec_refuses_bad_values(table: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace("$", r"\$")):
         SelinuxSpec.model_validate(table)
+
+
+@pytest.mark.parametrize(("parse", "text", "where"), [
+    (parse_boolean_list, "SELinux boolean   State  Default Description\n\nhttpd_x (maybe, off) Allow\n", "semanage boolean -l"),
+    (parse_port_list, "SELinux Port Type   Proto  Port Number\n\nhttp_port_t\n", "semanage port -l"),
+    (parse_module_list, "mynginx\n", "semodule -l -m"),
+    (lambda text: parse_module_record(text, "/var/lib/converge/selinux/modules/m.sha256"), "source\n",
+     "/var/lib/converge/selinux/modules/m.sha256"),
+    (parse_ports_local, "portcon tcp\n", "ports.local"),
+    (parse_file_contexts, "/srv/www -x system_u:object_r:var_t:s0\n", "file_contexts"),
+    (parse_booleans_local, "httpd_x=yes\n", "booleans.local"),
+    (parse_export, "boolean\n", "semanage export"),
+    (parse_module_priorities, "high mynginx pp\n", "semodule --list-modules=full"),
+    (lambda text: parse_kernel_state(text, {}), "2\n", "/sys/fs/selinux/enforce"),
+])
+def test_parsers_raise_parse_error_naming_the_source_and_the_line(parse, text: str, where: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ParseError) as raised:
+        parse(text)
+    assert raised.value.where == where
+    assert raised.value.line is not None and raised.value.line.strip() == text.strip().splitlines()[-1]
+
+
+def test_restorecon_verbose_output_counts_relabelled_files() -> None:
+    # restorecon 3.4 -v, one line per file it changed.
+    output = ("Relabeled /srv/www/index.html from unconfined_u:object_r:var_t:s0 to "
+              "unconfined_u:object_r:httpd_sys_content_t:s0\n"
+              "Relabeled /srv/www from unconfined_u:object_r:var_t:s0 to unconfined_u:object_r:httpd_sys_content_t:s0\n")
+    assert count_relabelled(output) == 2
+    assert count_relabelled("") == 0
+
+
+def test_module_names_may_hold_a_dash_as_semodule_installs_them() -> None:
+    """Issue 16, defect 5: `semodule -i my-app.pp` installs `my-app`."""
+    spec = SelinuxSpec.model_validate({"modules": [{"name": "my-app", "ensure": "absent"}]})
+    assert spec.modules[0].name == "my-app"
+    with pytest.raises(ValidationError, match="policy module name"):
+        SelinuxSpec.model_validate({"modules": [{"name": "-r", "ensure": "absent"}]})
+
+
+@pytest.mark.parametrize("path", ["/etc/www(/.*)?|/etc/shadow", "/srv/www|/etc/shadow", "/srv/(www)|/etc/shadow"])
+def test_an_fcontext_regex_with_a_top_level_alternative_is_refused(path: str) -> None:
+    """Issue 23, finding 9: the second alternative would label /etc/shadow, far from /etc/www."""
+    with pytest.raises(ValidationError, match="outside parentheses"):
+        FileContext(path=path, type="httpd_sys_content_t")
+
+
+@pytest.mark.parametrize(("path", "relabel"), [("/etc/shadow", "/srv"), ("/srv/(www|/etc/shadow)", "/srv/www"),
+                                                ("/srv/www.*", "/srv/www")])
+def test_an_fcontext_regex_reaching_outside_its_relabel_root_is_refused(path: str, relabel: str) -> None:
+    with pytest.raises(ValidationError, match="outside its relabel root"):
+        FileContext(path=path, type="httpd_sys_content_t", relabel=relabel)
+
+
+@pytest.mark.parametrize("path", ["/etc/(www|ftp)(/.*)?", "/srv/www(/.*)?", r"/srv/a\|b", "/srv/[|]x"])
+def test_alternatives_inside_parentheses_or_escaped_bars_are_accepted(path: str) -> None:
+    assert FileContext(path=path, type="httpd_sys_content_t").relabel_root().startswith(("/etc", "/srv"))

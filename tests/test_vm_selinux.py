@@ -97,6 +97,7 @@ def test_enforcing_and_booleans_are_set_in_the_kernel_and_persistently(guest: Vi
     changes = _changes(guest, baseline)
     assert sorted(changes) == sorted(["mode", *(f"boolean:{name}" for name in SWITCHED_ON)])
     assert (changes["mode"]["before"], changes["mode"]["after"]) == ("permissive", "enforcing")
+    assert changes["mode"]["runtime"] == {"before": "permissive", "after": "enforcing"}
     assert "runtime too (setenforce)" in changes["mode"]["notes"]
     for name in SWITCHED_ON:
         assert (changes[f"boolean:{name}"]["before"], changes[f"boolean:{name}"]["after"]) == (False, True)
@@ -128,10 +129,12 @@ def test_runtime_only_drift_is_planned_and_put_back_in_the_kernel(guest: Virtual
 
     changes = _changes(guest, baseline)
     assert sorted(changes) == ["boolean:" + RUNTIME_DRIFT, "mode"]
-    assert (changes["mode"]["before"], changes["mode"]["after"]) == ("enforcing", "permissive")
+    assert (changes["mode"]["before"], changes["mode"]["after"]) == ("permissive", "permissive")
+    assert changes["mode"]["runtime"] == {"before": "enforcing", "after": "permissive"}
     assert changes["mode"]["notes"] == ["runtime only (setenforce)"]
     drift = changes["boolean:" + RUNTIME_DRIFT]
     assert (drift["before"], drift["after"]) == (False, False)
+    assert drift["runtime"] == {"before": True, "after": False}
     assert drift["notes"] == ["persistent already; runtime differs"]
 
     applied = _apply_then_in_sync(guest, baseline)

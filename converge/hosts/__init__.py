@@ -7,6 +7,7 @@ the host is this machine or one reached over SSH.
 
 from __future__ import annotations
 
+import secrets
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -34,8 +35,10 @@ class Host(ABC):
     def __init__(self, name: str, target: str) -> None:
         self.name = name
         self.target = target
-        # Every file a run replaces or removes is kept under one directory per run.
-        self.backup_dir = f"{BACKUP_ROOT}/{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        # Every file a run replaces or removes is kept under one directory per run; the random
+        # part keeps two runs started in the same second apart.
+        self.run_id = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(4)}"
+        self.backup_dir = f"{BACKUP_ROOT}/{self.run_id}"
 
     @abstractmethod
     def gather(self, reads: Iterable[Read]) -> Facts:
@@ -58,10 +61,15 @@ class Host(ABC):
     def remove_file(self, path: str) -> str | None:
         """Remove a file after backing it up; returns the backup path (None if it was absent)."""
 
-    def connection_endpoint(self) -> tuple[str, int] | None:
-        """(client address as the host sees it, server port) of the connection converge is using
-        to manage this host, or None when it manages it without one (the local host)."""
+    def connection(self) -> Connection | None:
+        """The connection converge manages this host through, as the host sees it, or None when
+        it manages it without one (the local host)."""
         return None
+
+    @abstractmethod
+    def lock(self, holder: str, wait: float = 0.0) -> None:
+        """Take this host's apply lock, waiting up to `wait` seconds for another holder; raises
+        HostError naming the holder. Released by `close()`, or when this process dies."""
 
     def reconnect(self) -> Host:
         """A new, independent connection to the same host (itself when there is no connection)."""
@@ -75,6 +83,16 @@ class Host(ABC):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class Connection:
+    """The connection converge manages a host through, as the host sees it."""
+
+    client: str  # the client address ($SSH_CONNECTION's first field)
+    port: int  # the server port it connected to
+    user: str  # the user converge logged in as
+    auth: str  # how it authenticated: publickey, password or keyboard-interactive
 
 
 @dataclass(frozen=True)

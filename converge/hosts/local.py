@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import os
 import shutil
 import stat
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from converge.errors import HostError
 from converge.hosts import SEARCH_PATH, CommandError, Host
+from converge.hosts.lock import HOLDER_FILE, LOCK_DIR, LOCK_FILE, busy_message
 from converge.reads import CommandResult, Facts, Read, ReadFailure, ReadFile, ReadGlob, RunCommand, Which
 
 # Commands must parse the same on every host: C locale, and sbin on PATH.
@@ -37,9 +40,48 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def _copy_extended_attributes(source: Path, destination: str) -> None:
+    """The replaced file's SELinux label, ACLs and user attributes go to its replacement (after
+    chown, which may clear some of them)."""
+    try:
+        names = os.listxattr(source)
+    except OSError:  # a filesystem without extended attributes
+        return
+    for name in names:
+        os.setxattr(destination, name, os.getxattr(source, name))
+
+
 class LocalHost(Host):
     def __init__(self) -> None:
         super().__init__("local", "local")
+        self._lock_fd: int | None = None
+
+    def lock(self, holder: str, wait: float = 0.0) -> None:
+        # flock(2) on a descriptor of this process (close-on-exec, so no command it starts keeps
+        # it): the kernel releases it when the process ends, however it ends.
+        try:
+            os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
+            fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as error:
+            raise HostError(f"cannot take the apply lock {LOCK_FILE}: {error.strerror}") from None
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    shown = _read_text(HOLDER_FILE)
+                    raise HostError(busy_message(self.name, shown if isinstance(shown, str) else "")) from None
+                time.sleep(0.2)
+        Path(HOLDER_FILE).write_text(holder + "\n", encoding="utf-8")
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def gather(self, reads: Iterable[Read]) -> Facts:
         return Facts({read: self._answer(read) for read in set(reads)})
@@ -112,6 +154,8 @@ class LocalHost(Host):
             os.chmod(temporary, stat.S_IMODE(current.st_mode) if current else mode)
             if current and os.geteuid() == 0:
                 os.chown(temporary, current.st_uid, current.st_gid)
+            if current:
+                _copy_extended_attributes(target, temporary)
             os.replace(temporary, target)
             _fsync_directory(target.parent)
         except OSError as error:

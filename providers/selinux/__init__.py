@@ -11,6 +11,6 @@ through the small kernel seam, `kernel.py`, so a host whose kernel has SELinux d
 honestly: its persistent state is managed and its runtime is reported, never claimed.
 """
 
-from converge.providers.selinux.provider import SelinuxProvider
+from .provider import SelinuxProvider
 
 __all__ = ["SelinuxProvider"]

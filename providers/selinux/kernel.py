@@ -13,14 +13,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from converge.hosts import Host
-from converge.reads import Read, ReadFile
+from converge.provider import Operation, ParseError, Read, ReadFile, Run
 
 SELINUXFS = "/sys/fs/selinux"
+ENFORCE = f"{SELINUXFS}/enforce"
+Mode = Literal["enforcing", "permissive", "disabled"]
+
 
 @dataclass(frozen=True)
 class KernelState:
-    mode: Literal["enforcing", "permissive", "disabled"]
+    mode: Mode
     booleans: dict[str, bool]
 
 
@@ -31,17 +33,28 @@ def boolean_path(name: str) -> str:
 def kernel_reads(booleans: Iterable[str]) -> list[Read]:
     """The runtime mode and the declared booleans only: a policy has about 300, and every file a
     remote read returns costs processes on the host (measured: 30 s of a plan in the TCG guest)."""
-    return [ReadFile(f"{SELINUXFS}/enforce"), *(ReadFile(boolean_path(name)) for name in booleans)]
+    return [ReadFile(ENFORCE), *(ReadFile(boolean_path(name)) for name in booleans)]
 
 
 def parse_kernel_state(enforce: str | None, boolean_files: Mapping[str, str]) -> KernelState:
+    """The state from selinuxfs's files (`enforce` None: not mounted, SELinux is off)."""
     if enforce is None:
         return KernelState("disabled", {})
-    booleans = {os.path.basename(path): text.split()[0] == "1" for path, text in boolean_files.items() if text.split()}
+    if enforce.strip() not in ("0", "1"):
+        raise ParseError(ENFORCE, "not 0 or 1", enforce)
+    booleans = {}
+    for path, text in boolean_files.items():
+        if not text.split() or text.split()[0] not in ("0", "1"):
+            raise ParseError(path, "not `<current> <pending>`", text)
+        booleans[os.path.basename(path)] = text.split()[0] == "1"
     return KernelState("enforcing" if enforce.strip() == "1" else "permissive", booleans)
 
 
-def set_runtime_mode(host: Host, mode: str) -> str:
-    """setenforce, which fails (and so does apply) when the kernel cannot take it."""
-    host.run(["setenforce", "1" if mode == "enforcing" else "0"])
-    return f"runtime mode set to {mode} (setenforce)"
+def runtime_mode_operations(kernel: KernelState, mode: Mode) -> list[Operation]:
+    """`setenforce` to `mode`, undone by `setenforce` back; nothing when the kernel has no SELinux
+    (or `mode` is disabled, which only a reboot can do): the config then says it for the next boot."""
+    if "disabled" in (kernel.mode, mode) or kernel.mode == mode:
+        return []
+    back = Run(("setenforce", "1" if kernel.mode == "enforcing" else "0"))
+    return [Run(("setenforce", "1" if mode == "enforcing" else "0"), says=f"runtime mode set to {mode} (setenforce)",
+                undo=(back,))]

@@ -1,21 +1,24 @@
-"""Pure parsers of what the SELinux tools print and the files they read, and the config editor."""
+"""Pure parsers of what the SELinux tools print and the files they read, and the config editor.
+
+Each raises `ParseError` naming the file or command and the line it cannot read.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
 
-from converge.providers.selinux.spec import FILE_TYPE_FIELD
+from converge.provider import ParseError, shell_assignments
+
+from .spec import FILE_TYPE_FIELD
+
+_BOOLEAN_LINE = re.compile(r"(\S+)\s+\(\s*(on|off)\s*,\s*(on|off)\s*\)")
+_PORT_LINE = re.compile(r"\S+\s+(tcp|udp|sctp|dccp)\s+(.+)")
 
 
 def parse_config(text: str) -> dict[str, str]:
-    """KEY=value lines of /etc/selinux/config."""
-    values = {}
-    for line in text.splitlines():
-        key, sep, value = line.strip().partition("=")
-        if sep and not key.startswith("#"):
-            values[key.strip()] = value.strip().strip("\"'")
-    return values
+    """KEY=value lines of /etc/selinux/config, as libselinux's shell-like reader takes them."""
+    return shell_assignments(text)
 
 
 def edit_config(text: str, settings: Mapping[str, str]) -> str:
@@ -31,12 +34,21 @@ def edit_config(text: str, settings: Mapping[str, str]) -> str:
     return "\n".join([*lines, *(f"{key}={value}" for key, value in pending.items())]) + "\n"
 
 
+def _lines(text: str, header: str | None = None) -> list[str]:
+    """The non-blank lines of a listing, without its header line."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[1:] if header and lines and lines[0].startswith(header) else lines
+
+
 def parse_boolean_list(text: str) -> dict[str, bool]:
     """`semanage boolean -l`: `name (state, default) description`. In seobject the state is the
     kernel's active value (the default when SELinux is off) and the default the policy store's,
     i.e. the persistent value."""
     booleans = {}
-    for match in re.finditer(r"^(\S+)\s+\(\s*(on|off)\s*,\s*(on|off)\s*\)", text, re.MULTILINE):
+    for line in _lines(text, "SELinux boolean"):
+        match = _BOOLEAN_LINE.match(line)
+        if not match:
+            raise ParseError("semanage boolean -l", "not `name (state, default) description`", line)
         booleans[match[1]] = match[3] == "on"
     return booleans
 
@@ -44,7 +56,10 @@ def parse_boolean_list(text: str) -> dict[str, bool]:
 def parse_port_list(text: str) -> set[tuple[str, str]]:
     """`semanage port -l`: every (protocol, port or range) the policy or a local change defines."""
     defined = set()
-    for match in re.finditer(r"^\S+\s+(tcp|udp|sctp|dccp)\s+(.+)$", text, re.MULTILINE):
+    for line in _lines(text, "SELinux Port Type"):
+        match = _PORT_LINE.fullmatch(line.strip())
+        if not match:
+            raise ParseError("semanage port -l", "not `type protocol ports`", line)
         defined |= {(match[1], item.strip()) for item in match[2].split(",") if item.strip()}
     return defined
 
@@ -54,44 +69,63 @@ def _context_type(context: str) -> str | None:
     return parts[2] if len(parts) >= 3 else None  # "<<none>>" has no type
 
 
-def parse_ports_local(text: str) -> dict[tuple[str, str], str | None]:
+def _content_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def parse_ports_local(text: str, where: str = "ports.local") -> dict[tuple[str, str], str | None]:
     """The store's ports.local: `portcon tcp 8080 <context>`, ranges written `portcon udp 7000 - 7005 <context>`."""
     ports = {}
-    for line in text.splitlines():
+    for line in _content_lines(text):
         fields = line.split()
-        if len(fields) >= 4 and fields[0] == "portcon":
-            ports[(fields[1], "".join(fields[2:-1]))] = _context_type(fields[-1])
+        if len(fields) not in (4, 6) or fields[0] != "portcon":
+            raise ParseError(where, "not `portcon PROTOCOL PORT[ - PORT] CONTEXT`", line)
+        ports[(fields[1], "".join(fields[2:-1]))] = _context_type(fields[-1])
     return ports
 
 
-def parse_file_contexts(text: str) -> dict[tuple[str, str], str | None]:
+def parse_file_contexts(text: str, where: str = "file_contexts") -> dict[tuple[str, str], str | None]:
     """A file_contexts file: `regex [file type] context` -> {(regex, file type): SELinux type}."""
     contexts = {}
-    for line in text.splitlines():
+    for line in _content_lines(text):
         fields = line.split()
-        if not fields or fields[0].startswith("#") or len(fields) not in (2, 3):
-            continue
-        file_type = FILE_TYPE_FIELD.get(fields[1], "all") if len(fields) == 3 else "all"
+        if len(fields) not in (2, 3) or (len(fields) == 3 and fields[1] not in FILE_TYPE_FIELD):
+            raise ParseError(where, "not `regex [file type] context`", line)
+        file_type = FILE_TYPE_FIELD[fields[1]] if len(fields) == 3 else "all"
         contexts[(fields[0], file_type)] = _context_type(fields[-1])
     return contexts
 
 
 def parse_module_list(text: str) -> dict[str, str]:
     """`semodule -l -m`: `name sha256:<hex>` for each installed module."""
-    return {fields[0]: fields[1] for fields in (line.split() for line in text.splitlines()) if len(fields) == 2}
+    modules = {}
+    for line in _lines(text):
+        fields = line.split()
+        if len(fields) != 2:
+            raise ParseError("semodule -l -m", "not `name checksum`", line)
+        modules[fields[0]] = fields[1]
+    return modules
 
 
-def parse_module_record(text: str) -> dict[str, str]:
-    return dict(line.split(" ", 1) for line in text.splitlines() if " " in line)
+def parse_module_record(text: str, where: str) -> dict[str, str]:
+    """converge's record of an installed module: `source sha256:...` and `module sha256:...` lines."""
+    record = {}
+    for line in _lines(text):
+        key, sep, value = line.partition(" ")
+        if not sep:
+            raise ParseError(where, "not `key value`", line)
+        record[key] = value
+    return record
 
 
-def parse_booleans_local(text: str) -> dict[str, bool]:
+def parse_booleans_local(text: str, where: str = "booleans.local") -> dict[str, bool]:
     """The store's booleans.local, which `setsebool -P` and `semanage boolean -m` write: `name=1`."""
     booleans = {}
-    for line in text.splitlines():
+    for line in _content_lines(text):
         name, sep, value = line.strip().partition("=")
-        if sep and not name.startswith("#"):
-            booleans[name.strip()] = value.strip() == "1"
+        if not sep or value.strip() not in ("0", "1"):
+            raise ParseError(where, "not `name=0` or `name=1`", line)
+        booleans[name.strip()] = value.strip() == "1"
     return booleans
 
 
@@ -100,9 +134,11 @@ def parse_export(text: str) -> dict[str, list[str]]:
     the `<kind> -D` lines that open each kind. A file-context equivalence (`fcontext -a -e`) is
     its own kind, `fcontext-equivalence`; a disabled module (`module -d`) is `module-disabled`."""
     kinds: dict[str, list[str]] = {}
-    for line in text.splitlines():
+    for line in _lines(text):
         fields = line.split()
-        if len(fields) < 2 or fields[1] == "-D":
+        if len(fields) < 2:
+            raise ParseError("semanage export", "not `kind option ...`", line)
+        if fields[1] == "-D":
             continue
         kind = fields[0]
         if kind == "fcontext" and "-e" in fields:
@@ -116,8 +152,14 @@ def parse_export(text: str) -> dict[str, list[str]]:
 def parse_module_priorities(text: str) -> dict[str, tuple[int, str]]:
     """`semodule --list-modules=full`: `priority name kind [disabled]` -> {name: (priority, kind)}."""
     modules = {}
-    for line in text.splitlines():
+    for line in _lines(text):
         fields = line.split()
-        if len(fields) >= 3 and fields[0].isdigit():
-            modules[fields[1]] = (int(fields[0]), fields[2])
+        if len(fields) not in (3, 4) or not fields[0].isdigit():
+            raise ParseError("semodule --list-modules=full", "not `priority name kind [disabled]`", line)
+        modules[fields[1]] = (int(fields[0]), fields[2])
     return modules
+
+
+def count_relabelled(restorecon_output: str) -> int:
+    """`restorecon -v`: one `Relabeled PATH from OLD to NEW` line per file it changed."""
+    return sum(1 for line in restorecon_output.splitlines() if line.startswith("Relabeled"))

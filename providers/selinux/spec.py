@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, PrivateAttr, ValidationInfo, field_validator, model_validator
+from pydantic import Field, PlainValidator, PrivateAttr, ValidationInfo, field_validator, model_validator
+
+from converge.provider import StrictModel, matching, port_range
 
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,127}")
-_MODULE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
+# semodule installs names with `-` (most public modules have one); never a leading one (an option).
+_MODULE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,127}")
 POLICY_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 # A file-context regex as semanage stores it; no whitespace or quotes, since `semanage import`
 # splits its lines on whitespace and strips quotes.
 _FCONTEXT_PATH = re.compile(r"/[A-Za-z0-9_.*+?()\[\]{}|^\\/@%:,=~-]{0,1023}")
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9_.@%:+,=~/-]{0,1023}")
-_PORT_RANGE = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
 _REGEX_META = set(".*+?[](){}|^$\\")
 _TE_MODULE = re.compile(r"^\s*module\s+(\S+)\s+[0-9][0-9.]*\s*;", re.MULTILINE)
 
@@ -29,52 +33,107 @@ FILE_TYPE_FLAG = {
 FILE_TYPE_FIELD = {"--": "file", "-d": "directory", "-l": "symlink", "-c": "char", "-b": "block", "-s": "socket", "-p": "pipe"}
 
 
-def _pattern(regex: re.Pattern[str], what: str) -> AfterValidator:
-    def check(value: str) -> str:
-        if not regex.fullmatch(value):
-            raise ValueError(f"not {what}: {value!r}")
-        return value
-
-    return AfterValidator(check)
-
-
-def _plain_path(value: str) -> str:
-    if not _PLAIN_PATH.fullmatch(value) or "/../" in f"{value}/" or "//" in value:
+def _plain_path(value: Any) -> str:
+    if not isinstance(value, str) or not _PLAIN_PATH.fullmatch(value) or "/../" in f"{value}/" or "//" in value:
         raise ValueError(f"not an absolute path without regex characters, '..' or '//': {value!r}")
     return value
 
 
-def _port_range(value: int | str) -> str:
-    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-    match = _PORT_RANGE.fullmatch(text) if isinstance(text, str) else None
-    if not match:
-        raise ValueError("a port is a number (8080) or a range as a string (\"8080-8090\")")
-    low, high = int(match[1]), int(match[2] or match[1])
-    if not 1 <= low <= high <= 65535:
-        raise ValueError(f"port range must lie within 1-65535 with low <= high, got {text}")
-    return str(low) if low == high else f"{low}-{high}"
+def _literal_prefix(regex: str) -> str:
+    cut = next((i for i, char in enumerate(regex) if char in _REGEX_META), len(regex))
+    return regex[:cut]
 
 
-BooleanName = Annotated[str, _pattern(_NAME, "an SELinux boolean name (lower-case letters, digits, _)")]
-TypeName = Annotated[str, _pattern(_NAME, "an SELinux type name such as httpd_sys_content_t")]
-PortRange = Annotated[str, AfterValidator(_port_range)]
+def _structure(regex: str) -> Iterator[tuple[int, str, int]]:
+    """(index, character, parenthesis depth) of each character outside escapes and brackets;
+    a bracket is taken to end at its first `]`, which can only show more characters, never fewer."""
+    depth, bracket, escaped = 0, False, False
+    for index, char in enumerate(regex):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif bracket:
+            bracket = char != "]"
+        elif char == "[":
+            bracket = True
+        else:
+            depth -= char == ")" and depth > 0
+            yield index, char, depth
+            depth += char == "("
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+def alternatives(regex: str) -> list[str]:
+    """The regex once per alternative of its first group (`/etc/(www|ftp)/.*` gives `/etc/www/.*`
+    and `/etc/ftp/.*`), so each alternative's literal prefix can be checked; the regex itself when
+    it has none. A `|` outside parentheses is refused: `/srv/www(/.*)?|/etc/shadow` labels
+    `/etc/shadow`, far from the directory the regex seems to be about."""
+    marks = list(_structure(regex))
+    if any(char == "|" and depth == 0 for _, char, depth in marks):
+        raise ValueError(f"a `|` outside parentheses matches paths anywhere: {regex!r} (group the alternatives)")
+    prefix = _literal_prefix(regex)
+    group = len(prefix)
+    if regex[group:group + 1] != "(":
+        return [regex]
+    bars, close = [], len(regex)
+    for index, char, depth in marks:
+        if index > group and char == ")" and depth == 0:
+            close = index
+            break
+        if index > group and char == "|" and depth == 1:
+            bars.append(index)
+    bounds = [group, *bars, close]
+    return [prefix + regex[start + 1:end] + regex[close + 1:] for start, end in itertools.pairwise(bounds)]
 
 
-class FileContext(_Strict):
-    path: Annotated[str, _pattern(_FCONTEXT_PATH, "a file-context regex starting with / (no spaces or quotes)")]
-    type: TypeName | None = None
-    file_type: FileType = "all"
-    ensure: Literal["present", "absent"] = "present"
-    relabel: Annotated[str, AfterValidator(_plain_path)] | None = None
+def _fcontext_path(value: Any) -> str:
+    if not isinstance(value, str) or not _FCONTEXT_PATH.fullmatch(value):
+        raise ValueError("not a file-context regex starting with / (no spaces or quotes)"
+                         + (f": {value!r}" if isinstance(value, str) else ""))
+    alternatives(value)
+    return value
+
+
+def _directory_of(regex: str) -> str:
+    """The directory every match of `regex` lives under: its literal prefix when that ends a path
+    component (`/srv/www` followed by `(/`, `/` or the end), else the prefix's parent (`/srv` of
+    `/srv/ww[wx]`)."""
+    prefix = _literal_prefix(regex)
+    rest = regex[len(prefix):]
+    whole_component = not rest or prefix.endswith("/") or rest.startswith("(/")
+    root = prefix if whole_component else os.path.dirname(prefix)
+    return root.rstrip("/") or "/"
+
+
+def _under(path: str, root: str) -> bool:
+    return root in ("/", path) or path.startswith(root + "/")
+
+
+BooleanName = Annotated[str, matching(_NAME, "an SELinux boolean name (lower-case letters, digits, _)")]
+TypeName = Annotated[str, matching(_NAME, "an SELinux type name such as httpd_sys_content_t")]
+Ensure = Literal["present", "absent"]
+
+
+class FileContext(StrictModel):
+    path: Annotated[str, PlainValidator(_fcontext_path)] = Field(
+        description="The file-context regex, as `semanage fcontext` takes it (`/srv/www(/.*)?`): no spaces, quotes "
+                    "or `|` outside parentheses.")
+    type: TypeName | None = Field(None, description="The SELinux type files matching `path` get; required unless absent.")
+    file_type: FileType = Field("all", description="Which kind of file the context applies to (semanage's `-f`).")
+    ensure: Ensure = Field("present", description="`absent` removes the local customisation.")
+    relabel: Annotated[str, PlainValidator(_plain_path)] | None = Field(
+        None, description="The directory `restorecon -R` relabels after the change (default: the regex's literal "
+                          "prefix); every alternative of the regex must lie under it.")
 
     @model_validator(mode="after")
     def _type_when_present(self) -> FileContext:
         if self.ensure == "present" and self.type is None:
             raise ValueError("type is required unless ensure = \"absent\"")
+        root = self.relabel_root()
+        outside = [_literal_prefix(alternative) for alternative in alternatives(self.path)
+                   if not _under(_directory_of(alternative), root)]
+        if outside:
+            raise ValueError(f"path {self.path!r} matches {outside[0]!r}, outside its relabel root {root}")
         return self
 
     @property
@@ -83,20 +142,14 @@ class FileContext(_Strict):
 
     def relabel_root(self) -> str:
         """`relabel`, or the regex's literal prefix: the directory every match lives under."""
-        if self.relabel:
-            return self.relabel
-        cut = next((i for i, char in enumerate(self.path) if char in _REGEX_META), len(self.path))
-        prefix = self.path[:cut]
-        whole_component = cut == len(self.path) or prefix.endswith("/") or self.path[cut:cut + 2] == "(/"
-        root = prefix if whole_component else os.path.dirname(prefix)
-        return root.rstrip("/") or "/"
+        return self.relabel or _directory_of(self.path)
 
 
-class Port(_Strict):
-    type: TypeName | None = None
-    protocol: Literal["tcp", "udp", "sctp", "dccp"]
-    port: Annotated[int | str, AfterValidator(_port_range)]
-    ensure: Literal["present", "absent"] = "present"
+class Port(StrictModel):
+    type: TypeName | None = Field(None, description="The SELinux port type (`http_port_t`); required unless absent.")
+    protocol: Literal["tcp", "udp", "sctp", "dccp"] = Field(description="The protocol the port is labelled for.")
+    port: Annotated[str, port_range("-")] = Field(description="A port (8080) or a range as a string (\"9000-9010\").")
+    ensure: Ensure = Field("present", description="`absent` removes the local customisation.")
 
     @model_validator(mode="after")
     def _type_when_present(self) -> Port:
@@ -106,13 +159,15 @@ class Port(_Strict):
 
     @property
     def key(self) -> tuple[str, str]:
-        return (self.protocol, str(self.port))
+        return (self.protocol, self.port)
 
 
-class Module(_Strict):
-    name: Annotated[str, _pattern(_MODULE_NAME, "a policy module name (letters, digits, _)")]
-    source: str | None = None  # made absolute by the baseline loader
-    ensure: Literal["present", "absent"] = "present"
+class Module(StrictModel):
+    name: Annotated[str, matching(_MODULE_NAME, "a policy module name (letters, digits, _ and -)")] = Field(
+        description="The module's name, as `semodule -l` lists it.")
+    source: str | None = Field(None, description="Its `.te` or `.cil` source, relative to the baseline; required "
+                                                 "unless absent.")
+    ensure: Ensure = Field("present", description="`absent` removes the module (`semodule -r`).")
     _text: str = PrivateAttr("")
 
     @field_validator("source")
@@ -128,7 +183,7 @@ class Module(_Strict):
         except (OSError, UnicodeDecodeError) as error:
             raise ValueError(f"cannot read {source}: {error}") from None
         name = info.data.get("name")
-        # checkmodule refuses a module whose output file is named after another module.
+        # semodule names a module after its file, and checkmodule's output after the `module` statement.
         declared = _TE_MODULE.search(text)
         if path.suffix == ".te" and name and (not declared or declared[1] != name):
             found = f"`module {declared[1]}`" if declared else "no `module NAME VERSION;` statement"
@@ -155,20 +210,25 @@ class Module(_Strict):
         return "sha256:" + hashlib.sha256(self._text.encode()).hexdigest()
 
 
-class SelinuxSpec(_Strict):
+class SelinuxSpec(StrictModel):
     """`[selinux]`: mode, policy, booleans, fcontexts, ports, modules; each optional."""
 
-    mode: Literal["enforcing", "permissive", "disabled"] | None = None
-    policy: Annotated[str, _pattern(POLICY_NAME, "a policy name such as default or targeted")] | None = None
-    booleans: dict[BooleanName, bool] = {}
-    fcontexts: list[FileContext] = []
-    ports: list[Port] = []
-    modules: list[Module] = []
+    mode: Literal["enforcing", "permissive", "disabled"] | None = Field(
+        None, description="SELINUX= in /etc/selinux/config, and the running kernel's mode where it has SELinux.")
+    policy: Annotated[str, matching(POLICY_NAME, "a policy name such as default or targeted")] | None = Field(
+        None, description="SELINUXTYPE= in /etc/selinux/config (the policy loaded at boot); its store must exist.")
+    booleans: dict[BooleanName, bool] = Field(
+        {}, description="Booleans by name, set persistently and at runtime (`setsebool -P`).")
+    fcontexts: list[FileContext] = Field([], description="Local file-context rules (`semanage fcontext`).")
+    ports: list[Port] = Field([], description="Local port labels (`semanage port`).")
+    modules: list[Module] = Field([], description="Policy modules built from source and installed (`semodule -i`).")
 
     @model_validator(mode="after")
     def _unique(self) -> SelinuxSpec:
-        for kind, keys in (("fcontexts", [f.key for f in self.fcontexts]), ("ports", [p.key for p in self.ports]),
-                           ("modules", [m.name for m in self.modules])):
+        kinds: tuple[tuple[str, list[Any]], ...] = (
+            ("fcontexts", [f.key for f in self.fcontexts]), ("ports", [p.key for p in self.ports]),
+            ("modules", [m.name for m in self.modules]))
+        for kind, keys in kinds:
             repeated = sorted({str(key) for key in keys if keys.count(key) > 1})
             if repeated:
                 raise ValueError(f"{kind} declared twice: {', '.join(repeated)}")
