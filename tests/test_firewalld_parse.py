@@ -181,8 +181,7 @@ def test_lockout_names_the_zones_that_refuse() -> None:
     spec = FirewalldSpec.model_validate({"zones": {"public": {"services": ["https"], "target": "default",
                                                                      "exclusive": True}}})
     assert FirewalldProvider().lockout(spec, _live(), Connection("192.0.2.7", 22, "root", "publickey")) == (
-        "the new firewalld state would block converge's own SSH connection from 192.0.2.7 to port 22 "
-        "(zone public does not admit it)")
+        "firewalld's zone public would not admit tcp port 22 from 192.0.2.7")
 
 
 def test_ports_and_sources_are_written_as_firewalld_prints_them() -> None:

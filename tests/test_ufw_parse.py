@@ -245,8 +245,7 @@ def test_lockout_names_the_connection_and_what_refuses_it() -> None:
     provider = UfwProvider()
     assert provider.lockout(spec, _live(), Connection("192.0.2.1", 22, "root", "publickey")) is None
     assert provider.lockout(spec, _live(), Connection("198.51.100.9", 22, "root", "publickey")) == (
-        "the new ufw state would block converge's own SSH connection from 198.51.100.9 to port 22 "
-        "(rule deny in proto tcp from 198.51.100.0/24 to any port 22)")
+        "ufw's first rule matching tcp port 22 from 198.51.100.9 would be "
+        "`deny in proto tcp from 198.51.100.0/24 to any port 22`")
     assert provider.lockout(spec, _live(), Connection("192.0.2.1", 2222, "root", "publickey")) == (
-        "the new ufw state would block converge's own SSH connection from 192.0.2.1 to port 2222 "
-        "(no rule admits it and the default incoming policy is deny)")
+        "no ufw rule would admit tcp port 2222 from 192.0.2.1 and the default incoming policy would be deny")

@@ -210,17 +210,13 @@ class FirewalldProvider(Provider[FirewalldSpec, FirewalldLive]):
     # --- guard (ConnectionGuard) -------------------------------------------------------------
 
     def lockout(self, spec: FirewalldSpec, live: FirewalldLive, connection: Connection) -> str | None:
-        """Why firewalld, once `spec` is applied, would refuse a new connection like `connection`."""
+        """Why firewalld, once `spec` is applied, would refuse a new connection like `connection`, or
+        None (the engine says which connection that cuts)."""
         refusing = refusing_zones(spec, live, connection.client, connection.port, "tcp")
         if not refusing:
             return None
-        return (f"the new firewalld state would block converge's own SSH connection from {connection.client} to port "
-                f"{connection.port} (zone {', '.join(refusing)} does not admit it)")
-
-    def admits(self, spec: FirewalldSpec, live: FirewalldLive, source: str, port: int, proto: str = "tcp") -> bool:
-        """TRANSITIONAL: what converge.safeguard.Firewall asks today; remove once the engine asks
-        `lockout` (until then a provider without it would silently lose lockout protection)."""
-        return admits(spec, live, source, port, proto)
+        zones = ("firewalld's zone " if len(refusing) == 1 else "firewalld's zones ") + ", ".join(refusing)
+        return f"{zones} would not admit tcp port {connection.port} from {connection.client}"
 
     def state_paths(self) -> list[str]:
         """firewalld's whole persistent configuration lives under /etc/firewalld."""

@@ -248,17 +248,10 @@ class UfwProvider(Provider[UfwSpec, UfwLive]):
     # --- guard (ConnectionGuard) -------------------------------------------------------------
 
     def lockout(self, spec: UfwSpec, live: UfwLive, connection: Connection) -> str | None:
-        """Why ufw, once `spec` is applied, would refuse a new connection like `connection`, or None."""
+        """Why ufw, once `spec` is applied, would refuse a new connection like `connection`, or None
+        (the engine says which connection that cuts)."""
         admitted, why = verdict(spec, live, connection.client, connection.port, "tcp")
-        if admitted:
-            return None
-        return (f"the new ufw state would block converge's own SSH connection from {connection.client} to port "
-                f"{connection.port} ({why})")
-
-    def admits(self, spec: UfwSpec, live: UfwLive, source: str, port: int, proto: str = "tcp") -> bool:
-        """TRANSITIONAL: what converge.safeguard.Firewall asks today; remove once the engine asks
-        `lockout` (until then a provider without it would silently lose lockout protection)."""
-        return admits(spec, live, source, port, proto)
+        return None if admitted else why
 
     def state_paths(self) -> list[str]:
         """Everything that holds ufw's persistent state: its directory and the defaults file."""
@@ -310,9 +303,10 @@ def verdict(spec: UfwSpec, live: UfwLive, source: str, port: int, proto: str = "
         allowing = rule.action in ("allow", "limit")
         if uncertain and allowing:
             continue
-        return allowing, f"rule {rule.action} {rule.describe()}"
+        return allowing, f"ufw's first rule matching {proto} port {port} from {source} would be `{rule.action} {rule.describe()}`"
     policy = settings.get("default_incoming")
-    return policy == "allow", f"no rule admits it and the default incoming policy is {policy}"
+    return policy == "allow", (f"no ufw rule would admit {proto} port {port} from {source} and the default incoming "
+                               f"policy would be {policy}")
 
 
 def admits(spec: UfwSpec, live: UfwLive, source: str, port: int, proto: str = "tcp") -> bool:
