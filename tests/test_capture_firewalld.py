@@ -7,8 +7,8 @@ import json
 import tomllib
 from pathlib import Path
 
-from converge.providers.firewalld import _captured_zone
-from converge.providers.firewalld_zones import Zone, unmanaged_settings
+from converge.providers.firewalld.capture import _captured_zone
+from converge.providers.firewalld.parse import Zone, parse_zones, unmanaged_settings
 from tests.test_firewalld_host import start_firewalld
 from tests.testhost import TestHost
 
@@ -20,7 +20,7 @@ LOGGING = 'rule family="ipv4" source address="203.0.113.0/24" log prefix="ssh pr
 
 def test_unmanaged_settings_of_stock_zones_are_external_masquerade_only() -> None:
     # firewalld 1.3's own zones, as `firewall-offline-cmd --list-all-zones` printed them here.
-    assert unmanaged_settings((DATA / "permanent-zones.txt").read_text()) == {"external": ["masquerade"]}
+    assert unmanaged_settings(parse_zones((DATA / "permanent-zones.txt").read_text())) == {"external": ["masquerade"]}
 
 
 def test_a_zone_with_an_ipset_source_is_captured_without_it_and_not_exclusive() -> None:
@@ -97,4 +97,4 @@ def test_capture_of_a_running_firewalld_round_trips(test_host: TestHost, tmp_pat
     plan = test_host.converge("plan", str(captured), "--json")
     assert plan.returncode == 2, plan.stdout + plan.stderr
     changes = json.loads(plan.stdout)["hosts"][0]["changes"]
-    assert [(c["action"], c["resource"]) for c in changes] == [("remove", "public service imap")]
+    assert [(c["action"], c["resource"]) for c in changes] == [("remove", "service:public imap")]

@@ -7,8 +7,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from converge.providers.ufw import UFW_CONF, UFW_DEFAULTS, UfwProvider
-from converge.providers.ufw_rules import interleave_families, parse_user_rules
+from converge.providers.ufw import UfwProvider
+from converge.providers.ufw.capture import interleave_families
+from converge.providers.ufw.parse import parse_user_rules
+from converge.providers.ufw.provider import UFW_CONF, UFW_DEFAULTS
 from converge.reads import CommandResult, Facts, ReadFile, ReadGlob, RunCommand
 from tests.testhost import TestHost
 
@@ -67,7 +69,7 @@ def test_capture_round_trips_and_leaves_out_only_what_the_format_cannot_say(test
 
     # The captured file is exclusive: a rule added by hand afterwards is drift the plan removes.
     test_host.run(["ufw", "allow", "3306/tcp"])
-    assert _plan_changes(test_host, captured) == (2, [("remove", "rule in proto tcp from any to any port 3306")])
+    assert _plan_changes(test_host, captured) == (2, [("remove", "rule:in proto tcp from any to any port 3306")])
     test_host.run(["ufw", "delete", "allow", "3306/tcp"])
     assert (test_host.read("/etc/ufw/user.rules"), test_host.read("/etc/ufw/user6.rules")) == rules_before
 
