@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
+import glob
 import io
 import ipaddress
 import os
@@ -183,12 +184,38 @@ def _connect_error(where: str, error: BaseException, timeout: float) -> HostErro
             return HostError(f"{where}: {error or type(error).__name__}")
 
 
+_INCLUDE = re.compile(r"^\s*include\s+(?P<patterns>.+?)\s*$", re.IGNORECASE)
+
+
+def _with_includes(path: str, depth: int = 0) -> str:
+    """The text of an ssh_config with its `Include` lines replaced by the files they name (globs,
+    relative to ~/.ssh), as OpenSSH reads them; paramiko's parser ignores Include."""
+    if depth > 16:
+        raise HostError(f"{path}: Include nested more than 16 deep")
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    text: list[str] = []
+    for line in lines:
+        match = _INCLUDE.match(line)
+        if not match:
+            text.append(line)
+            continue
+        for pattern in shlex.split(match["patterns"]):
+            pattern = os.path.expanduser(pattern)
+            pattern = pattern if os.path.isabs(pattern) else os.path.join(os.path.expanduser("~/.ssh"), pattern)
+            text += [_with_includes(included, depth + 1) for included in sorted(glob.glob(pattern)) if os.path.isfile(included)]
+    return "\n".join(text) + "\n"
+
+
 class SSHHost(Host):
-    def __init__(self, target: str, options: ConnectOptions, name: str | None = None) -> None:
+    def __init__(self, target: str, options: ConnectOptions, name: str | None = None, *,
+                 proxy_jump: str | None = None) -> None:
         parsed = SSHTarget.parse(target)
         super().__init__(name or parsed.alias, target)
         self.options = options
         config = self._ssh_config(options).lookup(parsed.alias)
+        if proxy_jump is not None:  # a hop of a ProxyJump chain: reached through the hops before it
+            config["proxyjump"] = proxy_jump
         # What ssh_config resolves the alias to is checked too: it reaches the connection, the
         # jump host's config lookup and the recorded known_hosts line.
         self.hostname = check_host_name(config.get("hostname", parsed.alias), f"{target}: ssh_config HostName")
@@ -228,8 +255,7 @@ class SSHHost(Host):
         path = options.ssh_config or os.path.expanduser("~/.ssh/config")
         if not os.path.exists(path):
             return paramiko.SSHConfig()
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        text = _with_includes(path)
         if getattr(paramiko.config, "invoke", None) is None and _MATCH_EXEC.search(text):
             import invoke
 
@@ -250,9 +276,11 @@ class SSHHost(Host):
         sock = None
         hops = self._jump_hops(config)
         if hops:
-            # ProxyJump: reach the target through a direct-tcpip channel of the jump host.
-            # A jump host only forwards: it never runs sudo, so it never sees the password.
-            self._jump = SSHHost(hops[0], dataclasses.replace(options, become=False))
+            # ProxyJump a,b: reach b through a, then the target through a direct-tcpip channel of
+            # b (as `ssh -J a,b` does). A jump host only forwards: it never runs sudo, so it never
+            # sees the password.
+            self._jump = SSHHost(hops[-1], dataclasses.replace(options, become=False),
+                                 proxy_jump=",".join(hops[:-1]) or "none")
             transport = self._jump._client.get_transport()
             assert transport is not None
             sock = transport.open_channel("direct-tcpip", (self.hostname, self.port), ("127.0.0.1", 0))
