@@ -115,7 +115,9 @@ class Evaluated:
     pid: int | None
 
     def value(self, keyword: str) -> Value:
-        return KEYWORDS[keyword][0].effective(self.values.get(keyword.lower(), []))
+        value = KEYWORDS[keyword][0].effective(self.values.get(keyword.lower(), []))
+        # Cumulative keywords (AcceptEnv) list what every file adds: a repeat changes nothing.
+        return list(dict.fromkeys(value)) if isinstance(value, list) else value  # type: ignore[return-value]
 
     @property
     def user(self) -> str:
@@ -219,6 +221,8 @@ class SshdProvider(Provider[_Base, SshdLive]):
             held = kind.effective(drop_in[keyword.lower()]) if keyword.lower() in drop_in else None
             if held == wanted and (effective == wanted or staged != wanted):
                 continue  # in sync, or beyond any change of ours (a warning says why)
+            if held is None and effective == wanted and staged == wanted:
+                continue  # sshd already uses it (another file sets it, or it is the default): not repeated
             notes = () if staged == wanted else (f"sshd will still use {shown(keyword, staged)}: see the warning",)
             changes.append(Change(self.name, self.name, keyword, "update", effective, wanted, notes, sides={
                 "effective": Side(effective, wanted), "drop-in": Side(held, wanted)}))
