@@ -45,8 +45,8 @@ REBOOT = {"never": "never", "when-required": "when-needed"}
 
 
 def index_argv(spec: UpdatesSpec) -> tuple[str, ...]:
-    return _without_apt("find", "/var/cache/dnf", "-maxdepth", "3", "-name", "repomd.xml", "(", "-mmin", f"-{spec.max_index_minutes}",
-            "-printf", "%T@ fresh %f\\n", ")", "-o", "-printf", "%T@ stale %f\\n")
+    return _without_apt("find", "/var/cache/dnf", "-maxdepth", "3", "-name", "repomd.xml", "(", "-mmin",
+                        f"-{spec.max_index_minutes}", "-printf", "%T@ fresh %f\\n", ")", "-o", "-printf", "%T@ stale %f\\n")
 
 
 def reads(spec: UpdatesSpec) -> Sequence[Read]:
