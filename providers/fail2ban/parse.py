@@ -28,6 +28,30 @@ def parse_jail_file(text: str, where: str = "jail file") -> dict[str, dict[str, 
     return {section: dict(parser.items(section)) for section in parser.sections()}
 
 
+# Options fail2ban splits into words (splitwords: commas, spaces and newlines separate them), and
+# options it reads one item a line (logpath, action: blank lines and indentation mean nothing).
+_WORD_OPTIONS = {"ignoreip", "journalmatch", "bantime.multipliers"}
+_LINE_OPTIONS = {"logpath", "action"}
+
+
+def as_read(sections: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """Each value as fail2ban reads it, in the form converge writes it: a file laid out
+    differently (ignoreip over several lines, indented actions) that fail2ban reads the same
+    compares equal."""
+    def value(option: str, text: str) -> str:
+        if option in _WORD_OPTIONS:
+            return " ".join(text.replace(",", " ").split()) if option == "ignoreip" else " ".join(text.split())
+        if option in _LINE_OPTIONS:
+            return "\n".join(line.strip() for line in text.splitlines() if line.strip())
+        return text.strip()
+    return {section: {option: value(option, text) for option, text in options.items()} for section, options in sections.items()}
+
+
+def comments(text: str) -> list[str]:
+    """The comment lines of a jail file, as written (what a reader, not fail2ban, sees)."""
+    return [line.strip() for line in text.splitlines() if line.strip()[:1] in ("#", ";")]
+
+
 def parse_jail_list(status_output: str) -> list[str]:
     """Jail names from `fail2ban-client status`."""
     for line in status_output.splitlines():
@@ -85,3 +109,28 @@ def typed(value: str) -> bool | int | str:
 def displayed(section: dict[str, str] | None) -> dict[str, bool | int | str] | None:
     """A section's options as a baseline writes them (booleans and whole numbers typed), for plans."""
     return None if section is None else {option: typed(value) for option, value in section.items()}
+
+
+def enabled_jails(files: list[tuple[str, str | None]]) -> list[str]:
+    """The jails `files` enable, read in fail2ban's order (the caller's): a section's own `enabled`
+    wins over [DEFAULT]'s, a later file's over an earlier one's, as fail2ban merges them. Files
+    that cannot be parsed are left out (fail2ban-client -t names them)."""
+    default = False
+    own: dict[str, bool | None] = {}  # None: the section sets no `enabled` of its own
+    for path, text in files:
+        try:
+            sections = parse_jail_file(text or "", path)
+        except ParseError:
+            continue
+        for section, options in sections.items():
+            if section in ("DEFAULT", "INCLUDES") and "enabled" not in options:
+                continue
+            if "enabled" not in options:
+                own.setdefault(section, None)
+            else:
+                value = options["enabled"].strip().lower() in ("true", "yes", "on", "1")
+                if section == "DEFAULT":
+                    default = value
+                elif section != "INCLUDES":
+                    own[section] = value
+    return sorted(name for name, value in own.items() if (default if value is None else value))

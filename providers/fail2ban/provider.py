@@ -28,7 +28,10 @@ from converge.provider import (
 from converge.providers.fail2ban.capture import capture_table, captured
 from converge.providers.fail2ban.parse import (
     LIVE_OPTIONS,
+    as_read,
+    comments,
     displayed,
+    enabled_jails,
     expected_live_value,
     fail2ban_errors,
     parse_jail_file,
@@ -44,6 +47,7 @@ Action = Literal["add", "update", "remove"]
 
 LOCAL_FILES = f"{CONFIG_DIR}/jail.d/*.local"
 # Where else an admin or a package declares jails: named by capture, never copied into the table.
+JAIL_CONF = f"{CONFIG_DIR}/jail.conf"
 OTHER_JAIL_SOURCES = (f"{CONFIG_DIR}/jail.local",)
 OTHER_JAIL_GLOBS = (f"{CONFIG_DIR}/jail.d/*.conf", LOCAL_FILES)
 FILE_HEADER = (
@@ -77,6 +81,20 @@ printf '%s\n' "$out" | sed "s|$stage|$2|g" | awk '
 exit 1
 """
 STAGED_TEST_NAME = "converge-fail2ban-test"
+
+
+def other_files_reads() -> list[Read]:
+    return [ReadFile(JAIL_CONF), *(ReadFile(path) for path in OTHER_JAIL_SOURCES),
+            *(ReadGlob(pattern) for pattern in OTHER_JAIL_GLOBS)]
+
+
+def other_files(facts: Facts) -> list[tuple[str, str | None]]:
+    """The jail files other than converge's, in the order fail2ban reads them (jail.conf,
+    jail.d/*.conf, jail.local, jail.d/*.local)."""
+    conf, local = OTHER_JAIL_GLOBS
+    return [(JAIL_CONF, facts.file(JAIL_CONF)), *sorted(facts.glob(conf).items()),
+            *((path, facts.file(path)) for path in OTHER_JAIL_SOURCES),
+            *sorted((path, text) for path, text in facts.glob(local).items() if path != JAIL_FILE)]
 
 
 def live_reads(spec: Fail2banSpec) -> list[tuple[str, str]]:
@@ -119,6 +137,8 @@ class Fail2banLive:
     systemd: bool
     # (file, section, options) set again by jail.d/*.local files fail2ban reads after ours.
     overrides: list[tuple[str, str, list[str]]]
+    # The jails the other files enable, when the baseline declares enabled_elsewhere.
+    enabled_elsewhere: list[str] | None = None
 
 
 def overriding_files(spec: Fail2banSpec, later_files: dict[str, str]) -> list[tuple[str, str, list[str]]]:
@@ -187,6 +207,7 @@ class Fail2banProvider(Provider[Fail2banSpec, Fail2banLive]):
         return [
             ReadFile(JAIL_FILE), ReadGlob(LOCAL_FILES), RunCommand(STATUS), RunCommand(CONFIG_TEST), RunCommand(SYSTEMD_BOOTED),
             *(RunCommand((CLIENT, "get", jail, option)) for jail, option in live_reads(spec)),
+            *(other_files_reads() if spec.enabled_elsewhere is not None else []),
         ]
 
     # ---- absent ---------------------------------------------------------------------------------
@@ -199,7 +220,7 @@ class Fail2banProvider(Provider[Fail2banSpec, Fail2banLive]):
     def live(self, spec: Fail2banSpec, facts: Facts) -> Fail2banLive:
         text = facts.file(JAIL_FILE)
         try:
-            sections = parse_jail_file(text, JAIL_FILE) if text is not None else {}
+            sections = as_read(parse_jail_file(text, JAIL_FILE)) if text is not None else {}
         except ProviderError:
             sections = None
         status = facts.command(*STATUS)
@@ -214,14 +235,19 @@ class Fail2banProvider(Provider[Fail2banSpec, Fail2banLive]):
         # fail2ban reads jail.d/*.local last, in name order: the ones named after ours win.
         later = {path: content for path, content in facts.glob(LOCAL_FILES).items() if path > JAIL_FILE}
         return Fail2banLive(text, sections, running, values, None if test.ok else fail2ban_errors(test),
-                            facts.command(*SYSTEMD_BOOTED).ok, overriding_files(spec, later))
+                            facts.command(*SYSTEMD_BOOTED).ok, overriding_files(spec, later),
+                            enabled_jails(other_files(facts)) if spec.enabled_elsewhere is not None else None)
 
     # ---- diff -----------------------------------------------------------------------------------
 
     def diff(self, spec: Fail2banSpec, live: Fail2banLive) -> ProviderPlan:
         changes = self._section_changes(spec, live)
         text = desired_file(spec)
-        if not changes and live.file_text != text:
+        # A file fail2ban reads as the baseline says, with converge's comments only, is in sync
+        # whatever its layout (ignoreip over several lines, spacing, indentation).
+        same = live.file_sections is not None and text is not None and live.file_text is not None and \
+            comments(live.file_text) == comments(text)
+        if not changes and live.file_text != text and not same:
             if text is None:
                 changes.append(Change(self.name, "file", JAIL_FILE, "remove", live.file_text, None,
                                       ("the baseline declares no jail",)))
@@ -284,6 +310,10 @@ class Fail2banProvider(Provider[Fail2banSpec, Fail2banLive]):
                          "Debian's sshd in jail.d/defaults-debian.conf, can be declared here to fix or disable it)")
         found += [f"{path} is read after {JAIL_FILE} and sets {', '.join(options)} in [{section}]: its values win"
                   for path, section, options in live.overrides]
+        if spec.enabled_elsewhere is not None and live.enabled_elsewhere != sorted(spec.enabled_elsewhere):
+            found.append(f"files other than {JAIL_FILE} enable [{', '.join(live.enabled_elsewhere or [])}] here, the "
+                         f"baseline's enabled_elsewhere says [{', '.join(sorted(spec.enabled_elsewhere))}]: converge "
+                         "does not write those files (declare a jail in [fail2ban.jails] to manage it)")
         if live.running_jails is None and not spec.start_server and spec.jails:
             found.append("fail2ban-server is not running: the jails take effect when it starts (or set start_server = true)")
         return found
@@ -293,8 +323,7 @@ class Fail2banProvider(Provider[Fail2banSpec, Fail2banLive]):
     # jails here would write them into JAIL_FILE too); capture names them.
 
     def capture_reads(self) -> Sequence[Read]:
-        return [*self.reads(Fail2banSpec.model_validate({})), *(ReadFile(path) for path in OTHER_JAIL_SOURCES),
-                *(ReadGlob(pattern) for pattern in OTHER_JAIL_GLOBS)]
+        return [*self.reads(Fail2banSpec.model_validate({})), *other_files_reads()]
 
     def capture_more_reads(self, facts: Facts) -> Sequence[Read]:
         # The live values plan compares, for the jails found: drift must show in the notes.
@@ -303,6 +332,8 @@ class Fail2banProvider(Provider[Fail2banSpec, Fail2banLive]):
 
     def capture(self, facts: Facts) -> Captured:
         table, notes = capture_table(facts.file(JAIL_FILE), facts.command(*STATUS).ok)
+        # The jails other files enable are compared (diff of two hosts sees them), never written.
+        table["enabled_elsewhere"] = enabled_jails(other_files(facts))
         spec = Fail2banSpec.model_validate(table)
         live = self.live(spec, facts)
         others = {path: facts.file(path) for path in OTHER_JAIL_SOURCES} | {

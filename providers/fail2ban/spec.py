@@ -31,8 +31,13 @@ _PARAM_WORD = rf"(?:[A-Za-z0-9_.:,@+-]|{_INTERPOLATION})+"
 _PARAM_VALUE = re.compile(rf'{_PARAM_WORD}|"{_PARAM_WORD}"')
 _ACTION_NAME = re.compile(rf"{_NAME}|{_INTERPOLATION}")
 _ACTION_SHAPE = re.compile(r"(?P<name>[^\[\]]+)(?:\[(?P<params>.*)\])?", re.DOTALL)
-_FILTER = re.compile(rf"{_NAME}(?:\[[a-z_]+=[A-Za-z0-9_.-]+(?:, ?[a-z_]+=[A-Za-z0-9_.-]+)*\])?")
-_PORT_ITEM = re.compile(r"[a-z][a-z0-9-]{0,31}|[0-9]{1,5}(?::[0-9]{1,5})?")
+# Filter options (filter.d [Init] values, substituted into the filter's regular expressions, not
+# into shell commands): plain words or %(name)s references, or a quoted phrase, as jail.conf's own
+# `%(__name__)s[mode=%(mode)s]` and `recidive[_jailname="recidivist"]` say.
+_FILTER_WORD = rf"(?:[A-Za-z0-9_.-]|{_INTERPOLATION})+"
+_FILTER_OPTION = rf"""[A-Za-z_][A-Za-z0-9_]*=(?:{_FILTER_WORD}|"[A-Za-z0-9_. -]*"|'[A-Za-z0-9_. -]*')"""
+_FILTER = re.compile(rf"(?:{_NAME}|{_INTERPOLATION})(?:\[{_FILTER_OPTION}(?:, ?{_FILTER_OPTION})*\])?")
+_PORT_ITEM = re.compile(r"[a-z][a-z0-9-]{0,31}|[0-9]{1,5}(?::[0-9]{1,5})?|%\([a-z_]+\)s")
 # Absolute, no `..` component: a log path must not walk out of the directory it names.
 _LOG_PATH = re.compile(rf"(?:/(?!\.\.(?:/|$))[A-Za-z0-9_.*?@+-]+)+|{_INTERPOLATION}")
 _JOURNAL_MATCH = re.compile(r"\+|[A-Z_][A-Z0-9_]*=[A-Za-z0-9_.@:-]+")
@@ -101,7 +106,8 @@ def check_action(item: str) -> str | None:
                     f"commands; allowed: {', '.join(ACTION_PARAMETERS)} (write anything else in an action.d file)")
         if not _PARAM_VALUE.fullmatch(value):
             return (f"action parameter {parameter}={value} is refused: a parameter value is one word without spaces "
-                    "or / (fail2ban puts it unescaped into root shell commands)")
+                    "or / (fail2ban puts it unescaped into root shell commands, security review finding 3; "
+                    "write such values in an action.d file)")
     return None
 
 
@@ -121,9 +127,12 @@ def _port(value: Any) -> str:
     if not items or not all(_PORT_ITEM.fullmatch(item.strip()) for item in items):
         raise ValueError("not a port: expected a number, a range 1000:2000, a service name, or several joined by commas")
     for item in items:
-        for number in item.strip().split(":"):
-            if number.isdigit() and not 1 <= int(number) <= 65535:
-                raise ValueError(f"port {number} out of range (1 to 65535)")
+        numbers = item.strip().split(":")
+        for number in numbers:
+            # 0 only as the start of a range: jail.conf's own all-ports value is 0:65535.
+            low = 0 if len(numbers) == 2 and number == numbers[0] else 1
+            if number.isdigit() and not low <= int(number) <= 65535:
+                raise ValueError(f"port {number} out of range (1 to 65535, or 0:N for a range)")
     return ",".join(item.strip() for item in items)
 
 
@@ -142,6 +151,20 @@ def _ignore_address(value: Any) -> str:
     return " ".join(items)
 
 
+def _ban_action(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected an action.d name, optionally with parameters: nftables[blocktype=reject]")
+    problem = check_action(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _formula(value: Any) -> str:
+    raise ValueError("bantime.formula is refused: it is a Python expression fail2ban evaluates (as root, with eval); "
+                     "say the increment with bantime.factor, bantime.multipliers and bantime.maxtime instead")
+
+
 def _multipliers(value: Any) -> str:
     if not isinstance(value, list) or not value or not all(type(item) is int and 1 <= item <= MAX_COUNT for item in value):
         raise ValueError("expected an array of whole numbers, such as [1, 2, 4, 8]")
@@ -158,13 +181,27 @@ Protocol = Annotated[str, choice("tcp", "udp", "sctp", "dccp", "all")]
 Filter = Annotated[str, matching(_FILTER, "a filter name, optionally with options: sshd[mode=aggressive]")]
 LogPaths = Annotated[str, listed(_LOG_PATH, "absolute log file paths (globs allowed) or %(name)s", "\n")]
 Encoding = Annotated[str, matching(re.compile(r"auto|[A-Za-z0-9][A-Za-z0-9_.-]{0,31}"), "an encoding")]
-Backend = Annotated[str, choice("auto", "pyinotify", "polling", "systemd")]
+_BACKENDS = ("auto", "pyinotify", "polling", "systemd", "gamin")
+
+
+def _backend(value: Any) -> str:
+    # A backend may take options (systemd[journalflags=1]); a reference such as jail.conf's
+    # %(sshd_backend)s names a [DEFAULT] option fail2ban resolves.
+    if isinstance(value, str) and (re.fullmatch(_INTERPOLATION, value) or re.fullmatch(
+            rf"(?:{'|'.join(_BACKENDS)})(?:\[[a-z_]+=[A-Za-z0-9_.-]+(?:, ?[a-z_]+=[A-Za-z0-9_.-]+)*\])?", value)):
+        return value
+    raise ValueError(f"expected one of {', '.join(_BACKENDS)} (optionally with options), or %(name)s")
+
+
+Backend = Annotated[str, PlainValidator(_backend)]
 JournalMatch = Annotated[str, listed(_JOURNAL_MATCH, "journal matches FIELD=value or +", " ")]
 Multipliers = Annotated[str, PlainValidator(_multipliers)]
 Mode = Annotated[str, matching(re.compile(r"[a-z][a-z0-9-]{0,31}"), "a filter mode such as aggressive")]
 Addresses = Annotated[str, PlainValidator(_ignore_address)]
 UseDns = Annotated[str, choice("yes", "warn", "no", "raw")]
 Email = Annotated[str, matching(_EMAIL, "an e-mail address")]
+BanAction = Annotated[str, PlainValidator(_ban_action)]
+SenderName = Annotated[str, matching(re.compile(r"[A-Za-z0-9_.-]{1,64}|%\([a-z_]+\)s"), "one word: letters, digits, _ . -")]
 
 
 def _option(description: str, alias: str | None = None) -> Any:
@@ -192,12 +229,15 @@ class JailOptions(StrictModel):
     bantime_multipliers: Multipliers | None = _option("Ban time multipliers, such as [1, 2, 4, 8].", "bantime.multipliers")
     bantime_maxtime: Time | None = _option("The longest an incremented ban lasts.", "bantime.maxtime")
     bantime_rndtime: Time | None = _option("Random time added to each incremented ban.", "bantime.rndtime")
+    bantime_formula: Annotated[str, PlainValidator(_formula)] | None = _option(
+        "Refused: a Python expression fail2ban evaluates; use bantime.factor and bantime.multipliers.", "bantime.formula")
     bantime_overalljails: bool | None = _option("Whether the increment counts the bans of every jail.", "bantime.overalljails")
     action: Actions | None = _option(
         "Actions: name or name[param=value, ...], one string or an array; only known parameters, each one word without "
         "spaces or / (fail2ban puts them unescaped into root shell commands).")
-    banaction: Name | None = _option("The action.d name the ban actions use (iptables-multiport, nftables, ...).")
-    banaction_allports: Name | None = _option("The action.d name used for bans of all ports.")
+    banaction: BanAction | None = _option(
+        "The action.d name the ban actions use (iptables-multiport, nftables, ...), optionally with parameters as in action.")
+    banaction_allports: BanAction | None = _option("The action.d name used for bans of all ports.")
     chain: Name | None = _option("The firewall chain the ban rules go in.")
     mode: Mode | None = _option("The filter mode (normal, aggressive, ...).")
     ignoreip: Addresses | None = _option("Addresses, networks or host names never banned (an array, or one string).")
@@ -205,6 +245,7 @@ class JailOptions(StrictModel):
     usedns: UseDns | None = _option("Whether host names in logs are resolved: yes, warn, no or raw.")
     destemail: Email | None = _option("Where mail actions send reports.")
     sender: Email | None = _option("The sender address of mail actions.")
+    sendername: SenderName | None = _option("The sender name of mail actions: one word (letters, digits, _ . -).")
     mta: Name | None = _option("The mail program mail actions use (sendmail, mail).")
 
     def section(self) -> dict[str, str]:
@@ -232,6 +273,11 @@ class Fail2banSpec(StrictModel):
     defaults: JailOptions = Field(JailOptions(), description="Options of [DEFAULT] in converge's jail file.")
     jails: dict[Annotated[str, PlainValidator(jail_name)], JailOptions] = Field(
         {}, description="Jails by name, each with the options of its section in converge's jail file.")
+
+    enabled_elsewhere: list[Annotated[str, PlainValidator(jail_name)]] | None = Field(None, description=(
+        "The jails files other than converge's enable (jail.conf, jail.d/*.conf, jail.local, other jail.d/*.local), "
+        "as capture found them: compared, never written (plan warns when the host's differ; declare a jail in "
+        "[fail2ban.jails] to manage it)."))
 
     def sections(self) -> dict[str, dict[str, str]]:
         wanted = {"DEFAULT": self.defaults.section()} if self.defaults.section() else {}
