@@ -45,7 +45,8 @@ def captured(live: UfwLive) -> Captured:
         notes.append("exclusive: left false, so that a plan does not remove the rules not captured")
     if rules:
         table["rules"] = rules
-    return Captured(table, notes)
+    # In use when ufw.conf enables it at boot or its chains are loaded now.
+    return Captured(table, notes, active=live.active or live.enabled_at_boot)
 
 
 def _captured_rules(live: UfwLive) -> tuple[list[dict[str, Any]], list[str], list[str]]:
