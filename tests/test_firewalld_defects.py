@@ -35,7 +35,7 @@ def test_a_log_prefix_with_a_space_is_accepted_as_firewalld_accepts_and_prints_i
     test_host.run(["firewall-offline-cmd", "--zone=public", f"--add-rich-rule={LOGGED}"])
     assert f"\t{LOGGED}" in test_host.run(["firewall-offline-cmd", "--zone=public", "--list-all"]).stdout
     captured = tmp_path / "captured.toml"
-    document, notes = _capture(test_host, captured, "firewalld")
+    document, _ = _capture(test_host, captured, "firewalld")
     assert document["firewalld"]["zones"]["public"]["rich_rules"] == [LOGGED]
     assert document["firewalld"]["zones"]["public"]["exclusive"] is True
     assert test_host.converge("validate", str(captured)).returncode == 0

@@ -1,8 +1,11 @@
 """Add the real `firewall-offline-cmd --check-config` answer to each recorded firewalld case: the case's own
 recorded /etc/firewalld files are written into a fresh test host and the check is run there."""
-import json, sys, tempfile
+import json
+import tempfile
 from pathlib import Path
+
 from tests.testhost import TestHost
+
 for case in sorted(Path("tests/cases/firewalld").iterdir()):
     doc = json.loads((case / "reads.json").read_text())
     if any(item["read"] == {"command": ["firewall-offline-cmd", "--check-config"]} for item in doc["answers"]):
