@@ -60,7 +60,7 @@ def test_capture_round_trips_and_leaves_out_only_what_the_format_cannot_say(test
         {"action": "allow", "app": "OpenSSH", "from": "2001:db8::/32"},
         {"action": "allow", "port": 8080, "proto": "tcp"},
     ]
-    assert notes[:-1] == ["local: ufw: rule in proto tcp from any to any port 8080: "
+    assert notes[:-1] == ["local: ufw: rule allow in proto tcp from any to any port 8080: "
                           "captured without its `log` option (not in the baseline format)"]
     validate = test_host.converge("validate", str(captured))
     assert validate.returncode == 0, validate.stderr
@@ -79,7 +79,7 @@ def test_capture_round_trips_and_leaves_out_only_what_the_format_cannot_say(test
     ufw, notes = _capture(test_host, captured)
     assert ufw["exclusive"] is False
     assert len(ufw["rules"]) == 5
-    assert "local: ufw: rule route in on lo out on lo from any to any: route (forwarding) rules are not in the " \
+    assert "local: ufw: rule route allow in on lo out on lo from any to any: route (forwarding) rules are not in the " \
            "baseline format; not captured" in notes
     assert "local: ufw: exclusive: left false, so that a plan does not remove the rules not captured" in notes
     assert test_host.converge("validate", str(captured)).returncode == 0
@@ -126,6 +126,6 @@ def test_rules_missing_from_the_ipv6_file_are_left_out_and_exclusive_stays_off()
     # Only rules for one IPv4 address or network can be declared without reaching IPv6 too.
     assert [rule.get("from") or rule.get("to") for rule in captured.table["rules"]] == [
         "192.0.2.0/24", "203.0.113.5", "192.0.2.1", "192.0.2.0/24", "10.1.2.3"]
-    assert "rule in proto tcp from any to any port 22: it is in the IPv4 rules only; not captured" in captured.notes
-    assert "rule route in on lo out on lo from any to any: route (forwarding) rules are not in the baseline format; " \
+    assert "rule allow in proto tcp from any to any port 22: it is in the IPv4 rules only; not captured" in captured.notes
+    assert "rule route allow in on lo out on lo from any to any: route (forwarding) rules are not in the baseline format; " \
            "not captured" in captured.notes

@@ -16,6 +16,7 @@ from converge.providers.ufw.parse import (
     parse_tuple,
     parse_user_rules,
     port_ranges,
+    read_user_rules,
 )
 from converge.providers.ufw.provider import UfwLive, admits, plan_rules
 from converge.providers.ufw.spec import UfwSpec
@@ -52,9 +53,21 @@ def test_ipv6_tuples_app_names_with_spaces_and_utf8_comments() -> None:
     assert parse_tuple("### tuple ### deny any any 0.0.0.0/0 any 0.0.0.0/0 in comment=c3a9").comment == "é"
 
 
-def test_a_malformed_tuple_is_an_error_not_a_silent_skip() -> None:
-    with pytest.raises(ParseError, match=r"^/etc/ufw/user.rules: unexpected ufw rule tuple: '### tuple ### allow tcp 22'"):
-        parse_user_rules("# a comment\n### tuple ### allow tcp 22\n", "/etc/ufw/user.rules")
+def test_a_malformed_tuple_is_skipped_as_ufw_does_with_a_warning_naming_file_and_line() -> None:
+    bad_length = r"^/etc/ufw/user.rules: unexpected ufw rule tuple \(bad length\): '### tuple ### allow tcp 22'"
+    with pytest.raises(ParseError, match=bad_length):
+        parse_tuple("### tuple ### allow tcp 22", "/etc/ufw/user.rules")
+    text = ("# a comment\n### tuple ### allow tcp 22\n### tuple ### allow tcp 80 0.0.0.0/0 any 0.0.0.0/0 in\n"
+            "### tuple ### allow tcp 81 0.0.0.0/0 any 0.0.0.0/0 eth_0\n"
+            "### tuple ### allow tcp 82 0.0.0.0/0 any 0.0.0.0/0\n")  # ufw's old 6-field format: direction in
+    rules, skipped = read_user_rules(text, "/etc/ufw/user.rules")
+    assert [(rule.port, rule.direction) for rule in rules] == [("80", "in"), ("82", "in")]
+    assert skipped == [
+        "/etc/ufw/user.rules line 2: unexpected ufw rule tuple (bad length): '### tuple ### allow tcp 22'; "
+        "ufw skips this tuple, and so does converge",
+        "/etc/ufw/user.rules line 4: unexpected ufw rule tuple (interface): "
+        "'### tuple ### allow tcp 81 0.0.0.0/0 any 0.0.0.0/0 eth_0'; ufw skips this tuple, and so does converge",
+    ]
     assert parse_user_rules(_text("user.rules.empty")) == []
     assert parse_user_rules(None) == []
 

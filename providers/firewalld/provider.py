@@ -49,6 +49,10 @@ PERMANENT_ZONES = ("firewall-offline-cmd", "--list-all-zones")
 PERMANENT_DEFAULT = ("firewall-offline-cmd", "--get-default-zone")
 RUNTIME_ZONES = ("firewall-cmd", "--list-all-zones")
 RUNTIME_DEFAULT = ("firewall-cmd", "--get-default-zone")
+# The permanent configuration checked as firewalld checks it at start (works with or without the daemon).
+CHECK_CONFIG = ("firewall-offline-cmd", "--check-config")
+# `systemctl enable firewalld` makes this link (WantedBy=multi-user.target); a read of it is the unit's text.
+ENABLED_LINK = "/etc/systemd/system/multi-user.target.wants/firewalld.service"
 # firewalld keeps its own zones here and copies one to CONFIG_DIR/zones when it is first changed;
 # the copies are read so that a failed apply can put them back as they were.
 STOCK_ZONES = "/usr/lib/firewalld/zones/*.xml"
@@ -75,6 +79,10 @@ class FirewalldLive:
     files: dict[str, str | None] = field(default_factory=dict)
     # Per zone, the settings set that converge does not manage (masquerade, forward-ports, ...).
     unmanaged: dict[str, list[str]] = field(default_factory=dict)
+    # Services defined in CONFIG_DIR/services (the admin's own, or stock ones redefined).
+    own_services: frozenset[str] = frozenset()
+    # Why the permanent configuration fails `--check-config` (None: it passes).
+    config_error: str | None = None
 
 
 class FirewalldProvider(Provider[FirewalldSpec, FirewalldLive]):
@@ -92,7 +100,7 @@ class FirewalldProvider(Provider[FirewalldSpec, FirewalldLive]):
     def reads(self, spec: FirewalldSpec) -> Sequence[Read]:
         return [Which("firewall-cmd"), RunCommand(STATE), RunCommand(PERMANENT_ZONES), RunCommand(PERMANENT_DEFAULT),
                 RunCommand(RUNTIME_ZONES), RunCommand(RUNTIME_DEFAULT), *(ReadGlob(pattern) for pattern in SERVICE_GLOBS),
-                ReadGlob(CHANGED_ZONES)]
+                ReadGlob(CHANGED_ZONES), RunCommand(CHECK_CONFIG)]
 
     # --- absent ------------------------------------------------------------------------------
 
@@ -119,11 +127,14 @@ class FirewalldProvider(Provider[FirewalldSpec, FirewalldLive]):
         changed = facts.glob(CHANGED_ZONES)
         files: dict[str, str | None] = {CONFIG: facts.file(CONFIG)}
         files |= {zone_file(name): changed.get(zone_file(name)) for name in permanent}
+        own = frozenset(os.path.basename(path).removesuffix(".xml") for path in facts.glob(SERVICE_GLOBS[1]))
+        check = facts.command(*CHECK_CONFIG)
         return FirewalldLive(
             running, output_or_raise(facts, PERMANENT_DEFAULT).strip(), permanent,
             output_or_raise(facts, RUNTIME_DEFAULT).strip() if running else None,
             parse_zones(output_or_raise(facts, RUNTIME_ZONES), " ".join(RUNTIME_ZONES)) if running else None,
-            services, files, unmanaged_settings(permanent),
+            services, files, unmanaged_settings(permanent), own,
+            None if check.ok else (check.stdout.strip() or check.stderr.strip() or f"exit {check.returncode}"),
         )
 
     # --- diff: changes and operations --------------------------------------------------------
@@ -204,8 +215,11 @@ class FirewalldProvider(Provider[FirewalldSpec, FirewalldLive]):
     def warnings(self, spec: FirewalldSpec, live: FirewalldLive) -> list[str]:
         """Settings of a declared zone that a baseline cannot express (forward ports, masquerade, ...):
         never changed, not even by `exclusive`; said so the admin knows the zone does more."""
-        return [f"firewalld: zone {zone}: {', '.join(live.unmanaged[zone])} set, not managed by converge (left as they are)"
-                for zone in spec.zones if live.unmanaged.get(zone)]
+        warnings = [f"firewalld: zone {zone}: {', '.join(live.unmanaged[zone])} set, not managed by converge (left as "
+                    "they are)" for zone in spec.zones if live.unmanaged.get(zone)]
+        if live.config_error:
+            warnings.append(f"firewalld: the current configuration fails `{' '.join(CHECK_CONFIG)}`: {live.config_error}")
+        return warnings
 
     # --- guard (ConnectionGuard) -------------------------------------------------------------
 
@@ -230,7 +244,7 @@ class FirewalldProvider(Provider[FirewalldSpec, FirewalldLive]):
     # --- capture (Capturing) -----------------------------------------------------------------
 
     def capture_reads(self) -> Sequence[Read]:
-        return [*self.reads(FirewalldSpec()), ReadGlob(STOCK_ZONES)]
+        return [*self.reads(FirewalldSpec()), ReadGlob(STOCK_ZONES), ReadFile(ENABLED_LINK)]
 
     def capture_more_reads(self, facts: Facts) -> Sequence[Read]:
         return ()
@@ -239,7 +253,7 @@ class FirewalldProvider(Provider[FirewalldSpec, FirewalldLive]):
         from converge.providers.firewalld.capture import captured  # capture.py builds on this module
 
         stock = {os.path.basename(path).removesuffix(".xml") for path in facts.glob(STOCK_ZONES)}
-        return captured(self.live(FirewalldSpec(), facts), stock)
+        return captured(self.live(FirewalldSpec(), facts), stock, enabled_at_boot=facts.file(ENABLED_LINK) is not None)
 
 
 def zone_calls(tool: Sequence[str], zone: str, current: Zone, wanted: Zone, *, offline: bool) -> list[tuple[str, ...]]:

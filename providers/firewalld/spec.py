@@ -19,8 +19,9 @@ _SERVICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 _PORT = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?/(tcp|udp|sctp|dccp)")
 _INTERFACE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 # Rich rules reach firewall-cmd as one argv element; no shell ever sees them, but nothing else
-# than firewalld's own syntax needs to pass either.
-_RICH_RULE = re.compile(r'rule( [a-z-]+(="?[A-Za-z0-9_.:/,-]*"?)?)+')
+# than firewalld's own syntax needs to pass either. A quoted value may hold spaces (a log prefix
+# such as "ssh-in ", which firewalld accepts and prints as given).
+_RICH_RULE = re.compile(r'rule( [a-z-]+(="[A-Za-z0-9_.:/, -]*"|=[A-Za-z0-9_.:/,-]*)?)+')
 
 
 def _check_port(value: Any) -> str:

@@ -21,7 +21,7 @@ SETTINGS = ("logging", "default_incoming", "default_outgoing", "default_routed")
 def captured(live: UfwLive) -> Captured:
     """The settings, then every rule the format can express."""
     table: dict[str, Any] = {}
-    notes: list[str] = []
+    notes: list[str] = [*live.skipped]
     if live.active == live.enabled_at_boot:
         table["enabled"] = live.active
     else:
@@ -45,7 +45,8 @@ def captured(live: UfwLive) -> Captured:
         notes.append("exclusive: left false, so that a plan does not remove the rules not captured")
     if rules:
         table["rules"] = rules
-    return Captured(table, notes)
+    # In use when ufw.conf enables it at boot or its chains are loaded now.
+    return Captured(table, notes, active=live.active or live.enabled_at_boot)
 
 
 def _captured_rules(live: UfwLive) -> tuple[list[dict[str, Any]], list[str], list[str]]:
@@ -57,7 +58,7 @@ def _captured_rules(live: UfwLive) -> tuple[list[dict[str, Any]], list[str], lis
     in user.rules only, but an entry for it would be added to user6.rules too).
     """
     order, apart = interleave_families(live.rules.get(4, []), live.rules.get(6, []))
-    left_out = [f"rule {rule.describe()}: its place or action differs between IPv4 and IPv6; not captured"
+    left_out = [f"rule {rule.named()}: its place or action differs between IPv4 and IPv6; not captured"
                 for rule in apart]
     found = {family: {rule.identity() for rule in rules} for family, rules in live.rules.items()}
     entries: list[dict[str, Any]] = []
@@ -67,12 +68,12 @@ def _captured_rules(live: UfwLive) -> tuple[list[dict[str, Any]], list[str], lis
         families = {family for family, identities in found.items() if rule.identity() in identities}
         reason = _why_not_captured(rule, entry, families, live)
         if reason:
-            left_out.append(f"rule {rule.describe()}: {reason}; not captured")
+            left_out.append(f"rule {rule.named()}: {reason}; not captured")
             continue
         if rule.log:
             # Kept: ufw knows the rule without its log option, so the plan is in sync and
             # `exclusive` stays safe; only the logging of matches is lost.
-            remarks.append(f"rule {rule.describe()}: captured without its `{rule.log}` option (not in the baseline format)")
+            remarks.append(f"rule {rule.named()}: captured without its `{rule.log}` option (not in the baseline format)")
         entries.append(entry)
     return entries, left_out, remarks
 

@@ -101,9 +101,14 @@ class UfwRule:
     def describe(self) -> str:
         return ("route " if self.route else "") + " ".join(self.selector())
 
-    def argv(self, *, delete: bool = False) -> list[str]:
-        """The `ufw` command that adds (or updates in place) or deletes this rule."""
+    def named(self) -> str:
+        """The rule with its action, as ufw's commands say it: `limit in proto tcp from any to any port 22`."""
+        return ("route " if self.route else "") + " ".join([self.action, *self.selector()])
+
+    def argv(self, *, delete: bool = False, position: int | None = None) -> list[str]:
+        """The `ufw` command that adds (or updates in place), inserts at `position` or deletes this rule."""
         argv = ["ufw"] + (["route"] if self.route else []) + (["delete"] if delete else [])
+        argv += ["insert", str(position)] if position is not None else []
         argv.append(self.action)
         selector = self.selector()
         # ufw wants `log` right after the direction and interface, before proto/from.
@@ -125,14 +130,18 @@ def parse_tuple(line: str, where: str = "user.rules") -> UfwRule:
         except ValueError:
             raise ParseError(where, "a rule comment that is not hex-encoded UTF-8", line) from None
     fields = body.split()
-    if len(fields) not in (7, 9):
-        raise ParseError(where, "unexpected ufw rule tuple", line)
+    if len(fields) not in (6, 7, 8, 9):
+        raise ParseError(where, "unexpected ufw rule tuple (bad length)", line)
+    if len(fields) in (6, 8):  # ufw's old format, without the direction: ufw reads it as `in`
+        fields.append("in")
     match = _ACTION.fullmatch(fields[0])
     if not match:
         raise ParseError(where, "unexpected ufw rule action", line)
     proto, port, destination, source_port, source = fields[1:6]
     app, source_app = (fields[6], fields[7]) if len(fields) == 9 else ("-", "-")
     where_field = fields[-1]
+    if "_" in where_field and not re.fullmatch(r"(in|out)_\S+|in_\w+!out_\w+", where_field):
+        raise ParseError(where, "unexpected ufw rule tuple (interface)", line)
     direction, interface_in, interface_out = where_field.split("_", 1)[0], "", ""
     for part in where_field.split("!"):
         side, _, name = part.partition("_")
@@ -153,9 +162,26 @@ def parse_tuple(line: str, where: str = "user.rules") -> UfwRule:
     )
 
 
+def read_user_rules(text: str | None, where: str = "user.rules") -> tuple[list[UfwRule], list[str]]:
+    """The rules of one user rules file (`where`, for messages), in ufw's order, and a warning
+    per tuple skipped. ufw itself skips a tuple it cannot read ("WARN: Skipping malformed
+    tuple") and goes on with the others; so does converge, saying which file and line."""
+    rules: list[UfwRule] = []
+    skipped: list[str] = []
+    for number, line in enumerate((text or "").splitlines(), start=1):
+        if not line.startswith(_TUPLE):
+            continue
+        try:
+            rules.append(parse_tuple(line, where))
+        except ParseError as error:
+            reason = str(error).removeprefix(f"{where}: ")
+            skipped.append(f"{where} line {number}: {reason}; ufw skips this tuple, and so does converge")
+    return rules, skipped
+
+
 def parse_user_rules(text: str | None, where: str = "user.rules") -> list[UfwRule]:
-    """The rules of one user rules file (`where`, for errors), in ufw's order."""
-    return [parse_tuple(line, where) for line in (text or "").splitlines() if line.startswith(_TUPLE)]
+    """The rules of one user rules file, in ufw's order (skipping what ufw skips, see `read_user_rules`)."""
+    return read_user_rules(text, where)[0]
 
 
 def parse_status_active(output: str) -> bool:

@@ -34,8 +34,8 @@ from converge.providers.ufw.parse import (
     UfwRule,
     parse_app_profiles,
     parse_status_active,
-    parse_user_rules,
     port_ranges,
+    read_user_rules,
 )
 from converge.providers.ufw.spec import UfwSpec
 
@@ -69,48 +69,89 @@ class UfwLive:
     apps: dict[str, list[PortRange]] = field(default_factory=dict)
     # The text of each file in WRITTEN as read (None: missing), for the undo of a failed apply.
     files: dict[str, str | None] = field(default_factory=dict)
+    # A warning per tuple ufw skips as malformed (file and line).
+    skipped: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A declared rule found in one family only, added to the other in place: before the rule at
+    `index` of that family's live list (its length: after the last)."""
+
+    rule: UfwRule
+    family: int
+    index: int
 
 
 @dataclass
 class RulePlan:
-    """What apply does to the rules, in order: delete, then update in place, then append."""
+    """What apply does to the rules, in order: delete, complete the missing family in place,
+    update in place, then append."""
 
     deletions: list[UfwRule] = field(default_factory=list)
+    completions: list[Completion] = field(default_factory=list)
     updates: list[UfwRule] = field(default_factory=list)
     appends: list[UfwRule] = field(default_factory=list)
     moved: set[tuple[object, ...]] = field(default_factory=set)
 
-    def final_rules(self, live: list[UfwRule], family_rules: set[tuple[object, ...]]) -> list[UfwRule]:
+    def final_rules(self, live: list[UfwRule], family_rules: set[tuple[object, ...]], family: int = 4) -> list[UfwRule]:
         """The rules of one family after apply, in order."""
         gone = {rule.identity() for rule in self.deletions}
         updated = {rule.identity(): rule for rule in self.updates}
-        kept = [updated.get(rule.identity(), rule) for rule in live if rule.identity() not in gone]
+        inserted: dict[int, list[UfwRule]] = {}
+        for completion in self.completions:
+            if completion.family == family:
+                inserted.setdefault(completion.index, []).append(completion.rule)
+        kept: list[UfwRule] = []
+        for index, rule in enumerate(live):
+            kept += inserted.get(index, [])
+            if rule.identity() not in gone:
+                kept.append(updated.get(rule.identity(), rule))
+        kept += inserted.get(len(live), [])
         return kept + [rule for rule in self.appends if rule.identity() in family_rules]
+
+
+def _completion_index(rule: UfwRule, other: list[UfwRule], rules: list[UfwRule], after: float) -> int:
+    """Where in `rules` (one family) a rule found in `other` (the other family) belongs: before the
+    first rule that follows it in `other` and is in `rules` after position `after`, else last."""
+    identities = [candidate.identity() for candidate in other]
+    here = {candidate.identity(): index for index, candidate in enumerate(rules)}
+    start = identities.index(rule.identity()) + 1
+    for identity in identities[start:]:
+        if here.get(identity, -1) > after:
+            return here[identity]
+    return len(rules)
 
 
 def plan_rules(spec: UfwSpec, live: UfwLive) -> RulePlan:
     """Compare declared rules with ufw's tuples, family by family, keeping the declared order:
-    declared rules already in place in the declared order stay; from the first one missing or out
-    of order on, the rest are deleted and appended again in order."""
+    declared rules already in place in the declared order stay (one found in a family only is
+    added to the other in place); from the first one missing or out of order on, the rest are
+    deleted and appended again in order."""
     plan = RulePlan()
     wanted = [(rule_spec.rule(), rule_spec.families(live.ipv6)) for rule_spec in spec.rules if rule_spec.ensure == "present"]
     positions = {family: {rule.identity(): (index, rule) for index, rule in reversed(list(enumerate(rules)))}
                  for family, rules in live.rules.items()}
-    last = dict.fromkeys(live.rules, -1)
+    last: dict[int, float] = dict.fromkeys(live.rules, -1)
     tail_started = False
     for rule, families in wanted:
-        found = [positions[family].get(rule.identity()) for family in families]
-        in_order = all(hit is not None and hit[0] > last[family] for hit, family in zip(found, families, strict=True))
+        found = {family: hit for family in families if (hit := positions[family].get(rule.identity())) is not None}
+        in_order = bool(found) and all(hit[0] > last[family] for family, hit in found.items())
         if not tail_started and in_order:
-            for hit, family in zip(found, families, strict=True):
-                assert hit is not None
+            for family, hit in found.items():
                 last[family] = hit[0]
-            if any(hit and hit[1].verdict() != rule.verdict() for hit in found):
+            for family in families:
+                if family not in found:
+                    other = live.rules[next(iter(found))]
+                    index = _completion_index(rule, other, live.rules[family], last[family])
+                    plan.completions.append(Completion(rule, family, index))
+                    last[family] = index - 0.5  # the next declared rule must come after it
+            if any(hit[1].verdict() != rule.verdict() for hit in found.values()):
                 plan.updates.append(rule)
             continue
         tail_started = True
-        if any(found):
-            plan.deletions.append(next(hit[1] for hit in found if hit))
+        if found:
+            plan.deletions.append(next(iter(found.values()))[1])
             plan.moved.add(rule.identity())
         plan.appends.append(rule)
     wanted_ids = {rule.identity() for rule, _ in wanted}
@@ -126,11 +167,36 @@ def plan_rules(spec: UfwSpec, live: UfwLive) -> RulePlan:
     return plan
 
 
+# An address of one family meaning "any": a rule written with it reaches that family only.
+FAMILY_ANY = {4: "0.0.0.0/0", 6: "::/0"}
+
+
+def completion_argvs(live: UfwLive, plan: RulePlan) -> list[list[str]]:
+    """The `ufw insert` commands that add each completed rule to its missing family only (its
+    `any` addresses written as that family's), at its place once the deletions are done. ufw
+    numbers IPv4 rules first, then IPv6; a place after the last rule is a plain add."""
+    gone = {rule.identity() for rule in plan.deletions}
+    counts = {family: sum(rule.identity() not in gone for rule in rules) for family, rules in live.rules.items()}
+    argvs = []
+    for completion in plan.completions:
+        rule, family = completion.rule, completion.family
+        before = sum(r.identity() not in gone for r in live.rules[family][:completion.index])
+        before += sum(c.family == family for c in plan.completions[:plan.completions.index(completion)])
+        only_here = replace(rule, source=FAMILY_ANY[family] if rule.source == ANY else rule.source,
+                            to=FAMILY_ANY[family] if rule.to == ANY else rule.to)
+        if before < counts[family]:
+            argvs.append(only_here.argv(position=before + 1 + (counts[4] if family == 6 else 0)))
+        else:
+            argvs.append(only_here.argv())
+        counts[family] += 1
+    return argvs
+
+
 def final_rules(spec: UfwSpec, live: UfwLive, plan: RulePlan, family: int) -> list[UfwRule]:
     """The rules of `family` once `plan` is applied."""
     family_ids = {rule_spec.rule().identity() for rule_spec in spec.rules
                   if rule_spec.ensure == "present" and family in rule_spec.families(live.ipv6)}
-    return plan.final_rules(live.rules.get(family, []), family_ids)
+    return plan.final_rules(live.rules.get(family, []), family_ids, family)
 
 
 class UfwProvider(Provider[UfwSpec, UfwLive]):
@@ -163,13 +229,19 @@ class UfwProvider(Provider[UfwSpec, UfwLive]):
         settings: dict[str, Any] = {"enabled": active and at_boot, "logging": conf.get("LOGLEVEL", "off")}
         for direction, key in POLICY_KEYS.items():
             settings[f"default_{direction}"] = POLICY_OF.get(defaults.get(key, ""), defaults.get(key))
-        rules = {family: parse_user_rules(facts.file(path), path) for family, path in USER_RULES.items()}
+        ipv6 = defaults.get("IPV6", "yes").lower() == "yes"
+        rules: dict[int, list[UfwRule]] = {}
+        skipped: list[str] = []
+        for family, path in USER_RULES.items():
+            rules[family], skipped_here = read_user_rules(facts.file(path), path)
+            # ufw reads user6.rules only with IPV6=yes: what it would skip there does not matter otherwise.
+            skipped += skipped_here if family == 4 or ipv6 else []
         apps = parse_app_profiles(facts.glob(APP_PROFILES))
         unknown = sorted({rule.app for rule in spec.rules if rule.app and rule.app not in apps})
         if unknown:
             raise ProviderError(f"no such application profile in /etc/ufw/applications.d: {', '.join(unknown)}")
         files = {path: facts.file(path) for path in WRITTEN}
-        return UfwLive(settings, active, at_boot, defaults.get("IPV6", "yes").lower() == "yes", rules, apps, files)
+        return UfwLive(settings, active, at_boot, ipv6, rules, apps, files, skipped)
 
     # --- diff: changes and operations --------------------------------------------------------
 
@@ -201,7 +273,20 @@ class UfwProvider(Provider[UfwSpec, UfwLive]):
     def _rule_changes(self, spec: UfwSpec, live: UfwLive, plan: RulePlan) -> list[Change]:
         changes = [Change(self.name, "rule", rule.describe(), "remove", rule.verdict(), None)
                    for rule in plan.deletions if rule.identity() not in plan.moved]
+        completed = set()
+        for completion in plan.completions:
+            rule, family = completion.rule, completion.family
+            completed.add(rule.identity())
+            before = _live_rule(live, rule)
+            verdict_before = before.verdict() if before else None
+            sides = {f"ipv{other}": Side(verdict_before, rule.verdict()) for other in sorted(live.rules) if other != family}
+            sides[f"ipv{family}"] = Side(None, rule.verdict())
+            changes.append(Change(self.name, "rule", rule.describe(), "update", verdict_before, rule.verdict(),
+                                  (f"missing from the IPv{family} rules ({USER_RULES[family]}): added there in place",),
+                                  sides))
         for rule in plan.updates:
+            if rule.identity() in completed:
+                continue  # said by its completion change
             before = _live_rule(live, rule)
             changes.append(Change(self.name, "rule", rule.describe(), "update", before.verdict() if before else None,
                                   rule.verdict()))
@@ -233,6 +318,7 @@ class UfwProvider(Provider[UfwSpec, UfwLive]):
         if "logging" in wanted and live.settings["logging"] != wanted["logging"]:
             operations.append(Run(("ufw", "logging", wanted["logging"])))
         operations += [Run(tuple(rule.argv(delete=True)), fails_on=NOT_DELETED) for rule in plan.deletions]
+        operations += [Run(tuple(argv)) for argv in completion_argvs(live, plan)]
         operations += [Run(tuple(rule.argv())) for rule in [*plan.updates, *plan.appends]]
         if wanted.get("enabled") and not (live.active and live.enabled_at_boot):
             operations.append(Run(("ufw", "--force", "enable")))
@@ -244,6 +330,12 @@ class UfwProvider(Provider[UfwSpec, UfwLive]):
                 *(Run(tuple(argv)) for argv in self.reactivate_argv()))
         operations[0] = replace(operations[0], undo=undo)
         return operations
+
+    # --- warnings ----------------------------------------------------------------------------
+
+    def warnings(self, spec: UfwSpec, live: UfwLive) -> list[str]:
+        """Tuples ufw skips as malformed: neither ufw nor converge acts on them."""
+        return [f"ufw: {skipped}" for skipped in live.skipped]
 
     # --- guard (ConnectionGuard) -------------------------------------------------------------
 
