@@ -487,6 +487,16 @@ def providers() -> int:
     return EXIT_OK
 
 
+def _register_suggest() -> None:
+    # Defined with the analysis it drives; registered here so `converge --help` lists it.
+    from converge.suggest import suggest_command
+
+    cli.add_command(suggest_command)
+
+
+_register_suggest()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
