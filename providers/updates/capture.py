@@ -13,7 +13,7 @@ def apt_captured(config: dict[str, str | list[str]], installed: bool, security: 
     allowed, "all" for `origin=*`, "off" when unattended-upgrades is missing or not run."""
     patterns = config_list(config, "Unattended-Upgrade::Origins-Pattern")
     enabled = installed and apt_boolean(config_scalar(config, "APT::Periodic::Unattended-Upgrade"), False)
-    notes = []
+    notes: list[str] = []
     if not enabled:
         automatic = "off"
     elif patterns == ["origin=*"]:
