@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from converge.errors import HostError
 from converge.hosts import CommandError, Connection, ConnectOptions, Host, known_hosts
-from converge.hosts.lock import LOCK_SCRIPT, busy_message
+from converge.hosts.lock import LOCK_FILE, LOCK_SCRIPT, busy_message
 from converge.hosts.remote_script import (
     ENVIRONMENT,
     REMOVE_SCRIPT,
@@ -433,7 +433,7 @@ class SSHHost(Host):
         converge closes the session, exits or dies, or the connection drops."""
         argv = [*self._sudo, "sh", "-c", LOCK_SCRIPT, "sh", holder, f"{wait:g}"]
         try:
-            stdin, stdout, _ = self._open_session(shlex.join(argv))
+            stdin, stdout, stderr = self._open_session(shlex.join(argv))
             if self._sudo_password is not None:  # as _privileged feeds it: sudo's line, then the guard's
                 stdin.write(f"{self._sudo_password}\n{self._sudo_token}\n".encode())
                 stdin.flush()
@@ -443,10 +443,14 @@ class SSHHost(Host):
         except (paramiko.SSHException, OSError, EOFError) as error:
             raise HostError(f"{self.name}: cannot take the apply lock: {error}") from error
         if answer != "locked":
-            stdout.channel.close()
             if answer.startswith("busy"):
+                stdout.channel.close()
                 raise HostError(busy_message(self.name, answer.removeprefix("busy")))
-            raise HostError(f"{self.name}: cannot take the apply lock ({answer or 'no answer'}; is flock installed?)")
+            # The script ended without the lock: its own words say why (permissions, no flock).
+            words = stderr.read().decode("utf-8", errors="replace")  # stdout ended: so does the script
+            stdout.channel.close()
+            reason = " / ".join(line.strip() for line in words.splitlines() if line.strip()) or answer or "no answer"
+            raise HostError(f"{self.name}: cannot take the apply lock {LOCK_FILE}: {reason}")
         stdout.channel.settimeout(None)
         # Keep the files: paramiko sends EOF when the stdin file is collected, which would end the lock.
         self._lock_channel, self._lock_files = stdout.channel, (stdin, stdout)
