@@ -10,11 +10,11 @@ its own path, so converge runs from it and a recorded case lands in it.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.testhost import kill_all, processes_sharing_mounts_with
 
 WORKTREE = Path(__file__).resolve().parent.parent
 
@@ -36,6 +36,8 @@ exec chroot "$root" sh -c 'echo ready; exec sleep infinity'
 """
 
 ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "HOME": "/root"}
+
+
 
 
 class RootHost:
@@ -86,25 +88,9 @@ class RootHost:
                                 stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=ENV)
 
     def processes(self) -> list[int]:
-        try:
-            namespace = os.readlink(f"/proc/{self._holder.pid}/ns/mnt")
-        except OSError:
-            return []
-        found = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    if os.readlink(f"/proc/{entry}/ns/mnt") == namespace:
-                        found.append(int(entry))
-                except OSError:
-                    continue
-        return found
+        return processes_sharing_mounts_with(self._holder.pid)
 
     def close(self) -> None:
         """Kill everything started inside the host; its mounts (and the tmpfs root) go with them."""
-        for pid in self.processes():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                continue
+        kill_all(self.processes())
         self._holder.wait()

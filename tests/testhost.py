@@ -117,25 +117,34 @@ class TestHost:
 
     def processes(self) -> list[int]:
         """Every process living in this host's mount namespace (daemons a test started too)."""
-        try:
-            namespace = os.readlink(f"/proc/{self.pid}/ns/mnt")
-        except OSError:
-            return []
-        found = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    if os.readlink(f"/proc/{entry}/ns/mnt") == namespace:
-                        found.append(int(entry))
-                except OSError:
-                    continue
-        return found
+        return processes_sharing_mounts_with(self.pid)
 
     def close(self) -> None:
         """Kill everything started inside the host; its namespaces and mounts go with them."""
-        for pid in self.processes():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                continue
+        kill_all(self.processes())
         self._holder.wait()
+
+
+def processes_sharing_mounts_with(pid: int) -> list[int]:
+    """The processes in `pid`'s mount namespace: a test host's, however they were started."""
+    try:
+        namespace = os.readlink(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return []
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/ns/mnt") == namespace:
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def kill_all(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
