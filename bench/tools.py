@@ -103,11 +103,14 @@ class Ansible(Tool):
 
 class Pyinfra(Tool):
     def _argv(self, hosts: list[SSHTestHost], dry: bool) -> list[str]:
-        inventory = ",".join(host.address for host in hosts)
+        # An inventory file, not a comma-separated list: past ~60 hosts pyinfra takes the long
+        # argument for a file name ("File name too long").
+        inventory = self.workdir / f"inventory-{len(hosts)}.py"
+        inventory.write_text(f"hosts = {[host.address for host in hosts]!r}\n")
         # --dry detects changes and stops; -y applies without asking (and without a detection pass).
         flags = ["--dry"] if dry else ["-y"]
         return [str(self.peers_bin / "pyinfra"), *flags, "--parallel", str(len(hosts)), "--user", "root", "--key", SSH_KEY,
-                inventory, str(self.workdir / "deploy.py")]
+                str(inventory), str(self.workdir / "deploy.py")]
 
     def plan(self, hosts: list[SSHTestHost], run_id: str) -> Invocation:
         return Invocation(self._argv(hosts, dry=True), {"PATH": f"{self.peers_bin}:/usr/sbin:/usr/bin:/sbin:/bin"})

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from converge.errors import BaselineError, Problem
 from converge.registry import Registry
-from converge.tomlsource import Loc, SourceMap, format_key
+from converge.tomlsource import Loc, SourceMap, format_key, key_path
 
 META_TABLE = "baseline"
 # Keys every provider table accepts; the engine, not the provider, acts on them.
@@ -77,6 +77,21 @@ class Locator:
         return Problem(path, line, format_key(loc) if loc else None, message)
 
 
+def allowed_root(top: Path) -> Path:
+    """Where a baseline's `extends` and `source` files may live: the git repository holding the
+    top baseline, or its directory when it is in none. Other people write baselines; they must not
+    make converge read (and print in an error) the operator's other files."""
+    directory = top.resolve().parent
+    for candidate in (directory, *directory.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return directory
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path.resolve().is_relative_to(root)
+
+
 def parse_toml_file(path: Path, included_from: Problem | None = None) -> TomlSource:
     try:
         text = path.read_text(encoding="utf-8")
@@ -99,19 +114,25 @@ def _with(problem: Problem, message: str) -> Problem:
 
 
 def _syntax_problem(path: Path, text: str, error: tomllib.TOMLDecodeError) -> Problem:
-    # tomllib says "Invalid value (at line 3, column 9)"; show the line so the key is visible.
+    # tomllib says "Invalid value (at line 3, column 9)". Only a `.toml` file is shown (its key and
+    # line): a file that is no baseline (credentials, /proc/self/environ) is named, never quoted.
     message = str(error)
     line = getattr(error, "lineno", None)
     if line is None and "(at line " in message:
         line = int(message.rsplit("(at line ", 1)[1].split(",", maxsplit=1)[0].rstrip(")"))
     reason = message.split(" (at ", maxsplit=1)[0]
+    if path.suffix != ".toml":
+        return Problem(path, line, None, f"invalid TOML: {reason} (not a .toml file: its text is not shown)")
     source_lines = text.splitlines()
     written = source_lines[line - 1].strip() if line and line <= len(source_lines) else ""
-    key = written.split("=")[0].strip() if written else None
-    return Problem(path, line, key or None, f"invalid TOML: {reason}" + (f" in `{written[:80]}`" if written else ""))
+    written_key = key_path(written.split("=")[0]) if "=" in written else None
+    key = format_key(written_key) if written_key else None
+    shown = f" in `{written[:80]}`" if written and written.isprintable() else ""
+    return Problem(path, line, key, f"invalid TOML: {reason}{shown}")
 
 
-def _load_chain(path: Path, stack: tuple[Path, ...] = (), included_from: Problem | None = None) -> list[TomlSource]:
+def _load_chain(path: Path, root: Path, stack: tuple[Path, ...] = (),
+                included_from: Problem | None = None) -> list[TomlSource]:
     """The file and everything it extends, in merge order (extended files first)."""
     # Paths are shown as the user wrote them, but compared resolved to find cycles.
     path = Path(os.path.normpath(path))
@@ -133,7 +154,11 @@ def _load_chain(path: Path, stack: tuple[Path, ...] = (), included_from: Problem
     for index, relative in enumerate(meta.extends):
         here = locator.problem((META_TABLE, "extends"), "")
         here = Problem(here.file, here.line, f"{META_TABLE}.extends[{index}]", "")
-        chain += _load_chain(path.parent / relative, (*stack, resolved), here)
+        extended = path.parent / relative
+        if PurePosixPath(relative).is_absolute() or not _inside(extended, root):
+            raise BaselineError([_with(here, f"must be a file inside {root} (the baseline's repository or directory), "
+                                             f"got {relative!r}")])
+        chain += _load_chain(extended, root, (*stack, resolved), here)
     return [*chain, source]
 
 
@@ -161,7 +186,7 @@ def _source_keys(node: Any, loc: Loc) -> Iterator[tuple[Loc, Any]]:
             yield from _source_keys(value, (*loc, index))
 
 
-def _resolve_sources(table: dict[str, Any], loc: Loc, locator: Locator) -> list[Problem]:
+def _resolve_sources(table: dict[str, Any], loc: Loc, locator: Locator, root: Path | None = None) -> list[Problem]:
     """Turn `source` values into absolute paths, relative to the file that declared them."""
     problems = []
     for key_loc, value in _source_keys(table, loc):
@@ -174,6 +199,10 @@ def _resolve_sources(table: dict[str, Any], loc: Loc, locator: Locator) -> list[
             continue
         declared_in, _ = locator.where(key_loc)
         resolved = declared_in.parent / relative
+        inside = root or allowed_root(declared_in)
+        if not _inside(resolved, inside):  # a symlink committed next to the baseline
+            problems.append(locator.problem(key_loc, f"must be a file inside {inside}, got {value!r} (a symlink out of it)"))
+            continue
         if not resolved.is_file():
             problems.append(locator.problem(key_loc, f"no such file: {resolved}"))
             continue
@@ -231,7 +260,8 @@ def validation_problems(error: ValidationError, prefix: Loc, locator: Locator, m
 
 def load_baseline(path: Path, registry: Registry) -> Baseline:
     """Read, compose and validate a baseline; raises BaselineError listing every problem."""
-    sources = _load_chain(Path(path))
+    root = allowed_root(Path(path))
+    sources = _load_chain(Path(path), root)
     locator = Locator(sources)
     merged: dict[str, Any] = {}
     for source in sources:
@@ -251,7 +281,7 @@ def load_baseline(path: Path, registry: Registry) -> Baseline:
         required = table.pop(REQUIRED_KEY, False)
         if not isinstance(required, bool):
             problems.append(locator.problem((name, REQUIRED_KEY), "must be true or false"))
-        source_problems = _resolve_sources(table, (name,), locator)
+        source_problems = _resolve_sources(table, (name,), locator, root)
         if source_problems:
             problems += source_problems
             continue

@@ -410,6 +410,10 @@ def diff(*, left: str, right: str, only: tuple[str, ...], options: ConnectOption
 
     registry = Registry()
     _check_only(only, registry)
+    # A baseline declares what it cares about: against a host, only its tables are compared.
+    files = [load_baseline(Path(source), registry) for source in (left, right) if Path(source).is_file()]
+    if len(files) == 1 and not only:
+        only = tuple(files[0].tables)
     states = [_state_of(source, only, options, registry) for source in (left, right)]
     click.echo(f"--- {left}\n+++ {right}")
     differs = False

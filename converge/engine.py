@@ -362,13 +362,21 @@ def capture_host(host: Host, registry: Registry, only: Collection[str] = ()) -> 
         facts = facts.merged(host.gather(more))
     for provider in present:
         result.tables[provider.name] = provider.capture(facts)
-    # A baseline may not hold two providers of one subsystem (ufw and firewalld): which one the
-    # host really uses is for the user to say, with --only.
+    # A baseline may not hold two providers of one subsystem (ufw and firewalld): keep the one the
+    # host uses; when that cannot be told, it is for the user to say, with --only.
     for provider in present:
         for other in provider.conflicts:
             if provider.name < other and {provider.name, other} <= result.tables.keys():
-                for name in (provider.name, other):
+                pair = (provider.name, other)
+                in_use = [name for name in pair if result.tables[name].active]
+                if len(in_use) == 1:
+                    unused = next(name for name in pair if name != in_use[0])
+                    del result.tables[unused]
+                    result.skipped.append(Skipped(unused, f"installed but not in use (the host uses {in_use[0]})"))
+                    continue
+                for name in pair:
                     del result.tables[name]
-                    result.skipped.append(Skipped(name, f"both {provider.name} and {other} are installed; "
-                                                        f"capture the one in use with --only"))
+                    result.skipped.append(Skipped(name, f"both {provider.name} and {other} are installed"
+                                                        f"{' and in use' if in_use else ''}; "
+                                                        f"capture the one you mean with --only"))
     return result

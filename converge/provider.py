@@ -59,6 +59,9 @@ class Captured:
     table: dict[str, Any]
     # What was seen but deliberately left out, and why (said to the user, not written).
     notes: list[str] = field(default_factory=list)
+    # Whether the subsystem is in use (enabled, running) on the host; None when it cannot tell.
+    # Of two conflicting providers (ufw, firewalld) capture keeps the one in use.
+    active: bool | None = None
 
 
 class Provider(ABC, Generic[SpecT, LiveT]):

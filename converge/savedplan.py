@@ -10,9 +10,11 @@ edited file; a plan from another converge version is refused too (operations are
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import tomllib
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -134,7 +136,6 @@ class SavedPlan:
     path: Path
     only: list[str]
     hosts: list[SavedHost]
-    workdir: tempfile.TemporaryDirectory[str]
 
 
 def load(path: Path, registry: Registry) -> SavedPlan:
@@ -154,11 +155,12 @@ def load(path: Path, registry: Registry) -> SavedPlan:
     body = {key: value for key, value in data.items() if key != "digest"}
     if data.get("digest") != hashlib.sha256(_canonical(body)).hexdigest():
         raise PlanFileError(f"{path}: the plan's content does not match its digest (edited or damaged): make it again")
-    workdir = tempfile.TemporaryDirectory(prefix="converge-plan-")
+    # The baseline's files are needed until the run ends (verification plans them again).
+    workdir = Path(tempfile.mkdtemp(prefix="converge-plan-"))
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
     try:
-        return SavedPlan(path, list(data["only"]), _hosts(data, Path(workdir.name), registry), workdir)
+        return SavedPlan(path, list(data["only"]), _hosts(data, workdir, registry))
     except (KeyError, TypeError, ValueError) as error:
-        workdir.cleanup()
         raise PlanFileError(f"{path}: malformed plan file ({type(error).__name__}: {error})") from None
 
 

@@ -37,7 +37,7 @@ def _dotted(loc: Sequence[str | int]) -> str:
     return ".".join(f"[{part}]" if isinstance(part, int) else part for part in loc)
 
 
-def _key_path(text: str) -> tuple[str, ...] | None:
+def key_path(text: str) -> tuple[str, ...] | None:
     """The path of a TOML key such as `a."b.c".d`, parsed by tomllib; None if not a key."""
     try:
         document = tomllib.loads(f"{text} = 0")
@@ -51,17 +51,61 @@ def _key_path(text: str) -> tuple[str, ...] | None:
     return tuple(path) if node == 0 else None
 
 
-def _is_complete_value(text: str) -> bool:
-    try:
-        tomllib.loads(f"v = {text}")
-    except tomllib.TOMLDecodeError:
-        return False
-    return True
+class _ValueScanner:
+    """Whether a value is still open (in a multi-line string, an array, an inline table) after
+    each line, in one pass over the text: asking tomllib again for every added line was quadratic
+    in the value's length."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.string: str | None = None  # the delimiter of the open multi-line string
+
+    def feed(self, text: str) -> bool:
+        """Take one more line; True once the value is complete."""
+        index = 0
+        while index < len(text):
+            index = self._in_string(text, index) if self.string else self._outside(text, index)
+        return self.string is None and self.depth <= 0
+
+    def _in_string(self, text: str, index: int) -> int:
+        assert self.string is not None
+        quote = self.string[0]
+        if text[index] == "\\" and quote == '"':
+            return index + 2
+        if text[index] != quote:
+            return index + 1
+        end = index
+        while end < len(text) and text[end] == quote:
+            end += 1
+        if end - index >= 3:  # up to two quotes may end the content, right before the delimiter
+            self.string = None
+        return end
+
+    def _outside(self, text: str, index: int) -> int:
+        character = text[index]
+        if character == "#":
+            return len(text)
+        if text.startswith(('"""', "'''"), index):
+            self.string = text[index:index + 3]
+            return index + 3
+        if character == '"':
+            index += 1
+            while index < len(text) and text[index] != '"':
+                index += 2 if text[index] == "\\" else 1
+            return index + 1
+        if character == "'":
+            end = text.find("'", index + 1)
+            return len(text) if end < 0 else end + 1
+        if character in "[{":
+            self.depth += 1
+        elif character in "]}":
+            self.depth -= 1
+        return index + 1
 
 
 def _split_key_value(line: str) -> tuple[tuple[str, ...], str] | None:
     for match in re.finditer("=", line):
-        path = _key_path(line[: match.start()])
+        path = key_path(line[: match.start()])
         if path:
             return path, line[match.end():]
     return None
@@ -74,7 +118,7 @@ def _header(line: str) -> tuple[tuple[str, ...], bool] | None:
     end = line.rfind(closing)
     if end < 0:
         return None
-    path = _key_path(line[len(opening):end])
+    path = key_path(line[len(opening):end])
     return (path, array) if path else None
 
 
@@ -122,9 +166,11 @@ class SourceMap:
                 continue
             path, value = split
             first_line = number
-            # Multi-line strings and arrays: extend until tomllib accepts the value.
-            while not _is_complete_value(value) and number < len(lines):
-                value += "\n" + lines[number]
+            # Multi-line strings and arrays: skip their lines, which hold no keys.
+            scanner = _ValueScanner()
+            complete = scanner.feed(value)
+            while not complete and number < len(lines):
+                complete = scanner.feed(lines[number])
                 number += 1
             for depth in range(1, len(path) + 1):
                 self._record(table + path[:depth], first_line)

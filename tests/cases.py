@@ -62,6 +62,9 @@ class RecordedHost(Host):
     def run(self, argv: Sequence[str], *, input: str | None = None, check: bool = True) -> CommandResult:
         raise AssertionError("a case never runs commands")
 
+    def lock(self, holder: str, wait: float = 0.0) -> None:
+        raise AssertionError("a case is only planned; plans take no lock")
+
     def read_file(self, path: str) -> str | None:
         raise AssertionError("a case never reads outside the batch")
 

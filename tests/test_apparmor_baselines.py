@@ -33,3 +33,23 @@ def test_the_nginx_example_is_valid() -> None:
     result = _validate(NGINX_BASELINE)
     assert result.returncode == 0, result.stderr
     assert "valid (apparmor)" in result.stdout
+
+
+def test_a_source_is_read_once_and_its_text_is_what_the_plan_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from converge.providers.apparmor.spec import AppArmorSpec
+
+    profile = tmp_path / "usr.sbin.nginx"
+    profile.write_text("profile nginx /usr/sbin/nginx {\n}\n")
+    reads: list[Path] = []
+    read_text = Path.read_text
+
+    def counted(path: Path, *args: object, **kwargs: object) -> str:
+        reads.append(path)
+        return read_text(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "read_text", counted)
+    spec = AppArmorSpec.model_validate({"profiles": {"usr.sbin.nginx": {"mode": "enforce", "source": str(profile)}}})
+    profile.write_text("profile changed-since /usr/sbin/nginx {\n}\n")
+    assert reads == [profile]
+    assert spec.profiles["usr.sbin.nginx"].text == "profile nginx /usr/sbin/nginx {\n}\n"
+    assert spec.model_dump(mode="json")["profiles"]["usr.sbin.nginx"]["source"] == str(profile)  # still the path

@@ -9,7 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from converge.providers.apparmor import flags_mode
+from converge.providers.apparmor.parse import flags_mode
+from converge.providers.apparmor.provider import COMPILE_ARGV
 from tests.testhost import TestHost
 
 REPO = Path(__file__).parent.parent
@@ -97,15 +98,25 @@ def test_changed_content_is_shown_as_a_diff_and_replaced_with_a_backup(test_host
 def test_a_profile_that_does_not_compile_is_refused_and_nothing_changes(test_host: TestHost, tmp_path: Path) -> None:
     (tmp_path / "broken").write_text((DATA / "missing-include.profile").read_text())
     (tmp_path / "malformed").write_text((DATA / "malformed.profile").read_text())
-    baseline = _baseline(tmp_path, '[apparmor.profiles."usr.sbin.nginx"]\nmode = "complain"\nsource = "malformed"\n'
-                                   '[apparmor.profiles."usr.bin.broken"]\nmode = "enforce"\nsource = "broken"\n'
-                                   '[apparmor.profiles."bin.ping"]\nmode = "disabled"\n')
-    apply = test_host.converge("apply", baseline, "--yes")
+    both = _baseline(tmp_path, '[apparmor.profiles."usr.sbin.nginx"]\nmode = "complain"\nsource = "malformed"\n'
+                               '[apparmor.profiles."usr.bin.broken"]\nmode = "enforce"\nsource = "broken"\n'
+                               '[apparmor.profiles."bin.ping"]\nmode = "disabled"\n')
+    plan = json.loads(test_host.converge("plan", both, "--json").stdout)["hosts"][0]
+    # Every text is compiled (on stdin) before anything is written or linked.
+    assert [op.get("argv", [op["op"]])[:3] for op in plan["operations"]][:3] == [list(COMPILE_ARGV[:3])] * 2 + [["write"]]
+    assert [op["input"] for op in plan["operations"][:2]] == [op["content"] for op in plan["operations"][2:4]]
+    compile_failed = f"apparmor: apply failed: `{' '.join(COMPILE_ARGV)}` failed: AppArmor parser error at line"
+    apply = test_host.converge("apply", both, "--yes")
     assert apply.returncode == 1
-    assert "usr.sbin.nginx: AppArmor parser error at line 6: syntax error" in apply.stdout
-    assert "usr.bin.broken: AppArmor parser error at line 5: Could not open 'abstractions/no-such-abstraction'" in apply.stdout
-    assert "nothing was changed" in apply.stdout
+    assert f"{compile_failed} 6: syntax error, unexpected TOK_ID, expecting TOK_MODE\n" in apply.stdout
     assert test_host.changed_files() == []  # not even bin.ping's disable link
+    # The other one alone: refused for its own reason, and still nothing changes.
+    broken = _baseline(tmp_path, '[apparmor.profiles."usr.bin.broken"]\nmode = "enforce"\nsource = "broken"\n'
+                                 '[apparmor.profiles."bin.ping"]\nmode = "disabled"\n', "broken.toml")
+    apply = test_host.converge("apply", broken, "--yes")
+    assert apply.returncode == 1
+    assert f"{compile_failed} 5: Could not open 'abstractions/no-such-abstraction'\n" in apply.stdout
+    assert test_host.changed_files() == []
 
 
 def test_mode_only_management_of_profiles_shipped_by_apparmor_profiles(test_host: TestHost, tmp_path: Path) -> None:
@@ -197,3 +208,27 @@ def test_mode_only_for_a_file_without_a_readable_header_is_an_error(test_host: T
     plan = test_host.converge("plan", baseline)
     assert plan.returncode == 1
     assert "usr.bin.odd: /etc/apparmor.d/usr.bin.odd has no profile header converge can read" in plan.stdout
+
+
+def test_apply_on_a_real_host_does_exactly_the_planned_operations_in_order(test_host: TestHost, tmp_path: Path) -> None:
+    (tmp_path / NGINX_PROFILE.name).write_text(NGINX_PROFILE.read_text())
+    baseline = _baseline(tmp_path, '[apparmor.profiles."usr.sbin.dnsmasq"]\nmode = "disabled"\n'
+                                   '[apparmor.profiles."usr.bin.man"]\nmode = "complain"\n'
+                                   '[apparmor.profiles."usr.sbin.nginx"]\nmode = "complain"\nsource = "usr.sbin.nginx"\n')
+    plan = json.loads(test_host.converge("plan", baseline, "--json").stdout)["hosts"][0]
+    operations = plan["operations"]
+    apply = test_host.converge("apply", baseline, "--json", "--yes")
+    record = json.loads(apply.stdout)["hosts"][0]
+    assert record["converged"] is True, apply.stdout
+    assert record["operations"] == operations  # the plan apply showed is the plan made before it
+    applied = [line.removeprefix("apparmor: ") for line in record["applied"]]
+    assert len(applied) == len(operations)
+    for line, operation in zip(applied, operations, strict=True):
+        assert line.startswith(operation.get("says") or f"wrote {operation['path']}"), (line, operation)
+    written = {op["path"]: op["content"] for op in operations if op["op"] == "write"}
+    assert sorted(written) == ["/etc/apparmor.d/usr.bin.man", NGINX_PATH]
+    assert all(test_host.read(path) == content for path, content in written.items())
+    link = test_host.run(["readlink", "/etc/apparmor.d/disable/usr.sbin.dnsmasq"]).stdout.strip()
+    assert link == "/etc/apparmor.d/usr.sbin.dnsmasq"
+    backups = [path for path in test_host.changed_files() if path.startswith("/var/lib/converge/backups/")]
+    assert [path.endswith("/etc/apparmor.d/usr.bin.man") for path in backups] == [True]

@@ -5,8 +5,8 @@ This machine's kernel has no AppArmor, so the kernel is stood in for, in two doc
   namespace) holds an `apparmor/profiles` file in the kernel's format: plan then reads "loaded"
   profiles through the real read path, and a real `apparmor_parser -r` fails to load (the stand-in
   has no `.replace` interface), which exercises the restore path;
-- a recording host answers `apparmor_parser -r`/`-R` with success, to check which profiles apply
-  loads and unloads, in which order.
+- a recording host answers `apparmor_parser -r`/`-R` with success (or refuses one), to check that
+  apply runs exactly the plan's operations, in order, and what a refusal undoes.
 What neither shows (profiles truly loaded, their live modes, confinement) needs the VM tier.
 """
 
@@ -16,17 +16,13 @@ import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from converge.hosts import Host
-from converge.providers.apparmor import (
-    DISABLE_DIR,
-    KERNEL_PROFILES,
-    PARSER,
-    AppArmorProvider,
-    AppArmorSpec,
-    load_argv,
-    unload_argv,
-)
-from converge.reads import CommandResult, Facts, Read, ReadFile, Which
+import pytest
+
+from converge.provider import CommandResult, Facts, Host, Operation, ProviderError, Read, ReadFile, Remove, Run, Which, Write
+from converge.providers.apparmor import AppArmorProvider
+from converge.providers.apparmor.kernel import KERNEL_PROFILES, PARSER, load_argv, unload_argv
+from converge.providers.apparmor.provider import COMPILE_ARGV, DISABLE_DIR
+from converge.providers.apparmor.spec import AppArmorSpec
 from tests.testhost import TestHost
 
 DATA = Path(__file__).parent / "data" / "apparmor"
@@ -56,13 +52,19 @@ def test_plan_compares_the_loaded_modes_with_the_baseline(test_host: TestHost, t
     # On disk ping is complain already; the kernel runs it in enforce mode: reload.
     ping = changes["bin.ping"]
     assert (ping["before"], ping["after"], ping.get("detail")) == ("complain", "complain", None)
+    assert ping["file"] == {"before": "complain", "after": "complain"}
+    assert ping["kernel"] == {"before": "enforce", "after": "complain"}
     assert ping["notes"] == [f"load into the kernel ({PARSER} -r; now ping: enforce)"]
-    dnsmasq_notes = [f"link {DISABLE_DIR}/usr.sbin.dnsmasq", f"unload from the kernel ({PARSER} -R)"]
-    assert changes["usr.sbin.dnsmasq"]["notes"] == dnsmasq_notes
+    dnsmasq = changes["usr.sbin.dnsmasq"]
+    assert dnsmasq["notes"] == [f"link {DISABLE_DIR}/usr.sbin.dnsmasq", f"unload from the kernel ({PARSER} -R)"]
+    assert (dnsmasq["file"], dnsmasq["kernel"]) == ({"before": "complain", "after": "disabled"},
+                                                    {"before": "complain", "after": None})
     # man is enforce on disk but not loaded at all.
-    assert changes["usr.bin.man"]["notes"] == [
+    man = changes["usr.bin.man"]
+    assert man["notes"] == [
         f"load into the kernel ({PARSER} -r; now /usr/bin/man: not loaded, man_groff: not loaded, man_filter: not loaded)"
     ]
+    assert man["kernel"] == {"before": None, "after": "enforce"}
 
 
 def test_in_sync_when_disk_and_kernel_agree(test_host: TestHost, tmp_path: Path) -> None:
@@ -77,39 +79,62 @@ def test_a_load_the_kernel_refuses_puts_the_previous_file_back(test_host: TestHo
     shipped = test_host.read(PING)
     baseline = tmp_path / "baseline.toml"
     baseline.write_text('[apparmor.profiles."bin.ping"]\nmode = "enforce"\n')
+    plan = json.loads(test_host.converge("plan", str(baseline), "--json").stdout)["hosts"][0]
+    # Compile, write, then load: the load's failure undoes the write.
+    assert [(op.get("op"), op.get("path") or op["argv"][-1]) for op in plan["operations"]] == [
+        ("run", "-I/etc/apparmor.d"[2:]), ("write", PING), ("run", "-r")]
+    assert plan["operations"][1]["undo"] == [{"op": "write", "path": PING, "content": shipped}]
     apply = test_host.converge("apply", str(baseline), "--yes")
     assert apply.returncode == 1
     # The parser finds the stand-in mount, but no `.replace` interface in it.
-    assert 'bin.ping: the kernel refused it: apparmor_parser: Unable to replace "ping".' in apply.stdout
-    assert "previous file restored" in apply.stdout
-    assert test_host.read(PING) == shipped
+    # (Undoing the load fails too here: the stand-in can load nothing. The file is restored all the same.)
+    assert f"apparmor: apply failed: `{' '.join(load_argv())}` failed: apparmor_parser: Unable to replace \"ping\".  " \
+           "Profile doesn't exist; undoing it failed too" in apply.stdout
+    assert test_host.read(PING) == shipped  # the previous file restored
+    assert [path for path in test_host.changed_files() if not path.startswith("/var/lib/converge/")] == [PING]
 
 
 class RecordingHost(Host):
-    """A stand-in host whose kernel accepts every load: it records commands and file writes."""
+    """A stand-in host whose kernel accepts every load (but `refuse`): it logs every command it
+    runs (with its stdin), every file it writes and every file it removes, in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, refuse: tuple[str, ...] | None = None) -> None:
         super().__init__("recording", "recording")
-        self.commands: list[tuple[str, ...]] = []
+        self.log: list[tuple[str, ...]] = []
         self.files: dict[str, str | None] = {}
+        self.refuse = refuse
 
     def gather(self, reads: Iterable[Read]) -> Facts:
         raise NotImplementedError
 
     def run(self, argv: Sequence[str], *, input: str | None = None, check: bool = True) -> CommandResult:
-        self.commands.append(tuple(argv))
-        return CommandResult(tuple(argv), 0, "", "")
+        self.log.append(("run", *argv, f"< {input}" if input is not None else ""))
+        refused = tuple(argv) == self.refuse and len([entry for entry in self.log if entry[1:-1] == self.refuse]) == 1
+        return CommandResult(tuple(argv), 1 if refused else 0, "", "refused" if refused else "")
 
     def read_file(self, path: str) -> str | None:
         return self.files.get(path)
 
     def write_file(self, path: str, content: str, *, mode: int = 0o644) -> str | None:
+        self.log.append(("write", path, content))
         self.files[path] = content
         return None
 
     def remove_file(self, path: str) -> str | None:
+        self.log.append(("remove", path))
         self.files[path] = None
         return None
+
+
+def _logged(operation: Operation) -> tuple[str, ...]:
+    """An operation as RecordingHost logs carrying it out."""
+    match operation:
+        case Run(argv, input=text):
+            return ("run", *argv, f"< {text}" if text is not None else "")
+        case Write(path, content):
+            return ("write", path, content)
+        case Remove(path):
+            return ("remove", path)
 
 
 def _facts(spec: AppArmorSpec, loaded: str | None, files: dict[str, str]) -> Facts:
@@ -120,47 +145,93 @@ def _facts(spec: AppArmorSpec, loaded: str | None, files: dict[str, str]) -> Fac
     return Facts(answers)
 
 
-def test_apply_loads_and_unloads_through_the_seam() -> None:
-    provider = AppArmorProvider()
-    dnsmasq = (DATA / "usr.sbin.dnsmasq").read_text()
-    man = (DATA / "usr.bin.man").read_text()
+DNSMASQ, MAN, GONE = "/etc/apparmor.d/usr.sbin.dnsmasq", "/etc/apparmor.d/usr.bin.man", "/etc/apparmor.d/usr.sbin.gone"
+GONE_TEXT = "profile gone /usr/sbin/gone {\n}\n"
+
+
+def _three_profiles() -> tuple[AppArmorSpec, Facts]:
     spec = AppArmorSpec.model_validate({"profiles": {
         "usr.sbin.dnsmasq": {"mode": "disabled"}, "usr.bin.man": {"mode": "complain"}, "usr.sbin.gone": {"ensure": "absent"},
     }})
     facts = _facts(spec, "dnsmasq (complain)\n/usr/bin/man (enforce)\ngone (enforce)\n", {
-        "/etc/apparmor.d/usr.sbin.dnsmasq": dnsmasq, "/etc/apparmor.d/usr.bin.man": man,
-        "/etc/apparmor.d/usr.sbin.gone": "profile gone /usr/sbin/gone {\n}\n",
+        DNSMASQ: (DATA / "usr.sbin.dnsmasq").read_text(), MAN: (DATA / "usr.bin.man").read_text(), GONE: GONE_TEXT,
     })
-    live = provider.live(spec, facts)
-    changes = provider.diff(spec, live)
-    assert provider.warnings(spec, live) == []
-    host = RecordingHost()
-    provider.apply(host, spec, live, changes)
+    return spec, facts
 
-    compile_check = (PARSER, "-Q", "-K", "--base", "/etc/apparmor.d", "-I", "/etc/apparmor.d")
-    assert host.commands == [
-        compile_check,  # man's flags change: compiled before anything is written
-        ("mkdir", "-p", DISABLE_DIR), ("ln", "-sf", "/etc/apparmor.d/usr.sbin.dnsmasq", f"{DISABLE_DIR}/usr.sbin.dnsmasq"),
-        tuple(unload_argv("/etc/apparmor.d/usr.sbin.dnsmasq")),
-        tuple(load_argv("/etc/apparmor.d/usr.bin.man")),
-        tuple(unload_argv("/etc/apparmor.d/usr.sbin.gone")),  # unloaded before its file goes
+
+def test_apply_runs_exactly_the_plans_operations_loading_and_unloading_through_the_seam() -> None:
+    provider = AppArmorProvider()
+    spec, facts = _three_profiles()
+    live = provider.live(spec, facts)
+    plan = provider.diff(spec, live)
+    assert provider.warnings(spec, live) == []
+    dnsmasq, man = (DATA / "usr.sbin.dnsmasq").read_text(), (DATA / "usr.bin.man").read_text()
+    complain_man = plan.operations[1]
+    assert isinstance(complain_man, Write) and "flags=(complain)" in complain_man.content
+    assert [_logged(op) for op in plan.operations] == [
+        ("run", *COMPILE_ARGV, f"< {complain_man.content}"),  # man's flags change: compiled before anything is written
+        ("write", MAN, complain_man.content),
+        ("run", "mkdir", "-p", DISABLE_DIR, ""),
+        ("run", "ln", "-sf", DNSMASQ, f"{DISABLE_DIR}/usr.sbin.dnsmasq", ""),
+        ("remove", GONE),
+        ("run", *unload_argv(), f"< {dnsmasq}"),
+        ("run", *load_argv(), f"< {complain_man.content}"),
+        ("run", *unload_argv(), f"< {GONE_TEXT}"),  # from the text the plan read: its file is gone by now
     ]
-    assert host.files["/etc/apparmor.d/usr.sbin.gone"] is None
-    assert "flags=(complain)" in (host.files["/etc/apparmor.d/usr.bin.man"] or "")
+    assert complain_man.undo == (Write(MAN, man),)
+
+    host = RecordingHost()
+    done = provider.apply(host, plan)
+    assert host.log == [_logged(op) for op in plan.operations]
+    assert done[-3:] == ["unloaded usr.sbin.dnsmasq from the kernel", "loaded usr.bin.man into the kernel (complain)",
+                         "unloaded usr.sbin.gone from the kernel"]
+
+
+def test_a_refused_load_undoes_every_step_before_it_in_reverse() -> None:
+    provider = AppArmorProvider()
+    spec, facts = _three_profiles()
+    plan = provider.diff(spec, provider.live(spec, facts))
+    host = RecordingHost(refuse=load_argv())
+    with pytest.raises(ProviderError, match="failed: apparmor_parser: refused; what was done before it was undone"):
+        provider.apply(host, plan)
+    dnsmasq, man = (DATA / "usr.sbin.dnsmasq").read_text(), (DATA / "usr.bin.man").read_text()
+    undone = host.log[len(plan.operations) - 1:]
+    assert undone == [
+        ("run", *load_argv(), f"< {man}"),  # the refused load: man as the kernel had it (it was loaded)
+        ("run", *load_argv(), f"< {dnsmasq}"),  # dnsmasq's unload undone
+        ("write", GONE, GONE_TEXT),  # gone's file back
+        ("remove", f"{DISABLE_DIR}/usr.sbin.dnsmasq"),
+        ("write", MAN, man),  # the previous file restored
+    ]
+    assert host.files[MAN] == man and host.files[GONE] == GONE_TEXT
 
 
 def test_without_the_kernel_nothing_is_loaded_and_the_plan_says_so() -> None:
     provider = AppArmorProvider()
     spec = AppArmorSpec.model_validate({"profiles": {"usr.bin.man": {"mode": "complain"}}})
-    facts = _facts(spec, None, {"/etc/apparmor.d/usr.bin.man": (DATA / "usr.bin.man").read_text()})
+    facts = _facts(spec, None, {MAN: (DATA / "usr.bin.man").read_text()})
     live = provider.live(spec, facts)
-    [change] = provider.diff(spec, live)
+    plan = provider.diff(spec, live)
+    [change] = plan.changes
     assert change.notes[-1] == "kernel load pending: no AppArmor in this host's kernel"
+    assert change.sides == {}  # the kernel side is not known, nor changed
     assert "profiles are managed on disk only" in provider.warnings(spec, live)[0]
     host = RecordingHost()
-    provider.apply(host, spec, live, [change])
-    assert [argv[0] for argv in host.commands] == [PARSER]  # the compile check only
-    assert "-r" not in host.commands[0]
+    provider.apply(host, plan)
+    assert [entry[:2] for entry in host.log] == [("run", PARSER), ("write", MAN)]  # compile check and file only
+    assert "-r" not in host.log[0]
+
+
+def test_a_force_complain_link_is_loaded_in_complain_mode() -> None:
+    provider = AppArmorProvider()
+    spec = AppArmorSpec.model_validate({"profiles": {"usr.bin.man": {"mode": "complain"}}})
+    man = (DATA / "usr.bin.man").read_text()
+    answers = {**_facts(spec, "/usr/bin/man (enforce)\n", {MAN: man})._answers,
+               ReadFile("/etc/apparmor.d/force-complain/usr.bin.man"): man}
+    plan = provider.diff(spec, provider.live(spec, Facts(answers)))
+    # The text keeps its enforce flags (the link makes it complain, as at boot): load it with -C.
+    assert [_logged(op) for op in plan.operations] == [("run", *load_argv(force_complain=True), f"< {man}")]
+    assert load_argv(force_complain=True)[-1] == "-C"
 
 
 def test_absent_without_the_tools() -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from converge.errors import ProviderError
-from converge.providers.apparmor import flags_mode, parse_conffiles, profile_names
+from converge.provider import ParseError
+from converge.providers.apparmor.parse import flags_mode, parse_conffiles, profile_names
 from tests.test_apparmor_host import NGINX_PROFILE
 from tests.test_apparmor_kernel import _stand_in_kernel
 from tests.testhost import TestHost
@@ -118,10 +118,10 @@ def test_conffiles_parser_reads_dpkg_query_output_and_refuses_anything_else() ->
     output = (" /etc/apparmor.d/bin.ping a01cb9055bc10f7d44be597f61caef1d\n\n"
               " /etc/apparmor.d/usr.sbin.nscd 1c7f3199009f120b19b2ca658f937e34 obsolete\n"
               " /etc/apparmor.d/usr.sbin.new newconffile\n")
-    assert parse_conffiles(output) == {
+    assert parse_conffiles(output, "dpkg-query") == {
         "/etc/apparmor.d/bin.ping": "a01cb9055bc10f7d44be597f61caef1d",
         "/etc/apparmor.d/usr.sbin.nscd": "1c7f3199009f120b19b2ca658f937e34",
         "/etc/apparmor.d/usr.sbin.new": "newconffile",
     }
-    with pytest.raises(ProviderError, match="unexpected conffile line"):
-        parse_conffiles("dpkg-query: no packages found matching apparmor\n")
+    with pytest.raises(ParseError, match=r"^dpkg-query: unexpected conffile line: 'dpkg-query: no packages found"):
+        parse_conffiles("dpkg-query: no packages found matching apparmor\n", "dpkg-query")

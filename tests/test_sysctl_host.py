@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 from converge.providers.sysctl import DROP_IN, parse_sysctl_conf
@@ -56,6 +58,9 @@ def test_plan_apply_converges_and_is_idempotent(test_host: TestHost, tmp_path: P
     assert changes["kernel.kptr_restrict"]["after"] == 2
     assert changes["net.ipv4.tcp_syncookies"]["before"] == changes["net.ipv4.tcp_syncookies"]["after"] == 1
     assert "not persisted" in changes["net.ipv4.tcp_syncookies"]["notes"][0]
+    # Right at runtime, not persisted: the persisted side says what changes.
+    assert changes["net.ipv4.tcp_syncookies"]["runtime"] == {"before": 1, "after": 1}
+    assert changes["net.ipv4.tcp_syncookies"]["persisted"] == {"before": None, "after": 1}
 
     apply = test_host.converge("apply", baseline, "--yes")
     assert apply.returncode == 0, apply.stdout + apply.stderr
@@ -152,7 +157,82 @@ def test_what_earlier_files_persist_is_not_repeated_in_the_drop_in(test_host: Te
     baseline = _baseline(tmp_path, "[sysctl]\nkernel.dmesg_restrict = 1\nkernel.kptr_restrict = 2\n")
     plan = test_host.converge("plan", baseline, "--json")
     changes = json.loads(plan.stdout)["hosts"][0]["changes"]
-    assert [(c["resource"], c["before"], c["after"], c["persisted"]) for c in changes] == [("kernel.kptr_restrict", 1, 2, 1)]
+    assert [(c["resource"], c["before"], c["after"], c["persisted"]) for c in changes] == [
+        ("kernel.kptr_restrict", 1, 2, {"before": 1, "after": 2})]
     assert test_host.converge("apply", baseline, "--yes").returncode == 0
     assert parse_sysctl_conf(test_host.read(DROP_IN) or "") == {"kernel.kptr_restrict": "2"}
     assert test_host.converge("plan", baseline).returncode == 0
+
+
+def test_exec_hooks_from_writable_places_are_refused_with_file_line_and_key(test_host: TestHost, tmp_path: Path) -> None:
+    # Security review (issue 23, finding 14): a root execution hook from a path any user can write.
+    baseline = _baseline(tmp_path, '[sysctl]\nkernel.kptr_restrict = 2\nkernel.core_pattern = "|/tmp/x %p"\n'
+                                   'kernel.modprobe = "/tmp/m"\n')
+    validate = test_host.converge("validate", baseline)
+    assert validate.returncode == 1
+    lines = validate.stderr.strip().splitlines()
+    hook = "kernel.core_pattern makes the kernel run /tmp/x as root, from /tmp"
+    assert f"{baseline}:3: sysctl.\"kernel.core_pattern\": {hook}" in lines[0]
+    assert f"{baseline}:4: sysctl.\"kernel.modprobe\": kernel.modprobe makes the kernel run /tmp/m as root, from /tmp" in lines[1]
+    # Opting in does not make a world-writable place acceptable; it does admit another root-owned one.
+    opted = _baseline(tmp_path, '[sysctl]\nallow_exec_hooks = true\nkernel.modprobe = "/tmp/m"\n')
+    assert test_host.converge("validate", opted).returncode == 1
+    elsewhere = _baseline(tmp_path, '[sysctl]\nkernel.modprobe = "/opt/site/modprobe"\n')
+    refused = test_host.converge("validate", elsewhere)
+    assert refused.returncode == 1 and "set allow_exec_hooks = true in [sysctl]" in refused.stderr
+    allowed = _baseline(tmp_path, '[sysctl]\nallow_exec_hooks = true\nkernel.modprobe = "/opt/site/modprobe"\n')
+    assert test_host.converge("validate", allowed).returncode == 0
+    stock = _baseline(tmp_path, '[sysctl]\nkernel.core_pattern = "|/usr/lib/systemd/systemd-coredump %P %u %g %s %t %c %h"\n')
+    assert test_host.converge("validate", stock).returncode == 0
+    assert test_host.changed_files() == []
+
+
+def test_a_value_the_kernel_ignores_with_exit_0_fails_with_its_words(test_host: TestHost, tmp_path: Path) -> None:
+    # Issue 16, defect 3: in a non-initial network namespace net.core.rmem_max is the initial
+    # namespace's; `sysctl -w` says "Invalid argument" and exits 0.
+    current = int(test_host.sysctl("net.core.rmem_max"))
+    probe = test_host.run(["sysctl", "-w", f"net.core.rmem_max={current + 1}"], check=False)
+    assert probe.returncode == 0 and "Invalid argument" in probe.stderr  # the kernel's behaviour this test relies on
+    baseline = _baseline(tmp_path, f"[sysctl]\nnet.ipv4.conf.all.accept_redirects = 0\nnet.core.rmem_max = {current + 1}\n")
+    apply = test_host.converge("apply", baseline, "--yes")
+    assert apply.returncode == 1
+    assert 'sysctl: setting key "net.core.rmem_max": Invalid argument' in apply.stdout
+    assert "did not converge" not in apply.stdout
+    assert test_host.sysctl("net.ipv4.conf.all.accept_redirects") == "1"  # accepted, then put back
+    assert test_host.changed_files() == []  # nothing persisted
+
+
+def test_the_read_back_check_names_a_value_the_kernel_kept(test_host: TestHost) -> None:
+    from converge.providers.sysctl.provider import READ_BACK
+
+    test_host.set_sysctl("net.ipv4.conf.all.accept_redirects", "1")
+    test_host.set_sysctl("net.ipv4.tcp_rmem", "4096 87380 6291456")
+    ok = test_host.run(["sh", "-c", READ_BACK, "check", "net.ipv4.tcp_rmem", "4096 87380 6291456",
+                        "net.ipv4.conf.all.accept_redirects", "1"], check=False)
+    assert (ok.returncode, ok.stderr) == (0, "")
+    kept = test_host.run(["sh", "-c", READ_BACK, "check", "net.ipv4.conf.all.accept_redirects", "0",
+                          "kernel.no_such_knob", "1"], check=False)
+    assert kept.returncode == 1
+    assert kept.stderr.splitlines() == [
+        "the kernel kept net.ipv4.conf.all.accept_redirects = 1, not 0",
+        'sysctl: cannot stat /proc/sys/kernel/no_such_knob: No such file or directory',
+    ]
+
+
+def test_apply_performs_exactly_the_planned_operations(test_host: TestHost, tmp_path: Path) -> None:
+    old = "kernel.kptr_restrict = 1\nnet.ipv4.ip_forward = 1\n"
+    test_host.write(DROP_IN, old)
+    _drift(test_host)
+    baseline = _baseline(tmp_path)
+    recorder = Path(__file__).parent / "data" / "sysctl" / "record_apply.py"
+    result = test_host.run([sys.executable, str(recorder), baseline, "sysctl"],
+                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    record = json.loads(result.stdout)
+    assert record["error"] is None
+    planned = [{"op": op["op"], **({"argv": op["argv"], "input": op.get("input")} if op["op"] == "run"
+                                   else {"path": op["path"], **({"content": op["content"]} if "content" in op else {})})}
+               for op in record["planned"]]
+    assert [op["op"] for op in planned] == ["run", "run", "write"]
+    assert planned[0]["argv"][:2] == ["sysctl", "-w"] and planned[1]["argv"][:2] == ["sh", "-c"]
+    assert record["done"] == planned
+    assert parse_sysctl_conf(test_host.read(DROP_IN) or "") == WANTED

@@ -40,6 +40,17 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def _copy_extended_attributes(source: Path, destination: str) -> None:
+    """The replaced file's SELinux label, ACLs and user attributes go to its replacement (after
+    chown, which may clear some of them)."""
+    try:
+        names = os.listxattr(source)
+    except OSError:  # a filesystem without extended attributes
+        return
+    for name in names:
+        os.setxattr(destination, name, os.getxattr(source, name))
+
+
 class LocalHost(Host):
     def __init__(self) -> None:
         super().__init__("local", "local")
@@ -143,6 +154,8 @@ class LocalHost(Host):
             os.chmod(temporary, stat.S_IMODE(current.st_mode) if current else mode)
             if current and os.geteuid() == 0:
                 os.chown(temporary, current.st_uid, current.st_gid)
+            if current:
+                _copy_extended_attributes(target, temporary)
             os.replace(temporary, target)
             _fsync_directory(target.parent)
         except OSError as error:

@@ -149,6 +149,8 @@ if [ -e "$target" ]; then
     cp -pL -- "$target" "$backup"
     chmod --reference="$target" -- "$tmp"
     chown --reference="$target" -- "$tmp"
+    # The file's SELinux label, ACLs and other extended attributes go to its replacement.
+    cp --attributes-only --preserve=mode,ownership,xattr -- "$target" "$tmp"
     echo "$backup"
 else
     chmod "$mode" -- "$tmp"

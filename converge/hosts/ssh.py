@@ -7,21 +7,26 @@ is refused unless the user trusts new keys explicitly; a changed one is always r
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import io
+import ipaddress
 import os
 import re
+import secrets
+import select
 import shlex
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from converge.errors import HostError
-from converge.hosts import CommandError, Connection, ConnectOptions, Host
+from converge.hosts import CommandError, Connection, ConnectOptions, Host, known_hosts
 from converge.hosts.lock import LOCK_SCRIPT, busy_message
 from converge.hosts.remote_script import (
     ENVIRONMENT,
@@ -47,8 +52,51 @@ if not _invoke_loaded:
 _MATCH_EXEC = re.compile(r"^\s*match\b.*\bexec\b", re.IGNORECASE | re.MULTILINE)
 
 DEFAULT_PORT = 22
+# A host's answer is held in memory: more than this per session is refused, and a session silent
+# for longer than the idle timeout (overridable by CONVERGE_IDLE_TIMEOUT, in seconds) is a hung host.
+# Both are that host's error; the others go on.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+COMMAND_IDLE_TIMEOUT = 600.0
+# With a password, sudo runs this first: it must read the fresh token sent right after the
+# password. sudo -k asks for the password every time, but a policy that does not ask (NOPASSWD
+# for one command, a global timestamp) would leave the password line to the command, which would
+# be a root shell reading it as a script: the guard refuses to run anything then.
+_SUDO_GUARD = (
+    'IFS= read -r line || exit 125; [ "$line" = "$1" ] || '
+    '{ echo "sudo did not read the password it was given; nothing was run" >&2; exit 125; }; shift; exec "$@"'
+)
 _password_lock = threading.Lock()
 _become_password: str | None = None
+# Per SSH user, whether sudo on the first host to answer wanted a password (and that host's name):
+# a later host that wants one when the first did not may be faking sudo to collect it.
+_first_sudo_answer: dict[str, tuple[bool, str]] = {}
+
+
+# Host and user names reach shell commands the operator's ssh_config runs (`Match exec "... %h"`,
+# substituted unquoted by paramiko, as in OpenSSH CVE-2023-51385): only a set that no shell or
+# ssh_config token gives a meaning is let through, wherever a name comes from.
+_HOST_NAME = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]*")
+_USER_NAME = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]*\$?")
+
+
+def check_host_name(name: str, where: str) -> str:
+    """`name` if it is a plain host name or an IPv6 address; HostError otherwise."""
+    if _HOST_NAME.fullmatch(name) and len(name) <= 253:
+        return name
+    try:
+        if "%" not in name and ipaddress.IPv6Address(name):
+            return name
+    except ValueError:
+        pass
+    raise HostError(f"{where}: host name {name!r} refused; host names are letters, digits, '.', '_' and '-' "
+                    "(not starting with '-'), or an IPv6 address in brackets")
+
+
+def check_user_name(name: str, where: str) -> str:
+    if _USER_NAME.fullmatch(name) and len(name) <= 64:
+        return name
+    raise HostError(f"{where}: user name {name!r} refused; user names are letters, digits, '.', '_' and '-' "
+                    "(not starting with '-'), optionally ending in '$'")
 
 
 @dataclass(frozen=True)
@@ -60,35 +108,55 @@ class SSHTarget:
     @classmethod
     def parse(cls, target: str) -> SSHTarget:
         """`ssh://[user@]host[:port]`, `user@host[:port]` or a bare host (or ~/.ssh/config alias)."""
-        parts = urlsplit(target if target.startswith("ssh://") else f"ssh://{target}")
+        if not target.isprintable() or " " in target:  # urlsplit would drop tabs and newlines silently
+            raise HostError(f"{target!r}: not a target; control characters and spaces are refused")
+        shown = target
+        try:
+            parts = urlsplit(target if target.startswith("ssh://") else f"ssh://{target}")
+        except ValueError:  # urlsplit checks what is in brackets
+            raise HostError(f"{shown}: only IPv6 addresses go in brackets") from None
         try:
             port = parts.port
         except ValueError:
-            raise HostError(f"{target}: invalid port") from None
+            raise HostError(f"{shown}: invalid port") from None
         if parts.scheme != "ssh" or not parts.hostname or parts.path not in ("", "/") or parts.query or parts.password:
-            raise HostError(f"{target}: not a target; expected local, ssh://[user@]host[:port] or user@host[:port]")
+            raise HostError(f"{shown}: not a target; expected local, ssh://[user@]host[:port] or user@host[:port]")
         # urlsplit lowercases the host name; ~/.ssh/config aliases are case-sensitive.
         alias = parts.netloc.rpartition("@")[2]
         alias = alias.rsplit(":", 1)[0] if parts.port is not None else alias
-        return cls(alias.strip("[]"), parts.username, port)
+        bracketed = alias.startswith("[") and alias.endswith("]")
+        alias = alias[1:-1] if bracketed else alias
+        if bracketed and ":" not in alias:
+            raise HostError(f"{shown}: only IPv6 addresses go in brackets")
+        if not bracketed and ":" in alias:
+            raise HostError(f"{shown}: an IPv6 address goes in brackets: ssh://[ADDRESS]:PORT")
+        check_host_name(alias, shown)
+        user = parts.username
+        if user is not None:
+            check_user_name(user, shown)
+        return cls(alias, user, port)
 
 
-class _RefuseUnknownHostKey(paramiko.MissingHostKeyPolicy):
+def _revoked_error(hostname: str, key: paramiko.PKey) -> HostError:
+    return HostError(f"{hostname}: host key {key.get_name()} {key.fingerprint} is REVOKED in known_hosts; refusing it")
+
+
+class _UnknownHostKey(paramiko.MissingHostKeyPolicy):
+    """Called for a host no known_hosts file names (a known host offering an unknown key is
+    paramiko's BadHostKeyException: changed). Refuses, or with --trust-new-host-keys records."""
+
+    def __init__(self, known: known_hosts.KnownKeys, record_in: str | None, hashed: bool) -> None:
+        self.known, self.record_in, self.hashed = known, record_in, hashed
+
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        raise HostError(
-            f"{hostname}: unknown host key {key.get_name()} {key.fingerprint}; verify it out of band, then "
-            "run again with --trust-new-host-keys to record it in known_hosts"
-        )
-
-
-class _TrustAndRecord(paramiko.MissingHostKeyPolicy):
-    def __init__(self, known_hosts: str) -> None:
-        self.known_hosts = known_hosts
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        client.get_host_keys().add(hostname, key.get_name(), key)
-        os.makedirs(os.path.dirname(self.known_hosts), mode=0o700, exist_ok=True)
-        client.save_host_keys(self.known_hosts)
+        if self.known.is_revoked(key):
+            raise _revoked_error(hostname, key)
+        if self.record_in is None:
+            raise HostError(
+                f"{hostname}: unknown host key {key.get_name()} {key.fingerprint}; verify it out of band, then "
+                "run again with --trust-new-host-keys to record it in known_hosts"
+            )
+        known_hosts.record(self.record_in, hostname, key, hashed=self.hashed)
 
 
 def _connect_error(where: str, error: BaseException, timeout: float) -> HostError:
@@ -121,9 +189,13 @@ class SSHHost(Host):
         super().__init__(name or parsed.alias, target)
         self.options = options
         config = self._ssh_config(options).lookup(parsed.alias)
-        self.hostname = config.get("hostname", parsed.alias)
-        self.port = parsed.port or int(config.get("port", DEFAULT_PORT))
-        self.user = parsed.user or config.get("user") or getpass.getuser()
+        # What ssh_config resolves the alias to is checked too: it reaches the connection, the
+        # jump host's config lookup and the recorded known_hosts line.
+        self.hostname = check_host_name(config.get("hostname", parsed.alias), f"{target}: ssh_config HostName")
+        self.port = parsed.port or self._config_port(config, target)
+        self.user = check_user_name(parsed.user or config.get("user") or getpass.getuser(), f"{target}: User")
+        for hop in self._jump_hops(config):
+            SSHTarget.parse(hop)
         where = f"{self.user}@{self.hostname}:{self.port}"
         self._jump: SSHHost | None = None
         self._config = config
@@ -136,6 +208,18 @@ class SSHHost(Host):
         self._sudo_password: str | None = None
         if options.become and self.user != "root":
             self._start_become()
+
+    @staticmethod
+    def _config_port(config: paramiko.SSHConfigDict, target: str) -> int:
+        text = str(config.get("port", DEFAULT_PORT))
+        if not text.isdigit() or not 0 < int(text) < 65536:
+            raise HostError(f"{target}: ssh_config Port {text!r} is not a port number")
+        return int(text)
+
+    @staticmethod
+    def _jump_hops(config: paramiko.SSHConfigDict) -> list[str]:
+        jump = config.get("proxyjump", "")
+        return [] if not jump or jump.lower() == "none" else jump.split(",")
 
     @staticmethod
     def _ssh_config(options: ConnectOptions) -> paramiko.SSHConfig:
@@ -152,16 +236,20 @@ class SSHHost(Host):
 
     def _connect(self, config: paramiko.SSHConfigDict, options: ConnectOptions) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
-        known_hosts = os.path.expanduser(config.get("userknownhostsfile", "~/.ssh/known_hosts").split()[0])
-        if os.path.exists(known_hosts):
-            client.load_host_keys(known_hosts)
-        client.set_missing_host_key_policy(
-            _TrustAndRecord(known_hosts) if options.trust_new_host_keys else _RefuseUnknownHostKey()
-        )
+        user_files, global_files = known_hosts.files_of(config)
+        known = known_hosts.lookup([*user_files, *global_files], known_hosts.key_name(self.hostname, self.port))
+        for key in reversed(known.keys):  # the first line of each type wins, as in OpenSSH
+            if not known.is_revoked(key):
+                client.get_host_keys().add(known_hosts.key_name(self.hostname, self.port), key.get_name(), key)
+        record_in = user_files[0] if options.trust_new_host_keys and user_files else None
+        hashed = str(config.get("hashknownhosts", "no")).lower() == "yes"
+        client.set_missing_host_key_policy(_UnknownHostKey(known, record_in, hashed))
         sock = None
-        if config.get("proxyjump") and config["proxyjump"].lower() != "none":
+        hops = self._jump_hops(config)
+        if hops:
             # ProxyJump: reach the target through a direct-tcpip channel of the jump host.
-            self._jump = SSHHost(config["proxyjump"].split(",")[0], options)
+            # A jump host only forwards: it never runs sudo, so it never sees the password.
+            self._jump = SSHHost(hops[0], dataclasses.replace(options, become=False))
             transport = self._jump._client.get_transport()
             assert transport is not None
             sock = transport.open_channel("direct-tcpip", (self.hostname, self.port), ("127.0.0.1", 0))
@@ -173,21 +261,34 @@ class SSHHost(Host):
             timeout=options.timeout, banner_timeout=options.timeout, auth_timeout=options.timeout,
             allow_agent=True, look_for_keys=not identity, sock=sock,
         )
+        transport = client.get_transport()
+        offered = transport.get_remote_server_key() if transport else None
+        if offered is not None and known.is_revoked(offered):
+            client.close()
+            raise _revoked_error(self.hostname, offered)
         return client
 
     def _start_become(self) -> None:
         """Use sudo for everything; ask the password once per run on a terminal if sudo needs one."""
         global _become_password  # noqa: PLW0603 - one password for every host of a run, asked once
         probe = self._exec(["sudo", "-n", "true"])
+        wants_password = not probe.ok and "password" in probe.stderr
+        with _password_lock:
+            first_wanted, first_host = _first_sudo_answer.setdefault(self.user, (wants_password, self.name))
         if probe.ok:
             self._sudo = ["sudo", "-n", "--"]
             return
-        if "password" not in probe.stderr or not self.options.interactive:
+        if not wants_password or not self.options.interactive:
             raise HostError(f"{self.name}: sudo refused: {probe.failure()}")
+        if not first_wanted:
+            raise HostError(f"{self.name}: sudo asks {self.user}'s password here but not on {first_host}; "
+                            "converge does not send it to a host that may be collecting it")
         with _password_lock:
             if _become_password is None:
                 _become_password = getpass.getpass(f"sudo password for {self.user} on {self.name}: ")
-        self._sudo, self._sudo_password = ["sudo", "-S", "-p", "", "--"], _become_password
+        self._sudo_token = secrets.token_hex(16)
+        self._sudo = ["sudo", "-k", "-S", "-p", "", "--", "sh", "-c", _SUDO_GUARD, "sh", self._sudo_token]
+        self._sudo_password = _become_password
         check = self.run(["true"], check=False)
         if not check.ok:
             raise HostError(f"{self.name}: sudo refused: {check.failure()}")
@@ -195,18 +296,45 @@ class SSHHost(Host):
     def _exec(self, argv: Sequence[str], stdin: bytes | None = None) -> CommandResult:
         """One SSH session running argv (quoted once, here) with optional input."""
         try:
-            channel_in, channel_out, channel_err = self._open_session(shlex.join(argv))
+            channel_in, channel_out, _ = self._open_session(shlex.join(argv))
             if stdin:
                 channel_in.write(stdin)
             channel_in.channel.shutdown_write()
-            stdout = channel_out.read().decode("utf-8", errors="surrogateescape")
-            stderr = channel_err.read().decode("utf-8", errors="surrogateescape")
+            out, err = self._collect(channel_out.channel, argv[0])
+            stdout = out.decode("utf-8", errors="surrogateescape")
+            stderr = err.decode("utf-8", errors="surrogateescape")
             status = channel_out.channel.recv_exit_status()
         except (paramiko.SSHException, OSError, EOFError) as error:
             raise HostError(f"{self.name}: connection lost: {error}") from error
         if status == -1:  # the channel closed without an exit status
             raise HostError(f"{self.name}: connection lost while running {argv[0]}")
         return CommandResult(tuple(argv), status, stdout, stderr)
+
+    def _collect(self, channel: paramiko.Channel, command: str) -> tuple[bytes, bytes]:
+        """stdout and stderr of a session, both read as they come, within the size and idle limits."""
+        idle = float(os.environ.get("CONVERGE_IDLE_TIMEOUT", COMMAND_IDLE_TIMEOUT))
+        out, err = bytearray(), bytearray()
+        last = time.monotonic()
+        while True:
+            received = False
+            while channel.recv_ready():
+                out += channel.recv(1 << 16)
+                received = True
+            while channel.recv_stderr_ready():
+                err += channel.recv_stderr(1 << 16)
+                received = True
+            if len(out) + len(err) > MAX_ANSWER_BYTES:
+                channel.close()
+                raise HostError(f"{self.name}: {command} answered more than {MAX_ANSWER_BYTES >> 20} MiB; stopped reading")
+            if received:
+                last = time.monotonic()
+            elif channel.exit_status_ready() or channel.closed:
+                return bytes(out), bytes(err)
+            elif time.monotonic() - last > idle:
+                channel.close()
+                raise HostError(f"{self.name}: {command} gave no answer for {idle:g} s; the host may be hung")
+            else:
+                select.select([channel], [], [], 0.05)
 
     def _open_session(self, command: str) -> tuple[Any, Any, Any]:
         """Start `command` in a new session, reconnecting once if the connection has dropped
@@ -219,7 +347,7 @@ class SSHHost(Host):
 
     def _privileged(self, argv: Sequence[str], stdin: bytes = b"") -> CommandResult:
         if self._sudo_password is not None:
-            stdin = self._sudo_password.encode() + b"\n" + stdin
+            stdin = f"{self._sudo_password}\n{self._sudo_token}\n".encode() + stdin
         return self._exec([*self._sudo, *argv], stdin)
 
     def gather(self, reads: Iterable[Read]) -> Facts:
@@ -275,11 +403,12 @@ class SSHHost(Host):
         argv = [*self._sudo, "sh", "-c", LOCK_SCRIPT, "sh", holder, f"{wait:g}"]
         try:
             stdin, stdout, _ = self._open_session(shlex.join(argv))
-            if self._sudo_password is not None:
-                stdin.write(self._sudo_password.encode() + b"\n")
+            if self._sudo_password is not None:  # as _privileged feeds it: sudo's line, then the guard's
+                stdin.write(f"{self._sudo_password}\n{self._sudo_token}\n".encode())
                 stdin.flush()
             stdout.channel.settimeout(wait + max(self.options.timeout, 10.0))
-            answer = stdout.readline().decode("utf-8", errors="replace").strip()
+            line = stdout.readline()
+            answer = (line.decode("utf-8", errors="replace") if isinstance(line, bytes) else line).strip()
         except (paramiko.SSHException, OSError, EOFError) as error:
             raise HostError(f"{self.name}: cannot take the apply lock: {error}") from error
         if answer != "locked":
@@ -288,7 +417,8 @@ class SSHHost(Host):
                 raise HostError(busy_message(self.name, answer.removeprefix("busy")))
             raise HostError(f"{self.name}: cannot take the apply lock ({answer or 'no answer'}; is flock installed?)")
         stdout.channel.settimeout(None)
-        self._lock_channel = stdout.channel
+        # Keep the files: paramiko sends EOF when the stdin file is collected, which would end the lock.
+        self._lock_channel, self._lock_files = stdout.channel, (stdin, stdout)
 
     def reconnect(self) -> Host:
         return SSHHost(self.target, self.options, self.name)
@@ -296,8 +426,10 @@ class SSHHost(Host):
     def close(self) -> None:
         channel = getattr(self, "_lock_channel", None)
         if channel is not None:
+            for lock_file in self._lock_files:
+                lock_file.close()
             channel.close()
-            self._lock_channel = None
+            self._lock_channel, self._lock_files = None, ()
         client = getattr(self, "_client", None)
         if client is not None:
             client.close()
