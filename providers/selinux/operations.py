@@ -8,13 +8,14 @@ modules (one `semodule` transaction). Nothing here reads the host: every value c
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from converge.provider import Change, Operation, Remove, Run, Write, restore
 
 from .kernel import runtime_mode_operations
 from .parse import edit_config, parse_config
-from .spec import FILE_TYPE_FLAG, Module, SelinuxSpec
+from .spec import FILE_TYPE_FLAG, FileContext, Module, Port, SelinuxSpec
 
 if TYPE_CHECKING:
     from .provider import SelinuxLive
@@ -27,6 +28,21 @@ AUTORELABEL = "/.autorelabel"
 MODULE_RECORDS = "/var/lib/converge/selinux/modules"
 # Where apply builds modules (root's, unlike /tmp: its fixed names cannot be planted).
 BUILD_DIR = "/var/lib/converge/selinux/build"
+
+PREVIOUS_DIR = f"{BUILD_DIR}/previous"
+# semodule's default priority, where `semodule -i` installs and `semodule -r` removes.
+PRIORITY = "400"
+# A local file context or port with no context (`<<none>>`) is put back as one.
+NO_CONTEXT = "<<none>>"
+
+# Extracts modules from the store at a priority into a directory (semodule -E writes NAME.KIND there).
+EXTRACT_SCRIPT = """set -eu
+dir=$1; priority=$2; shift 2
+rm -rf -- "$dir"
+mkdir -p -m 700 -- "$dir"
+cd -- "$dir"
+for name; do semodule -X "$priority" -E "$name"; done
+"""
 
 # Records what `semodule -l -m` says of each installed module: NAME SOURCE_HASH pairs follow the directory.
 RECORD_SCRIPT = """set -eu
@@ -55,10 +71,31 @@ def plan_operations(spec: SelinuxSpec, live: SelinuxLive, booleans: Sequence[Cha
     """The operations that carry out the changes, in the order apply runs them."""
     wanted_modules = {m.name: m for m in spec.modules}
     changed_modules = [(wanted_modules[change.name], change.action) for change in modules]
-    return [
+    return _undone_once_done([
         *_module_builds(changed_modules), *_mode_operations(spec, live), *_boolean_operations(booleans, live),
         *_record_operations(spec, live, records), *_module_operations(changed_modules, live),
-    ]
+    ])
+
+
+def _transaction(operation: Operation) -> bool:
+    return isinstance(operation, Run) and (operation.argv[:2] == ("semanage", "import") or operation.argv[0] == "semodule")
+
+
+def _undone_once_done(operations: Sequence[Operation]) -> list[Operation]:
+    """`semanage import` and `semodule` are transactions: refused, they change nothing, and their undo
+    (which would then fail, deleting what was never added) must not run. The engine also undoes the
+    operation that failed, so each transaction's undo travels with the operation after it, undone
+    once that one is tried; the last operation's has nothing after it that can fail."""
+    moved: list[Operation] = []
+    carried: tuple[Operation, ...] = ()
+    for operation in operations:
+        if _transaction(operation):
+            moved.append(replace(operation, undo=carried))
+            carried = operation.undo
+        else:
+            moved.append(replace(operation, undo=(*operation.undo, *carried)))
+            carried = ()
+    return moved
 
 
 def _mode_operations(spec: SelinuxSpec, live: SelinuxLive) -> list[Operation]:
@@ -95,62 +132,85 @@ def _installed_file(module: Module) -> str:
 
 
 def _boolean_operations(changes: Sequence[Change], live: SelinuxLive) -> list[Operation]:
-    """One `setsebool -P` for every boolean that changes, undone by one putting back the persisted values."""
+    """One `setsebool -P` for every boolean that changes, undone by one putting back the persisted
+    values, then (without -P) the runtime values that differed from them."""
     if not changes:
         return []
     wanted = [f"{change.name}={int(change.after)}" for change in changes]
     previous = [f"{change.name}={int(live.booleans[change.name])}" for change in changes]
+    runtime = [f"{change.name}={int(value)}" for change in changes
+               if (value := live.kernel.booleans.get(change.name)) is not None and value != live.booleans[change.name]]
+    undo = (Run(("setsebool", "-P", *previous)), *([Run(("setsebool", *runtime))] if runtime else []))
     return [Run(("setsebool", "-P", *wanted), says=f"set {len(changes)} boolean(s) persistently (setsebool -P)",
-                undo=(Run(("setsebool", "-P", *previous)),))]
+                undo=undo)]
+
+
+def _fcontext_lines(fc: FileContext, action: str, live: SelinuxLive) -> tuple[list[str], list[str]]:
+    """The `semanage import` line for one file-context change, and the line that puts back what was
+    local before (`-a` only where the policy has no such entry: semanage refuses to add one it has)."""
+    where, before = ["-f", FILE_TYPE_FLAG[fc.file_type]], live.fcontexts.get(fc.key) or NO_CONTEXT
+    verb = "-m" if fc.key in live.policy_fcontexts else "-a"
+    if action == "remove":
+        return ["fcontext", "-d", *where, fc.path], ["fcontext", verb, *where, "-t", before, fc.path]
+    if action == "add":
+        return ["fcontext", verb, *where, "-t", str(fc.type), fc.path], ["fcontext", "-d", *where, fc.path]
+    return ["fcontext", "-m", *where, "-t", str(fc.type), fc.path], ["fcontext", "-m", *where, "-t", before, fc.path]
+
+
+def _port_lines(port: Port, action: str, live: SelinuxLive) -> tuple[list[str], list[str]]:
+    """The same for one port change."""
+    where, before = ["-p", port.protocol, port.port], live.ports.get(port.key) or NO_CONTEXT
+    verb = "-m" if port.key in live.policy_ports else "-a"
+    if action == "remove":
+        return ["port", "-d", *where], ["port", verb, "-t", before, *where]
+    if action == "add":
+        return ["port", verb, "-t", str(port.type), *where], ["port", "-d", *where]
+    return ["port", "-m", "-t", str(port.type), *where], ["port", "-m", "-t", before, *where]
 
 
 def _record_operations(spec: SelinuxSpec, live: SelinuxLive, changes: Sequence[Change]) -> list[Operation]:
     """Every file-context and port change in one `semanage import` transaction (all or nothing),
-    then `restorecon -R` of the roots of the file contexts that changed."""
+    then `restorecon -R` of the roots of the file contexts that changed. Undone by one import of the
+    inverse lines (what was local before, from live), then the same restorecon under the old rules."""
     fcontexts = {change_name("fcontext", f.key): f for f in spec.fcontexts}
     ports = {change_name("port", p.key): p for p in spec.ports}
-    lines: list[list[str]] = []
-    for change in changes:
-        if change.kind == "fcontext":
-            fc = fcontexts[change.name]
-            where = ["-f", FILE_TYPE_FLAG[fc.file_type]]
-            if change.action == "remove":
-                lines.append(["fcontext", "-d", *where, fc.path])
-            else:
-                verb = "-a" if change.action == "add" and fc.key not in live.policy_fcontexts else "-m"
-                lines.append(["fcontext", verb, *where, "-t", str(fc.type), fc.path])
-        else:
-            port = ports[change.name]
-            where = ["-p", port.protocol, port.port]
-            if change.action == "remove":
-                lines.append(["port", "-d", *where])
-            else:
-                verb = "-a" if change.action == "add" and port.key not in live.defined_ports else "-m"
-                lines.append(["port", verb, "-t", str(port.type), *where])
+    lines = [_fcontext_lines(fcontexts[change.name], change.action, live) if change.kind == "fcontext"
+             else _port_lines(ports[change.name], change.action, live) for change in changes]
     if not lines:
         return []
     counts = (sum(c.kind == "fcontext" for c in changes), sum(c.kind == "port" for c in changes))
+    roots = sorted({fcontexts[c.name].relabel_root() for c in changes if c.kind == "fcontext"})
+    # -i: a path that does not exist yet has nothing to relabel.
+    relabel = [Run(("restorecon", "-R", "-v", "-i", *roots), says=f"restorecon -R {' '.join(roots)}")] if roots else []
     # Every token was matched against a pattern without whitespace or quotes, so semanage's
     # whitespace split gives back exactly these argv lists.
     says = f"semanage import: {counts[0]} file context(s), {counts[1]} port(s) in one transaction"
-    operations: list[Operation] = [Run(("semanage", "import"), input="".join(" ".join(line) + "\n" for line in lines), says=says)]
-    roots = sorted({fcontexts[c.name].relabel_root() for c in changes if c.kind == "fcontext"})
-    if roots:
-        # -i: a path that does not exist yet has nothing to relabel.
-        operations.append(Run(("restorecon", "-R", "-v", "-i", *roots), says=f"restorecon -R {' '.join(roots)}"))
-    return operations
+    inverse = Run(("semanage", "import"), input="".join(" ".join(back) + "\n" for _, back in reversed(lines)))
+    return [Run(("semanage", "import"), input="".join(" ".join(line) + "\n" for line, _ in lines), says=says,
+                undo=(inverse, *relabel)), *relabel]
 
 
 def _module_operations(modules: Sequence[tuple[Module, str]], live: SelinuxLive) -> list[Operation]:
-    """One semodule transaction, then converge's records of what it installed, and the build's cleanup."""
+    """One semodule transaction, then converge's records of what it installed, and the build's cleanup.
+    Before it, the store's modules it replaces or removes at semodule's priority are extracted
+    (`semodule -E`), so its undo can put them back and remove the ones that were not there."""
     if not modules:
         return []
     installed = [module for module, action in modules if action != "remove"]
     removed = [module for module, action in modules if action == "remove"]
     arguments = [*(part for m in installed for part in ("-i", _installed_file(m))),
                  *(part for m in removed for part in ("-r", m.name))]
-    operations: list[Operation] = [Run(("semodule", *arguments), says=f"semodule: {len(installed)} module(s) installed, "
-                                                                       f"{len(removed)} removed in one transaction")]
+    saved = [m.name for m, _ in modules if m.name in live.module_kinds]
+    back = [*(part for name in saved for part in ("-i", f"{PREVIOUS_DIR}/{name}.{live.module_kinds[name]}")),
+            *(part for m in installed if m.name not in live.module_kinds for part in ("-r", m.name))]
+    operations: list[Operation] = []
+    if saved:
+        operations.append(Run(("sh", "-c", EXTRACT_SCRIPT, "sh", PREVIOUS_DIR, PRIORITY, *saved),
+                              says=f"saved {len(saved)} module(s) from the store in {PREVIOUS_DIR}",
+                              undo=(Run(("rm", "-rf", "--", PREVIOUS_DIR)),)))
+    operations.append(Run(("semodule", *arguments), says=f"semodule: {len(installed)} module(s) installed, "
+                                                         f"{len(removed)} removed in one transaction",
+                          undo=(Run(("semodule", "-X", PRIORITY, *back)),) if back else ()))
 
     def record(name: str) -> str:
         return f"{MODULE_RECORDS}/{name}.sha256"
@@ -158,9 +218,11 @@ def _module_operations(modules: Sequence[tuple[Module, str]], live: SelinuxLive)
     if installed:
         pairs = [part for m in installed for part in (m.name, m.source_hash)]
         undo = tuple(restore(record(m.name), live.module_records.get(m.name)) for m in installed)
-        operations += [Run(("sh", "-c", RECORD_SCRIPT, "sh", MODULE_RECORDS, *pairs),
-                           says=f"recorded {len(installed)} module(s) in {MODULE_RECORDS}", undo=undo),
-                       Run(("rm", "-rf", "--", BUILD_DIR), says=f"removed {BUILD_DIR}")]
+        operations.append(Run(("sh", "-c", RECORD_SCRIPT, "sh", MODULE_RECORDS, *pairs),
+                              says=f"recorded {len(installed)} module(s) in {MODULE_RECORDS}", undo=undo))
     operations += [Remove(record(m.name), undo=(restore(record(m.name), live.module_records[m.name]),))
                    for m in removed if m.name in live.module_records]
+    # Last: until here, the transaction's undo may need the modules saved in it.
+    if installed or saved:
+        operations.append(Run(("rm", "-rf", "--", BUILD_DIR), says=f"removed {BUILD_DIR}"))
     return operations

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from converge.provider import (
@@ -34,12 +34,13 @@ from .kernel import (
     parse_kernel_state,
     runtime_mode_operations,
 )
-from .operations import AUTORELABEL, CONFIG, MODULE_RECORDS, change_name, plan_operations
+from .operations import AUTORELABEL, CONFIG, MODULE_RECORDS, PRIORITY, change_name, plan_operations
 from .parse import (
     count_relabelled,
     parse_boolean_list,
     parse_config,
     parse_file_contexts,
+    parse_module_kinds,
     parse_module_list,
     parse_module_record,
     parse_port_list,
@@ -86,9 +87,10 @@ class SelinuxLive:
     fcontexts: dict[tuple[str, str], str | None]  # the local ones
     policy_fcontexts: set[tuple[str, str]]
     ports: dict[tuple[str, str], str | None]  # the local ones
-    defined_ports: set[tuple[str, str]]
+    policy_ports: set[tuple[str, str]]  # defined by the policy itself, not (only) locally
     modules: dict[str, str]  # name -> the store's checksum
     module_records: dict[str, str]  # name -> the text of converge's record
+    module_kinds: dict[str, str] = field(default_factory=dict)  # name -> pp or cil, at semodule's priority
 
     @property
     def config_mode(self) -> str | None:
@@ -116,7 +118,7 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
         if spec.ports:
             reads += [ReadGlob(PORTS_LOCAL_GLOB), PORTS_LIST]
         if spec.modules:
-            reads += [MODULES_LIST, ReadGlob(MODULE_RECORDS_GLOB)]
+            reads += [MODULES_LIST, MODULES_FULL_LIST, ReadGlob(MODULE_RECORDS_GLOB)]
         return reads
 
     def capture_reads(self) -> Sequence[Read]:
@@ -177,14 +179,17 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
             return {}, set()
         local_text = _store_of(facts.glob(PORTS_LOCAL_GLOB), policy, "/var/lib/selinux") or ""
         local = parse_ports_local(local_text, f"/var/lib/selinux/{policy}/active/ports.local")
-        return local, parse_port_list(output_or_raise(facts, PORTS_LIST.argv))
+        # `semanage port -l` lists a local port and the policy's entry for the same port both.
+        listed = parse_port_list(output_or_raise(facts, PORTS_LIST.argv))
+        return local, {key for key, count in listed.items() if count > (key in local)}
 
     @staticmethod
-    def _live_modules(spec: SelinuxSpec, facts: Facts) -> tuple[dict[str, str], dict[str, str]]:
+    def _live_modules(spec: SelinuxSpec, facts: Facts) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
         if not spec.modules:
-            return {}, {}
+            return {}, {}, {}
         records = {Path(path).stem: text for path, text in facts.glob(MODULE_RECORDS_GLOB).items()}
-        return parse_module_list(output_or_raise(facts, MODULES_LIST.argv)), records
+        kinds = parse_module_kinds(output_or_raise(facts, MODULES_FULL_LIST.argv), int(PRIORITY))
+        return parse_module_list(output_or_raise(facts, MODULES_LIST.argv)), records, kinds
 
     # ---- diff: changes and operations
     def diff(self, spec: SelinuxSpec, live: SelinuxLive) -> ProviderPlan:
