@@ -30,6 +30,14 @@ MODULE_RECORDS = "/var/lib/converge/selinux/modules"
 BUILD_DIR = "/var/lib/converge/selinux/build"
 
 PREVIOUS_DIR = f"{BUILD_DIR}/previous"
+# selinux-policy-dev's (Fedora: selinux-policy-devel) Makefile for reference-policy modules.
+DEVEL_MAKEFILE = "/usr/share/selinux/devel/Makefile"
+# Writes a prebuilt .pp, carried in the plan as base64, where semodule installs it from.
+DECODE_SCRIPT = """set -eu
+mkdir -p -m 700 -- "$(dirname -- "$1")"
+umask 077
+base64 -d > "$1"
+"""
 # semodule's default priority, where `semodule -i` installs and `semodule -r` removes.
 PRIORITY = "400"
 # A local file context or port with no context (`<<none>>`) is put back as one.
@@ -111,23 +119,37 @@ def _mode_operations(spec: SelinuxSpec, live: SelinuxLive) -> list[Operation]:
 
 
 def _module_builds(modules: Sequence[tuple[Module, str]]) -> list[Operation]:
-    """Each installed module's file in BUILD_DIR: a .te compiled (and so checked) by checkmodule
-    and semodule_package, a .cil as it is. semodule names a module after its file."""
+    """Each installed module's file in BUILD_DIR: a plain .te compiled (and so checked) by checkmodule
+    and semodule_package, a reference-policy .te (with its .if and .fc) by selinux-policy-dev's
+    Makefile, a .cil as it is, a .pp decoded from the plan. semodule names a .cil after its file."""
     operations: list[Operation] = []
     for module, action in modules:
         if action == "remove":
             continue
-        source = f"{BUILD_DIR}/{module.name}.{module.kind}"
         cleanup = () if operations else (Run(("rm", "-rf", "--", BUILD_DIR)),)
-        operations.append(Write(source, module.text, mode=0o600, undo=cleanup))
-        if module.kind == "te":
-            compiled = f"{BUILD_DIR}/{module.name}.mod"
-            operations += [Run(("checkmodule", "-M", "-m", "-o", compiled, source)),
-                           Run(("semodule_package", "-o", f"{BUILD_DIR}/{module.name}.pp", "-m", compiled))]
+        if module.kind == "pp":
+            operations.append(Run(("sh", "-c", DECODE_SCRIPT, "sh", _installed_file(module)), input=module.text,
+                                  says=f"wrote {_installed_file(module)}", undo=cleanup))
+        elif module.kind == "refpolicy":
+            directory = f"{BUILD_DIR}/{module.name}"
+            operations.append(Write(f"{directory}/{module.name}.te", module.text, mode=0o600, undo=cleanup))
+            operations += [Write(f"{directory}/{module.name}{suffix}", text, mode=0o600)
+                           for suffix, text in sorted(module.beside.items())]
+            operations.append(Run(("make", "-C", directory, "-f", DEVEL_MAKEFILE, f"{module.name}.pp"),
+                                  says=f"built {module.name}.pp with {DEVEL_MAKEFILE}"))
+        else:
+            source = f"{BUILD_DIR}/{module.name}.{module.kind}"
+            operations.append(Write(source, module.text, mode=0o600, undo=cleanup))
+            if module.kind == "te":
+                compiled = f"{BUILD_DIR}/{module.name}.mod"
+                operations += [Run(("checkmodule", "-M", "-m", "-o", compiled, source)),
+                               Run(("semodule_package", "-o", f"{BUILD_DIR}/{module.name}.pp", "-m", compiled))]
     return operations
 
 
 def _installed_file(module: Module) -> str:
+    if module.kind == "refpolicy":
+        return f"{BUILD_DIR}/{module.name}/{module.name}.pp"
     return f"{BUILD_DIR}/{module.name}.{'pp' if module.kind == 'te' else module.kind}"
 
 

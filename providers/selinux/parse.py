@@ -6,6 +6,7 @@ Each raises `ParseError` naming the file or command and the line it cannot read.
 from __future__ import annotations
 
 import re
+import struct
 from collections import Counter
 from collections.abc import Iterator, Mapping
 
@@ -172,3 +173,36 @@ def parse_module_kinds(text: str, priority: int) -> dict[str, str]:
 def count_relabelled(restorecon_output: str) -> int:
     """`restorecon -v`: one `Relabeled PATH from OLD to NEW` line per file it changed."""
     return sum(1 for line in restorecon_output.splitlines() if line.startswith("Relabeled"))
+
+
+# A policy package (.pp, libsepol's module_package.c): magic, version, section count and offsets;
+# its first section is the module (policydb.c): magic, "SE Linux Module", five numbers, name, version.
+_PACKAGE_MAGIC = 0xF97CFF8F
+_MODULE_MAGIC = 0xF97CFF8D
+
+
+def parse_package_name(data: bytes, where: str) -> tuple[str, str]:
+    """The module name and version inside a policy package: semodule installs it under that name."""
+    def numbers(offset: int, count: int) -> tuple[int, ...]:
+        if offset + 4 * count > len(data):
+            raise ParseError(where, "truncated policy package", f"{len(data)} bytes")
+        return struct.unpack_from(f"<{count}I", data, offset)
+
+    def string(offset: int) -> tuple[str, int]:
+        (length,) = numbers(offset, 1)
+        text = data[offset + 4:offset + 4 + length]
+        if len(text) != length:
+            raise ParseError(where, "truncated policy package", f"{len(data)} bytes")
+        return text.decode("ascii", "replace"), offset + 4 + length
+
+    magic, _, sections = numbers(0, 3)
+    if magic != _PACKAGE_MAGIC or sections < 1:
+        raise ParseError(where, "not a policy package (.pp from semodule_package)", data[:8].hex())
+    (start,) = numbers(12, 1)
+    module_magic, = numbers(start, 1)
+    signature, offset = string(start + 4)
+    if module_magic != _MODULE_MAGIC or signature != "SE Linux Module":
+        raise ParseError(where, "the package holds no policy module", signature)
+    name, offset = string(offset + 20)
+    version, _ = string(offset)
+    return name, version

@@ -34,7 +34,7 @@ from .kernel import (
     parse_kernel_state,
     runtime_mode_operations,
 )
-from .operations import AUTORELABEL, CONFIG, MODULE_RECORDS, PRIORITY, change_name, plan_operations
+from .operations import AUTORELABEL, CONFIG, DEVEL_MAKEFILE, MODULE_RECORDS, PRIORITY, change_name, plan_operations
 from .parse import (
     count_relabelled,
     parse_boolean_list,
@@ -91,6 +91,7 @@ class SelinuxLive:
     modules: dict[str, str]  # name -> the store's checksum
     module_records: dict[str, str]  # name -> the text of converge's record
     module_kinds: dict[str, str] = field(default_factory=dict)  # name -> pp or cil, at semodule's priority
+    devel_makefile: bool = False  # selinux-policy-dev's Makefile, which builds reference-policy modules
 
     @property
     def config_mode(self) -> str | None:
@@ -119,6 +120,8 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
             reads += [ReadGlob(PORTS_LOCAL_GLOB), PORTS_LIST]
         if spec.modules:
             reads += [MODULES_LIST, MODULES_FULL_LIST, ReadGlob(MODULE_RECORDS_GLOB)]
+        if any(module.kind == "refpolicy" for module in spec.modules):
+            reads.append(ReadFile(DEVEL_MAKEFILE))
         return reads
 
     def capture_reads(self) -> Sequence[Read]:
@@ -157,7 +160,8 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
         return SelinuxLive(
             config, policy, parse_kernel_state(facts.file(ENFORCE), runtime_booleans), facts.file(AUTORELABEL) is not None,
             booleans, *self._live_fcontexts(spec, facts, policy), *self._live_ports(spec, facts, policy),
-            *self._live_modules(spec, facts))
+            *self._live_modules(spec, facts),
+            any(m.kind == "refpolicy" for m in spec.modules) and facts.file(DEVEL_MAKEFILE) is not None)
 
     @staticmethod
     def _live_fcontexts(spec: SelinuxSpec, facts: Facts, policy: str) -> tuple[dict[tuple[str, str], str | None],
@@ -197,6 +201,13 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
         records = [*self._record_changes("fcontext", spec.fcontexts, live.fcontexts),
                    *self._record_changes("port", spec.ports, live.ports)]
         modules = self._module_changes(spec, live)
+        wanted = {module.name: module for module in spec.modules}
+        unbuildable = [c.name for c in modules if c.action != "remove" and wanted[c.name].kind == "refpolicy"]
+        if unbuildable and not live.devel_makefile:
+            raise ProviderError(
+                f"{', '.join(unbuildable)}: a reference-policy module (policy_module) is built with {DEVEL_MAKEFILE}, "
+                "which this host lacks: install selinux-policy-dev (Debian, Ubuntu; selinux-policy-devel on Fedora, "
+                "RHEL), or declare the module's prebuilt .pp")
         changes = [*self._mode_changes(spec, live), *booleans, *records, *modules]
         return ProviderPlan(changes, plan_operations(spec, live, booleans, records, modules))
 
