@@ -190,23 +190,32 @@ def _port_lines(port: Port, action: str, live: SelinuxLive) -> tuple[list[str], 
     return ["port", "-m", "-t", str(port.type), *where], ["port", "-m", "-t", before, *where]
 
 
+def _permissive_lines(domain: str, action: str) -> tuple[list[str], list[str]]:
+    """The same for one permissive domain."""
+    add, delete = ["permissive", "-a", domain], ["permissive", "-d", domain]
+    return (add, delete) if action == "add" else (delete, add)
+
+
 def _record_operations(spec: SelinuxSpec, live: SelinuxLive, changes: Sequence[Change]) -> list[Operation]:
-    """Every file-context and port change in one `semanage import` transaction (all or nothing),
+    """Every file-context, port and permissive-domain change in one `semanage import` transaction (all or nothing),
     then `restorecon -R` of the roots of the file contexts that changed. Undone by one import of the
     inverse lines (what was local before, from live), then the same restorecon under the old rules."""
     fcontexts = {change_name("fcontext", f.key): f for f in spec.fcontexts}
     ports = {change_name("port", p.key): p for p in spec.ports}
     lines = [_fcontext_lines(fcontexts[change.name], change.action, live) if change.kind == "fcontext"
-             else _port_lines(ports[change.name], change.action, live) for change in changes]
+             else _port_lines(ports[change.name], change.action, live) if change.kind == "port"
+             else _permissive_lines(change.name, change.action) for change in changes]
     if not lines:
         return []
     counts = (sum(c.kind == "fcontext" for c in changes), sum(c.kind == "port" for c in changes))
+    permissive = sum(c.kind == "permissive" for c in changes)
     roots = sorted({fcontexts[c.name].relabel_root() for c in changes if c.kind == "fcontext"})
     # -i: a path that does not exist yet has nothing to relabel.
     relabel = [Run(("restorecon", "-R", "-v", "-i", *roots), says=f"restorecon -R {' '.join(roots)}")] if roots else []
     # Every token was matched against a pattern without whitespace or quotes, so semanage's
     # whitespace split gives back exactly these argv lists.
-    says = f"semanage import: {counts[0]} file context(s), {counts[1]} port(s) in one transaction"
+    says = (f"semanage import: {counts[0]} file context(s), {counts[1]} port(s)"
+            + (f", {permissive} permissive domain(s)" if permissive else "") + " in one transaction")
     inverse = Run(("semanage", "import"), input="".join(" ".join(back) + "\n" for _, back in reversed(lines)))
     return [Run(("semanage", "import"), input="".join(" ".join(line) + "\n" for line, _ in lines), says=says,
                 undo=(inverse, *relabel)), *relabel]

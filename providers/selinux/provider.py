@@ -92,6 +92,7 @@ class SelinuxLive:
     module_records: dict[str, str]  # name -> the text of converge's record
     module_kinds: dict[str, str] = field(default_factory=dict)  # name -> pp or cil, at semodule's priority
     devel_makefile: bool = False  # selinux-policy-dev's Makefile, which builds reference-policy modules
+    permissive: set[str] = field(default_factory=set)  # the local permissive domains
 
     @property
     def config_mode(self) -> str | None:
@@ -120,6 +121,8 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
             reads += [ReadGlob(PORTS_LOCAL_GLOB), PORTS_LIST]
         if spec.modules:
             reads += [MODULES_LIST, MODULES_FULL_LIST, ReadGlob(MODULE_RECORDS_GLOB)]
+        if spec.permissive_domains is not None and not spec.modules:
+            reads.append(MODULES_FULL_LIST)
         if any(module.kind == "refpolicy" for module in spec.modules):
             reads.append(ReadFile(DEVEL_MAKEFILE))
         return reads
@@ -161,7 +164,8 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
             config, policy, parse_kernel_state(facts.file(ENFORCE), runtime_booleans), facts.file(AUTORELABEL) is not None,
             booleans, *self._live_fcontexts(spec, facts, policy), *self._live_ports(spec, facts, policy),
             *self._live_modules(spec, facts),
-            any(m.kind == "refpolicy" for m in spec.modules) and facts.file(DEVEL_MAKEFILE) is not None)
+            any(m.kind == "refpolicy" for m in spec.modules) and facts.file(DEVEL_MAKEFILE) is not None,
+            self._live_permissive(spec, facts))
 
     @staticmethod
     def _live_fcontexts(spec: SelinuxSpec, facts: Facts, policy: str) -> tuple[dict[tuple[str, str], str | None],
@@ -188,6 +192,14 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
         return local, {key for key, count in listed.items() if count > (key in local)}
 
     @staticmethod
+    def _live_permissive(spec: SelinuxSpec, facts: Facts) -> set[str]:
+        """`semanage permissive -a DOMAIN` installs a CIL module `permissive_DOMAIN` at semodule's priority."""
+        if spec.permissive_domains is None:
+            return set()
+        kinds = parse_module_kinds(output_or_raise(facts, MODULES_FULL_LIST.argv), int(PRIORITY))
+        return {name.removeprefix("permissive_") for name in kinds if name.startswith("permissive_")}
+
+    @staticmethod
     def _live_modules(spec: SelinuxSpec, facts: Facts) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
         if not spec.modules:
             return {}, {}, {}
@@ -199,7 +211,7 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
     def diff(self, spec: SelinuxSpec, live: SelinuxLive) -> ProviderPlan:
         booleans = self._boolean_changes(spec, live)
         records = [*self._record_changes("fcontext", spec.fcontexts, live.fcontexts),
-                   *self._record_changes("port", spec.ports, live.ports)]
+                   *self._record_changes("port", spec.ports, live.ports), *self._permissive_changes(spec, live)]
         modules = self._module_changes(spec, live)
         wanted = {module.name: module for module in spec.modules}
         unbuildable = [c.name for c in modules if c.action != "remove" and wanted[c.name].kind == "refpolicy"]
@@ -260,6 +272,16 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
             elif current != item.type:
                 changes.append(Change(self.name, kind, name, "update", current, item.type))
         return changes
+
+    def _permissive_changes(self, spec: SelinuxSpec, live: SelinuxLive) -> list[Change]:
+        if spec.permissive_domains is None:
+            return []
+        wanted = set(spec.permissive_domains)
+        return [*(Change(self.name, "permissive", domain, "add", None, "permissive", ("semanage permissive -a",))
+                  for domain in spec.permissive_domains if domain not in live.permissive),
+                *(Change(self.name, "permissive", domain, "remove", "permissive", None,
+                         ("not declared: enforcing again (semanage permissive -d)",))
+                  for domain in sorted(live.permissive - wanted))]
 
     def _module_changes(self, spec: SelinuxSpec, live: SelinuxLive) -> list[Change]:
         changes = []

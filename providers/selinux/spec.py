@@ -255,7 +255,7 @@ def _sha256(data: bytes) -> str:
 
 
 class SelinuxSpec(StrictModel):
-    """`[selinux]`: mode, policy, booleans, fcontexts, ports, modules; each optional."""
+    """`[selinux]`: mode, policy, booleans, fcontexts, ports, modules, permissive domains; each optional."""
 
     mode: Literal["enforcing", "permissive", "disabled"] | None = Field(
         None, description="SELINUX= in /etc/selinux/config, and the running kernel's mode where it has SELinux.")
@@ -267,12 +267,16 @@ class SelinuxSpec(StrictModel):
     ports: list[Port] = Field([], description="Local port labels (`semanage port`).")
     modules: list[Module] = Field([], description="Policy modules built from source (or prebuilt) and installed "
                                                   "(`semodule -i`).")
+    permissive_domains: list[TypeName] | None = Field(
+        None, description="The domains put in permissive mode alone (`semanage permissive -a`), the narrow alternative to "
+                          "a permissive system while troubleshooting one service; every other local one is made "
+                          "enforcing again (`-d`). Unset: not managed.")
 
     @model_validator(mode="after")
     def _unique(self) -> SelinuxSpec:
         kinds: tuple[tuple[str, list[Any]], ...] = (
             ("fcontexts", [f.key for f in self.fcontexts]), ("ports", [p.key for p in self.ports]),
-            ("modules", [m.name for m in self.modules]))
+            ("modules", [m.name for m in self.modules]), ("permissive_domains", list(self.permissive_domains or [])))
         for kind, keys in kinds:
             repeated = sorted({str(key) for key in keys if keys.count(key) > 1})
             if repeated:
