@@ -136,8 +136,12 @@ def test_a_module_source_must_declare_the_module_it_is_named_for(tmp_path: Path)
     path = _write_baseline(tmp_path, '[selinux]\n[[selinux.modules]]\nname = "mymod"\nsource = "other.te"\n')
     result = subprocess.run([sys.executable, "-m", "converge", "validate", path], capture_output=True, text=True, check=False)
     assert result.returncode == 1
-    message = "other.te must declare `module mymod <version>;`, found `module other`"
+    message = "other.te must declare `module mymod <version>;` or `policy_module(mymod, <version>)`, found `module other`"
     assert f"{path}:4: selinux.modules[0].source: {message}" in result.stderr
+    (tmp_path / "other.te").write_text("policy_module(other, 1.0)\n")
+    result = subprocess.run([sys.executable, "-m", "converge", "validate", path], capture_output=True, text=True, check=False)
+    assert result.returncode == 1
+    assert "found `policy_module(other, ...)`" in result.stderr
 
 
 def test_a_module_checkmodule_refuses_stops_apply_before_any_change(test_host: TestHost, tmp_path: Path) -> None:

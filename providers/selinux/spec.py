@@ -201,9 +201,10 @@ class Module(StrictModel):
         except ParseError as error:
             raise ValueError(str(error)) from None
         # semodule names a .cil module after its file, checkmodule's output after the `module` statement.
-        declared = _TE_MODULE.search(text) or _REFPOLICY_MODULE.search(text)
+        plain, refpolicy = _TE_MODULE.search(text), _REFPOLICY_MODULE.search(text)
+        declared = plain or refpolicy
         if path.suffix == ".te" and name and (not declared or declared[1] != name):
-            found = f"`{declared[0].strip()}`" if declared else "neither"
+            found = (f"`module {declared[1]}`" if plain else f"`policy_module({declared[1]}, ...)`") if declared else "neither"
             raise ValueError(f"{path.name} must declare `module {name} <version>;` or `policy_module({name}, <version>)`, "
                              f"found {found}")
         return source
