@@ -4,6 +4,8 @@ seam on selinuxfs-format text, the config editor and the baseline model."""
 
 from __future__ import annotations
 
+import json
+import struct
 from pathlib import Path
 
 import pytest
@@ -209,7 +211,6 @@ def test_alternatives_inside_parentheses_or_escaped_bars_are_accepted(path: str)
 def test_a_port_the_policy_defines_and_a_local_change_relabels_is_listed_twice() -> None:
     """`semanage port -l` on the in-sync case's host (tests/cases/selinux/in-sync): local tcp 8080 is
     http_port_t, the policy's is http_cache_port_t; local 9000-9010 is not the policy's."""
-    import json
     recorded = json.loads((Path(__file__).parent / "cases" / "selinux" / "in-sync" / "reads.json").read_text())
     [listing] = [a["answer"]["stdout"] for a in recorded["answers"] if a["read"].get("command") == ["semanage", "port", "-l"]]
     listed = parse_port_list(listing)
@@ -222,7 +223,6 @@ def test_a_port_the_policy_defines_and_a_local_change_relabels_is_listed_twice()
 
 def test_a_policy_package_names_its_module_and_anything_else_is_refused() -> None:
     # The header semodule_package writes (libsepol module_package.c, policydb.c), then nothing else.
-    import struct
     name, version = b"testcat", b"0.1"
     module = (struct.pack("<II", 0xF97CFF8D, 15) + b"SE Linux Module" + struct.pack("<5I", 2, 21, 1, 8, 0)
               + struct.pack("<I", len(name)) + name + struct.pack("<I", len(version)) + version)
