@@ -231,7 +231,7 @@ def _model_field_names(model: type[BaseModel], seen: set[type] | None = None) ->
 
 
 def _describe(error: dict[str, Any], known_keys: set[str]) -> str:
-    kind, message = error["type"], error["msg"]
+    kind, message = str(error["type"]), str(error["msg"])
     if kind == "extra_forbidden":
         name = str(error["loc"][-1])
         close = difflib.get_close_matches(name, sorted(known_keys), n=1)
@@ -254,7 +254,7 @@ def validation_problems(error: ValidationError, prefix: Loc, locator: Locator, m
         loc = tuple(part for part in item["loc"] if part != "[key]")
         # RootModel errors start with "root"; TOML has no such level.
         loc = loc[1:] if loc[:1] == ("root",) else loc
-        problems.append(locator.problem((*prefix, *loc), _describe(item, known)))
+        problems.append(locator.problem((*prefix, *loc), _describe(dict(item), known)))
     return problems
 
 

@@ -21,7 +21,7 @@ from converge.errors import ConvergeError
 from converge.hosts import ConnectOptions, Host, connect
 from converge.hosts.lock import holder_description
 from converge.inventory import limit_hosts, load_inventory
-from converge.plan import HostPlan, plan_exit_code, render_text
+from converge.plan import HostPlan, plan_exit_code, printable, render_text
 from converge.registry import Registry
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
@@ -312,9 +312,9 @@ def apply(*, runs: list[HostRun], registry: Registry, forks: int, only: tuple[st
     else:
         for result in results:
             for line in result.applied:
-                click.echo(f"{result.host}: {line}")
+                click.echo(printable(f"{result.host}: {line}"))
             verdict = "converged" if result.converged else "FAILED: " + "; ".join(result.errors)
-            click.echo(f"{result.host}: {verdict}")
+            click.echo(printable(f"{result.host}: {verdict}"))
     return EXIT_OK if all(result.converged for result in results) else EXIT_ERROR
 
 
@@ -353,11 +353,11 @@ def _captured_document(target: str, only: Sequence[str], options: ConnectOptions
     with _connect_one(target, options) as host:
         captured = capture_host(host, registry, only)
     for skipped in captured.skipped:
-        click.echo(f"{target}: {skipped.provider}: skipped: {skipped.reason}", err=True)
+        click.echo(printable(f"{target}: {skipped.provider}: skipped: {skipped.reason}"), err=True)
     document: dict[str, Any] = {}
     for name, table in captured.tables.items():
         for note in table.notes:
-            click.echo(f"{target}: {name}: {note}", err=True)
+            click.echo(printable(f"{target}: {name}: {note}"), err=True)
         if table.table:
             document[name] = table.table
     return document
@@ -487,6 +487,16 @@ def providers() -> int:
     return EXIT_OK
 
 
+def _register_suggest() -> None:
+    # Defined with the analysis it drives; registered here so `converge --help` lists it.
+    from converge.suggest import suggest_command
+
+    cli.add_command(suggest_command)
+
+
+_register_suggest()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
@@ -502,7 +512,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if debug:
             raise
         for line in str(error).splitlines():
-            click.echo(f"error: {line}", err=True)
+            click.echo(printable(f"error: {line}"), err=True)
         code = EXIT_ERROR
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)

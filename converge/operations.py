@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 from converge.errors import ConvergeError, ProviderError
@@ -29,6 +29,12 @@ class Run:
     # Output that means failure although the tool exits 0 (firewall-cmd's "Warning: INVALID_...").
     fails_on: str | None = None
     undo: tuple[Operation, ...] = ()
+    # What the command is about (a profile, a module), named in its error: several checks may
+    # share one argv with different input.
+    about: str | None = None
+    # A check that changes nothing (a compile, `sshd -t` on a staged copy): consecutive checks all
+    # run before apply stops, so every refusal is reported at once.
+    check: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,11 +70,19 @@ def wrote(path: str, backup: str | None) -> str:
     return f"wrote {path}" + (f" (previous version in {backup})" if backup else "")
 
 
+def command_line(argv: Sequence[str]) -> str:
+    """A command as people read it: `sh -c SCRIPT NAME ARGS...` (a script of converge's own) by its
+    name and arguments, not by the script's text."""
+    if len(argv) >= 4 and argv[0] == "sh" and argv[1] == "-c":
+        return " ".join(argv[3:])
+    return " ".join(argv)
+
+
 def describe(operation: Operation) -> str:
     """One line for people: the command, or the file and its size."""
     match operation:
         case Run(argv, input=text):
-            line = " ".join(argv)
+            line = command_line(argv)
             return line + (f" < ({len(text.encode())} bytes)" if text else "")
         case Write(path, content):
             return f"write {path} ({len(content.encode())} bytes)"
@@ -78,13 +92,13 @@ def describe(operation: Operation) -> str:
 
 def _carry_out(host: Host, operation: Operation) -> str:
     match operation:
-        case Run(argv, input=text, says=says, fails_on=fails_on):
+        case Run(argv, input=text, says=says, fails_on=fails_on, about=about):
             result = host.run(argv, input=text, check=False)
             problem = re.search(fails_on, result.stderr + result.stdout, re.MULTILINE) if fails_on else None
             if not result.ok or problem:
                 reason = problem[0] if problem else result.failure()
-                raise ProviderError(f"`{' '.join(argv)}` failed: {reason}")
-            return says or " ".join(argv)
+                raise ProviderError((f"{about}: " if about else "") + f"`{command_line(argv)}` failed: {reason}")
+            return says or command_line(argv)
         case Write(path, content, mode=mode, says=says):
             backup = host.write_file(path, content, mode=mode)
             return says or wrote(path, backup)
@@ -101,13 +115,21 @@ def execute(host: Host, operations: Sequence[Operation]) -> list[str]:
     """
     done: list[str] = []
     tried: list[Operation] = []
+    refused: list[str] = []  # failed checks, reported together once the run of checks ends
     for operation in operations:
+        is_check = isinstance(operation, Run) and operation.check
+        if refused and not is_check:
+            break
         tried.append(operation)
         try:
             done.append(_carry_out(host, operation))
         except ConvergeError as error:
-            undone = _undo(host, tried)
-            raise ProviderError(f"{error}{undone}") from error
+            if is_check:
+                refused.append(str(error))
+                continue
+            raise ProviderError(f"{error}{_undo(host, tried)}") from error
+    if refused:
+        raise ProviderError("; ".join(refused) + _undo(host, tried))
     return done
 
 
@@ -133,12 +155,13 @@ _KINDS: dict[str, type[Run] | type[Write] | type[Remove]] = {"run": Run, "write"
 def to_json(operation: Operation) -> dict[str, Any]:
     kind = next(name for name, cls in _KINDS.items() if isinstance(operation, cls))
     record: dict[str, Any] = {"op": kind}
-    for name, value in vars(operation).items():
-        if name == "undo":
+    for spec in fields(operation):
+        value = getattr(operation, spec.name)
+        if spec.name == "undo":
             if value:
                 record["undo"] = [to_json(step) for step in value]
-        elif value is not None and not (name == "mode" and value == 0o644):
-            record[name] = list(value) if isinstance(value, tuple) else value
+        elif spec.default is MISSING or value != spec.default:
+            record[spec.name] = list(value) if isinstance(value, tuple) else value
     return record
 
 
@@ -158,7 +181,7 @@ def from_json(record: Any) -> Operation:
     except TypeError as error:
         raise ValueError(f"malformed {record['op']} operation: {error}") from None
     for name, value in vars(operation).items():
-        expected = {"mode": int, "argv": tuple, "undo": tuple}.get(name, str)
+        expected = {"mode": int, "argv": tuple, "undo": tuple, "check": bool}.get(name, str)
         if value is not None and not isinstance(value, expected):
             raise ValueError(f"malformed {record['op']} operation: {name} must be {expected.__name__}")
     return operation

@@ -240,7 +240,9 @@ def metrics_text(result: PullResult) -> str:
 
     def metric(name: str, kind: str, text: str, samples: Sequence[tuple[str, float]]) -> None:
         lines.extend([f"# HELP {name} {text}", f"# TYPE {name} {kind}"])
-        lines.extend(f"{name}{labels} {value:g}" for labels, value in samples)
+        # repr keeps every digit a Unix time has (`:g` would print 1.79617e+09).
+        lines.extend(f"{name}{labels} {int(value) if float(value).is_integer() else repr(float(value))}"
+                     for labels, value in samples)
 
     metric("converge_last_run_timestamp_seconds", "gauge", "When the last pull run started (Unix time).",
            [("", round(result.started, 3))])

@@ -110,7 +110,9 @@ code{font-family:ui-monospace,monospace}h2{margin-top:2em}
 
 def render_html(plans: Sequence[HostPlan]) -> str:
     """One self-contained page: the matrix, then each host's baseline, changes and errors."""
-    esc = lambda text: html.escape(printable(str(text)))  # noqa: E731 - local shorthand
+    def esc(text: object) -> str:
+        return html.escape(printable(str(text)))
+
     providers = providers_of(plans)
     counts = summary(plans)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -11,6 +11,8 @@ import json
 import re
 from typing import Any
 
+from pydantic import BaseModel
+
 from converge.baseline import META_TABLE, REQUIRED_KEY, BaselineMeta
 from converge.registry import Registry
 
@@ -35,7 +37,9 @@ def baseline_schema(registry: Registry) -> dict[str, Any]:
     """A JSON Schema (2020-12) of a whole baseline for the installed providers."""
     definitions: dict[str, Any] = {}
     properties: dict[str, Any] = {}
-    for name, model in [(META_TABLE, BaselineMeta), *((n, registry.get(n).spec_model) for n in registry.names())]:
+    models: list[tuple[str, type[BaseModel]]] = [(META_TABLE, BaselineMeta)]
+    models += [(name, registry.get(name).spec_model) for name in registry.names()]
+    for name, model in models:
         schema = _prefixed(model.model_json_schema(mode="validation"), name)
         definitions |= {f"{name}.{key}": value for key, value in schema.pop("$defs", {}).items()}
         if name != META_TABLE and schema.get("type") == "object":

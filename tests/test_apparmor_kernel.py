@@ -107,6 +107,9 @@ class RecordingHost(Host):
     def gather(self, reads: Iterable[Read]) -> Facts:
         raise NotImplementedError
 
+    def lock(self, holder: str, wait: float = 0.0) -> None:
+        return None  # a stand-in host: no other apply can hold it
+
     def run(self, argv: Sequence[str], *, input: str | None = None, check: bool = True) -> CommandResult:
         self.log.append(("run", *argv, f"< {input}" if input is not None else ""))
         refused = tuple(argv) == self.refuse and len([entry for entry in self.log if entry[1:-1] == self.refuse]) == 1

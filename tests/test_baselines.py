@@ -13,11 +13,13 @@ from tests.testhost import TestHost
 BASELINES = Path(__file__).resolve().parent.parent / "baselines"
 
 # What a real host of each kind has that a fresh Debian test host lacks.
+# Every kind runs sshd: it has the privilege separation directory its unit makes (/run is private).
+SSHD = "mkdir -p /run/sshd"
 PREPARE = {
     # nginx is installed: the nginx-http-auth jail's log exists.
-    "ubuntu-web.toml": "mkdir -p /var/log/nginx && touch /var/log/nginx/error.log",
+    "ubuntu-web.toml": f"{SSHD} && mkdir -p /var/log/nginx && touch /var/log/nginx/error.log",
     # RHEL's policy is called "targeted"; Debian's reference policy stands in for it.
-    "rhel-web.toml": "cp -a /etc/selinux/default /etc/selinux/targeted"
+    "rhel-web.toml": f"{SSHD} && cp -a /etc/selinux/default /etc/selinux/targeted"
                      " && cp -a /var/lib/selinux/default /var/lib/selinux/targeted",
 }
 

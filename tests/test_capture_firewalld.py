@@ -7,20 +7,20 @@ import json
 import tomllib
 from pathlib import Path
 
-from converge.providers.firewalld import _captured_zone
-from converge.providers.firewalld_zones import Zone, unmanaged_settings
+from converge.providers.firewalld.capture import _captured_zone
+from converge.providers.firewalld.parse import Zone, parse_zones, unmanaged_settings
 from tests.test_firewalld_host import start_firewalld
 from tests.testhost import TestHost
 
 DATA = Path(__file__).parent / "data" / "firewalld"
 RICH = 'rule family="ipv4" source address="192.0.2.0/24" service name="ssh" accept'
-# Valid for firewalld, but its log prefix has a space, which a baseline's rich rule pattern refuses.
+# A log prefix with a space: firewalld accepts and prints it, and so does a baseline (issue 16, defect 13).
 LOGGING = 'rule family="ipv4" source address="203.0.113.0/24" log prefix="ssh probe" level="info" accept'
 
 
 def test_unmanaged_settings_of_stock_zones_are_external_masquerade_only() -> None:
     # firewalld 1.3's own zones, as `firewall-offline-cmd --list-all-zones` printed them here.
-    assert unmanaged_settings((DATA / "permanent-zones.txt").read_text()) == {"external": ["masquerade"]}
+    assert unmanaged_settings(parse_zones((DATA / "permanent-zones.txt").read_text())) == {"external": ["masquerade"]}
 
 
 def test_a_zone_with_an_ipset_source_is_captured_without_it_and_not_exclusive() -> None:
@@ -68,7 +68,7 @@ def test_capture_of_a_running_firewalld_round_trips(test_host: TestHost, tmp_pat
             "backoffice": {"target": "default", "services": ["postgresql"], "ports": [], "rich_rules": [], "exclusive": True},
             "dmz": {"target": "default", "services": ["ssh"], "ports": [], "rich_rules": [], "exclusive": True},
             "internal": {"target": "default", "services": ["dhcpv6-client", "mdns", "samba-client", "ssh"],
-                         "ports": [], "rich_rules": [], "exclusive": False},
+                         "ports": [], "rich_rules": [LOGGING], "exclusive": True},
             "public": {"target": "default", "services": ["https", "ssh"], "ports": ["8443/tcp"], "rich_rules": [RICH],
                        "sources": ["198.51.100.0/24"], "exclusive": True},
             "staging": {"target": "default", "services": [], "ports": [], "rich_rules": [], "exclusive": True},
@@ -80,11 +80,11 @@ def test_capture_of_a_running_firewalld_round_trips(test_host: TestHost, tmp_pat
         "zone backoffice: created on this host; converge cannot create zones, so a host planned with this baseline "
         "must already have it",
         "zone dmz: masquerade set, not managed by converge; not captured",
-        f"zone internal: rich_rules {LOGGING!r} does not pass the baseline's pattern; not captured "
-        "(the zone is captured as not exclusive)",
         "zone staging: created on this host; converge cannot create zones, so a host planned with this baseline "
         "must already have it",
         "zone work: runtime differs from the permanent configuration (a reload would undo it); not captured",
+        "forward (forwarding between a zone's interfaces and sources) is not managed by converge; not captured: "
+        "backoffice no, dmz yes, internal yes, public yes, staging no",
     ]
 
     validate = test_host.converge("validate", str(captured))
@@ -97,4 +97,4 @@ def test_capture_of_a_running_firewalld_round_trips(test_host: TestHost, tmp_pat
     plan = test_host.converge("plan", str(captured), "--json")
     assert plan.returncode == 2, plan.stdout + plan.stderr
     changes = json.loads(plan.stdout)["hosts"][0]["changes"]
-    assert [(c["action"], c["resource"]) for c in changes] == [("remove", "public service imap")]
+    assert [(c["action"], c["resource"]) for c in changes] == [("remove", "service:public imap")]

@@ -7,8 +7,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from converge.providers.ufw import UFW_CONF, UFW_DEFAULTS, UfwProvider
-from converge.providers.ufw_rules import interleave_families, parse_user_rules
+from converge.providers.ufw import UfwProvider
+from converge.providers.ufw.capture import interleave_families
+from converge.providers.ufw.parse import parse_user_rules
+from converge.providers.ufw.provider import UFW_CONF, UFW_DEFAULTS
 from converge.reads import CommandResult, Facts, ReadFile, ReadGlob, RunCommand
 from tests.testhost import TestHost
 
@@ -58,7 +60,7 @@ def test_capture_round_trips_and_leaves_out_only_what_the_format_cannot_say(test
         {"action": "allow", "app": "OpenSSH", "from": "2001:db8::/32"},
         {"action": "allow", "port": 8080, "proto": "tcp"},
     ]
-    assert notes[:-1] == ["local: ufw: rule in proto tcp from any to any port 8080: "
+    assert notes[:-1] == ["local: ufw: rule allow in proto tcp from any to any port 8080: "
                           "captured without its `log` option (not in the baseline format)"]
     validate = test_host.converge("validate", str(captured))
     assert validate.returncode == 0, validate.stderr
@@ -67,7 +69,7 @@ def test_capture_round_trips_and_leaves_out_only_what_the_format_cannot_say(test
 
     # The captured file is exclusive: a rule added by hand afterwards is drift the plan removes.
     test_host.run(["ufw", "allow", "3306/tcp"])
-    assert _plan_changes(test_host, captured) == (2, [("remove", "rule in proto tcp from any to any port 3306")])
+    assert _plan_changes(test_host, captured) == (2, [("remove", "rule:in proto tcp from any to any port 3306")])
     test_host.run(["ufw", "delete", "allow", "3306/tcp"])
     assert (test_host.read("/etc/ufw/user.rules"), test_host.read("/etc/ufw/user6.rules")) == rules_before
 
@@ -77,7 +79,7 @@ def test_capture_round_trips_and_leaves_out_only_what_the_format_cannot_say(test
     ufw, notes = _capture(test_host, captured)
     assert ufw["exclusive"] is False
     assert len(ufw["rules"]) == 5
-    assert "local: ufw: rule route in on lo out on lo from any to any: route (forwarding) rules are not in the " \
+    assert "local: ufw: rule route allow in on lo out on lo from any to any: route (forwarding) rules are not in the " \
            "baseline format; not captured" in notes
     assert "local: ufw: exclusive: left false, so that a plan does not remove the rules not captured" in notes
     assert test_host.converge("validate", str(captured)).returncode == 0
@@ -124,6 +126,6 @@ def test_rules_missing_from_the_ipv6_file_are_left_out_and_exclusive_stays_off()
     # Only rules for one IPv4 address or network can be declared without reaching IPv6 too.
     assert [rule.get("from") or rule.get("to") for rule in captured.table["rules"]] == [
         "192.0.2.0/24", "203.0.113.5", "192.0.2.1", "192.0.2.0/24", "10.1.2.3"]
-    assert "rule in proto tcp from any to any port 22: it is in the IPv4 rules only; not captured" in captured.notes
-    assert "rule route in on lo out on lo from any to any: route (forwarding) rules are not in the baseline format; " \
+    assert "rule allow in proto tcp from any to any port 22: it is in the IPv4 rules only; not captured" in captured.notes
+    assert "rule route allow in on lo out on lo from any to any: route (forwarding) rules are not in the baseline format; " \
            "not captured" in captured.notes

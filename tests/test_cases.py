@@ -30,3 +30,13 @@ def test_plans_carry_values_not_prose() -> None:
             for side in ("before", "after"):
                 value = change[side]
                 assert not (isinstance(value, str) and value in prose), f"{case}: {change['resource']} {side} is prose: {value!r}"
+
+
+def test_saved_operations_are_the_planned_ones() -> None:
+    """A saved plan holds operations as JSON: every recorded case's operations read back equal."""
+    from converge.operations import from_json, to_json
+
+    for case in ALL_CASES:
+        for record in planned(case)["operations"]:
+            operation = {key: value for key, value in record.items() if key != "provider"}
+            assert to_json(from_json(operation)) == operation, f"{case}: {operation}"

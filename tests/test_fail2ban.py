@@ -11,21 +11,17 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from converge.providers.fail2ban import (
-    JAIL_FILE,
-    Fail2banSpec,
-    _live_reads,
+from converge.provider import CommandResult, ParseError
+from converge.providers.fail2ban.parse import (
     displayed,
     expected_live_value,
     fail2ban_errors,
-    overriding_files,
     parse_jail_file,
     parse_jail_list,
     parse_live_option,
-    render_jail_file,
-    time_to_seconds,
 )
-from converge.reads import CommandResult
+from converge.providers.fail2ban.provider import live_reads, overriding_files, render_jail_file
+from converge.providers.fail2ban.spec import JAIL_FILE, Fail2banSpec, time_to_seconds
 
 DATA = Path(__file__).parent / "data" / "fail2ban"
 EXPECT = re.compile(r"# expect: line=(?P<line>\d+) key=(?P<key>\S+) message=(?P<message>.+)")
@@ -38,7 +34,7 @@ def _data(name: str) -> str:
 def test_jail_lists_from_status() -> None:
     assert parse_jail_list(_data("status-two-jails.txt")) == ["recidive", "sshd"]
     assert parse_jail_list(_data("status-no-jails.txt")) == []
-    with pytest.raises(ValueError, match="no jail list"):
+    with pytest.raises(ParseError, match="fail2ban-client status: no jail list"):
         parse_jail_list(_data("status-not-running.txt"))
 
 
@@ -97,8 +93,8 @@ def test_rendered_file_reads_back_as_the_baseline() -> None:
 
 
 def test_a_broken_file_is_reported_as_unreadable() -> None:
-    with pytest.raises(ValueError, match="File contains no section headers"):
-        parse_jail_file("maxretry = 3\n")
+    with pytest.raises(ParseError, match=r"converge\.local: File contains no section headers.*'maxretry = 3'"):
+        parse_jail_file("maxretry = 3\n", JAIL_FILE)
 
 
 @pytest.mark.parametrize(("options", "message"), [
@@ -108,8 +104,14 @@ def test_a_broken_file_is_reported_as_unreadable() -> None:
     ({"port": "ssh 22"}, "not a port"),
     ({"filter": "../../etc/passwd"}, "not a filter name"),
     ({"logpath": "/var/log/$(reboot)"}, "absolute log file paths"),
-    ({"action": "iptables[name=a;b]"}, "expected actions"),
-    ({"action": "iptables[name=ssh, actionban=reboot]"}, "no action* command parameters"),
+    ({"action": "iptables[name=a;b]"}, "action parameter name=a;b is refused: a parameter value is one word without spaces"),
+    ({"action": "iptables[name=ssh, actionban=reboot]"}, "action parameter 'actionban' is not allowed"),
+    ({"action": "iptables[name ssh]"}, "action parameter 'name ssh' is not allowed"),
+    # Security review (issue 23, finding 3): fail2ban substitutes parameters unescaped into root shell commands.
+    ({"action": 'iptables-multiport[iptables="/usr/bin/flock /run/x /usr/bin/id"]'},
+     "action parameter 'iptables' is not allowed"),
+    ({"action": 'iptables-multiport[name="a b"]'}, "a parameter value is one word without spaces or /"),
+    ({"action": "iptables-multiport[blocktype=/usr/bin/id]"}, "a parameter value is one word without spaces or /"),
     ({"bantime": "1 month"}, "not a time"),
     ({"findtime": -1}, "1 to 1000000000"),
     ({"destemail": "root@localhost\nsender = x"}, "not an e-mail address"),
@@ -147,7 +149,7 @@ def test_only_options_of_the_jail_itself_are_compared_live() -> None:
     # jail.conf's [recidive] sets bantime = 1w, which rightly beats [DEFAULT]: not a drift.
     spec = Fail2banSpec.model_validate({"defaults": {"bantime": "1h", "maxretry": 5},
                                         "jails": {"recidive": {"enabled": True, "maxretry": 2}}})
-    assert _live_reads(spec) == [("recidive", "maxretry")]
+    assert live_reads(spec) == [("recidive", "maxretry")]
 
 
 def test_files_read_after_ours_that_set_our_options_are_found() -> None:
@@ -182,3 +184,18 @@ def test_plans_show_values_typed_as_the_baseline_writes_them() -> None:
     assert displayed({"enabled": "true", "maxretry": "3", "bantime": "-1", "port": "ssh"}) == {
         "enabled": True, "maxretry": 3, "bantime": -1, "port": "ssh"}
     assert displayed(None) is None
+
+
+def test_recorded_plans_carry_values_not_prose() -> None:
+    """SPEC section 4: before/after (and every side) are values or null; words go in notes."""
+    from tests.cases import CASES, planned
+
+    prose = {"differs", "present", "absent", "edited", "stopped", "running", "as permanent", "managed content"}
+    cases = sorted(path.parent for path in (CASES / "fail2ban").glob("*/reads.json"))
+    assert len(cases) >= 3
+    for case in cases:
+        for change in planned(case)["changes"]:
+            live = change.get("live", {})
+            values = [change["before"], change["after"], *live.values()]
+            assert all(not (isinstance(value, str) and value in prose) for value in values), (case, change)
+            assert all(value is None or isinstance(value, dict | bool | str) for value in values), (case, change)

@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from converge.providers.fail2ban import JAIL_FILE, parse_jail_file, parse_jail_list, parse_live_option
+from converge.providers.fail2ban.parse import parse_jail_file, parse_jail_list, parse_live_option
+from converge.providers.fail2ban.spec import JAIL_FILE
 from tests.testhost import TestHost
 
 # A failed-login line as sshd writes it to auth.log, from a documentation address.
@@ -85,9 +88,10 @@ def test_jails_added_changed_disabled_removed_match_live_each_time(host: TestHos
     plan = host.converge("plan", start, "--json")
     assert plan.returncode == 2, plan.stdout + plan.stderr
     changes = {change["resource"]: change for change in json.loads(plan.stdout)["hosts"][0]["changes"]}
-    assert changes["jails.sshd"]["action"] == "add"
-    assert changes["jails.sshd"]["after"] == {"enabled": True, "port": "ssh", "maxretry": 3}
-    assert (changes["server"]["before"], changes["server"]["after"]) == ("stopped", "running")
+    assert changes["jail:sshd"]["action"] == "add"
+    assert changes["jail:sshd"]["after"] == {"enabled": True, "port": "ssh", "maxretry": 3}
+    server = changes["server:fail2ban-server"]
+    assert (server["kind"], server["name"], server["before"], server["after"]) == ("server", "fail2ban-server", False, True)
     assert "started fail2ban-server" in _apply(host, start)
     assert _jails(host) == ["sshd"]
     assert (_get(host, "sshd", "maxretry"), _get(host, "sshd", "bantime"), _get(host, "sshd", "findtime")) == ("3", "3600", "600")
@@ -103,7 +107,7 @@ def test_jails_added_changed_disabled_removed_match_live_each_time(host: TestHos
     # Add a jail.
     added = _baseline(tmp_path, SSHD.format(maxretry=3) + EXTRA.format(enabled="true"))
     [change] = json.loads(host.converge("plan", added, "--json").stdout)["hosts"][0]["changes"]
-    assert (change["resource"], change["action"], "notes" in change) == ("jails.ssh-extra", "add", False)
+    assert (change["resource"], change["action"], "notes" in change) == ("jail:ssh-extra", "add", False)
     assert "reloaded fail2ban-server" in _apply(host, added)
     assert _jails(host) == ["ssh-extra", "sshd"]
     assert _get(host, "ssh-extra", "maxretry") == "7"
@@ -131,7 +135,7 @@ def test_jails_added_changed_disabled_removed_match_live_each_time(host: TestHos
     removed = _baseline(tmp_path, SSHD.format(maxretry=4))
     plan = host.converge("plan", removed, "--json")
     changes = json.loads(plan.stdout)["hosts"][0]["changes"]
-    assert [(c["resource"], c["action"]) for c in changes] == [("jails.ssh-extra", "remove")]
+    assert [(c["resource"], c["action"]) for c in changes] == [("jail:ssh-extra", "remove")]
     _apply(host, removed)
     assert "ssh-extra" not in parse_jail_file(host.read(JAIL_FILE) or "")
     assert _jails(host) == ["sshd"]
@@ -148,7 +152,8 @@ def test_live_drift_is_planned_and_a_reload_repairs_it(host: TestHost, tmp_path:
     plan = host.converge("plan", baseline, "--json")
     assert plan.returncode == 2
     [change] = json.loads(plan.stdout)["hosts"][0]["changes"]
-    assert (change["resource"], change["action"], change["live"]) == ("jails.sshd", "update", {"maxretry": 9})
+    live = {"before": {"maxretry": 9}, "after": {"maxretry": 3}}  # what the server runs, what reload gives it
+    assert (change["resource"], change["action"], change["live"]) == ("jail:sshd", "update", live)
     assert change["notes"] == ["live maxretry is 9, not 3: reload applies it"]
     assert "reloaded fail2ban-server" in _apply(host, baseline)
     assert _get(host, "sshd", "maxretry") == "3"
@@ -235,8 +240,8 @@ def test_a_server_that_fails_to_start_leaves_the_previous_file_and_no_server(hos
 
     apply = host.converge("apply", baseline, "--yes")
     assert apply.returncode == 1
-    assert "fail2ban-client -x start failed: Failed to change log target" in apply.stdout
-    assert f"{JAIL_FILE} was restored; the server is stopped, as it was" in apply.stdout
+    assert "`fail2ban-client -x start` failed: " in apply.stdout and "Failed to change log target" in apply.stdout
+    assert "what was done before it was undone" in apply.stdout  # the previous file, and no server
     assert host.read(JAIL_FILE) == previous
     assert host.run(["fail2ban-client", "ping"], check=False).returncode != 0
 
@@ -250,7 +255,10 @@ def test_hand_edits_are_rewritten_and_a_later_file_that_wins_is_named(host: Test
     host.write(JAIL_FILE, (host.read(JAIL_FILE) or "") + "# tuned by hand\n")
     plan = host.converge("plan", baseline, "--json")
     [change] = json.loads(plan.stdout)["hosts"][0]["changes"]
-    assert (change["resource"], change["notes"]) == (JAIL_FILE, ["differs in layout or comments: rewrite it"])
+    assert (change["resource"], change["notes"]) == (f"file:{JAIL_FILE}", ["differs in layout or comments: rewrite it"])
+    # Values, not prose: the file as it is and as it will be.
+    assert change["before"].endswith("# tuned by hand\n")
+    assert change["after"] == change["before"].removesuffix("# tuned by hand\n")
     _apply(host, baseline)
     assert "# tuned by hand" not in (host.read(JAIL_FILE) or "")
     _assert_in_sync(host, baseline)
@@ -263,10 +271,10 @@ def test_hand_edits_are_rewritten_and_a_later_file_that_wins_is_named(host: Test
     assert record["warnings"] == [
         f"/etc/fail2ban/jail.d/zz-admin.local is read after {JAIL_FILE} and sets maxretry in [sshd]: its values win"
     ]
-    assert record["changes"][0]["live"] == {"maxretry": 10}
+    assert record["changes"][0]["live"] == {"before": {"maxretry": 10}, "after": {"maxretry": 3}}
     apply = host.converge("apply", baseline, "--yes")
     assert apply.returncode == 1
-    assert "did not converge; still differing: fail2ban jails.sshd" in apply.stdout
+    assert "did not converge; still differing: fail2ban jail:sshd" in apply.stdout
 
 
 def test_a_baseline_without_jails_removes_the_file_once_fail2ban_accepts_that(host: TestHost, tmp_path: Path) -> None:
@@ -276,8 +284,35 @@ def test_a_baseline_without_jails_removes_the_file_once_fail2ban_accepts_that(ho
 
     plan = host.converge("plan", empty, "--json")
     changes = json.loads(plan.stdout)["hosts"][0]["changes"]
-    assert sorted((c["resource"], c["action"]) for c in changes) == [("defaults", "remove"), ("jails.sshd", "remove")]
+    assert sorted((c["resource"], c["action"]) for c in changes) == [("jail:DEFAULT", "remove"), ("jail:sshd", "remove")]
     assert f"removed {JAIL_FILE}" in _apply(host, empty)
     assert host.read(JAIL_FILE) is None
     assert _get(host, "sshd", "maxretry") == "5"  # Debian's sshd jail, with jail.conf's defaults again
     _assert_in_sync(host, empty)
+
+
+def test_apply_performs_exactly_the_planned_operations(host: TestHost, tmp_path: Path) -> None:
+    host.write("/var/log/auth.log", "")
+    _apply(host, _baseline(tmp_path, SSHD.format(maxretry=3)))
+    previous = host.read(JAIL_FILE)
+    changed = _baseline(tmp_path, SSHD.format(maxretry=4), "changed.toml")
+    recorder = Path(__file__).parent / "data" / "sysctl" / "record_apply.py"  # the shared recording host
+    result = host.run([sys.executable, str(recorder), changed, "fail2ban"],
+                      env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    record = json.loads(result.stdout)
+    assert record["error"] is None
+    planned = record["planned"]
+    assert [op["op"] for op in planned] == ["run", "write", "run"]
+    staged, write, reload = planned
+    # The staged test gets the new file on stdin; the write's undo puts the previous file back and reloads.
+    assert staged["argv"][:2] == ["sh", "-c"] and staged["input"] == write["content"]
+    assert write["undo"] == [{"op": "write", "path": JAIL_FILE, "content": previous},
+                             {"op": "run", "argv": ["fail2ban-client", "reload"]}]
+    assert reload["argv"] == ["fail2ban-client", "reload"]
+    assert record["done"] == [
+        {"op": "run", "argv": staged["argv"], "input": staged["input"]},
+        {"op": "write", "path": JAIL_FILE, "content": write["content"]},
+        {"op": "run", "argv": reload["argv"], "input": None},
+    ]
+    assert _get(host, "sshd", "maxretry") == "4"
+    assert not [path for path in host.changed_files() if "converge-fail2ban" in path]  # staged copy removed

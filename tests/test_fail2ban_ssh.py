@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from converge.providers.fail2ban import JAIL_FILE, parse_jail_file, parse_jail_list
+from converge.providers.fail2ban.parse import parse_jail_file, parse_jail_list
+from converge.providers.fail2ban.spec import JAIL_FILE
 from tests.sshnet import SSHNetwork
 
 BASELINE = """\
@@ -29,7 +30,7 @@ def test_jails_converge_over_ssh_with_every_read_in_one_session(network: SSHNetw
 
     plan = network.converge("plan", str(baseline), "--json", *target)
     assert plan.returncode == 2, plan.stdout + plan.stderr
-    assert {c["resource"] for c in json.loads(plan.stdout)["hosts"][0]["changes"]} == {"jails.sshd", "server"}
+    assert {c["resource"] for c in json.loads(plan.stdout)["hosts"][0]["changes"]} == {"jail:sshd", "server:fail2ban-server"}
     assert host.sessions() == 1  # status, -t and every `get` gathered in one exec channel
 
     apply = network.converge("apply", "--yes", str(baseline), *target)

@@ -1,4 +1,4 @@
-"""`admits` against real connections: what each provider predicts before apply is what the
+"""`lockout` against real connections: what each provider predicts before apply is what the
 applied firewall does to new TCP connections from a second test host over a veth pair."""
 
 from __future__ import annotations
@@ -40,19 +40,22 @@ except OSError:
     sys.exit(1)
 """
 
-# Runs inside the server host: load the baseline, gather the provider's reads, ask `admits`.
+# Runs inside the server host: load the baseline, gather the provider's reads, ask `lockout`
+# whether a connection like converge's from each source to each port would be refused.
 PREDICT = """
 import json, sys
 from pathlib import Path
 from converge.baseline import load_baseline
 from converge.hosts.local import LocalHost
+from converge.provider import Connection
 from converge.registry import Registry
 baseline_path, name, cases = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 registry = Registry()
 provider = registry.get(name)
 spec = load_baseline(Path(baseline_path), registry).tables[name].spec
-live = provider.live(spec, LocalHost().gather(provider.reads(spec)))
-print(json.dumps([provider.admits(spec, live, source, port) for source, port in cases]))
+live = provider.live(spec, LocalHost().gather([*provider.presence_reads(), *provider.reads(spec)]))
+connections = [Connection(source, port, "root", "publickey") for source, port in cases]
+print(json.dumps([provider.lockout(spec, live, connection) is None for connection in connections]))
 """
 
 

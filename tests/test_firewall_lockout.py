@@ -80,7 +80,8 @@ def test_a_slow_provider_after_the_firewall_is_not_on_the_watchdogs_clock(networ
     real.write_bytes(Path("/usr/sbin/sysctl").read_bytes())
     real.chmod(0o755)
     slow = tmp_path / "sysctl-slow"
-    slow.write_text(f'#!/bin/sh\nsleep 6\nexec {real} "$@"\n')
+    # Slow only for converge's own `sysctl -w` (ufw runs sysctl itself when it starts).
+    slow.write_text(f'#!/bin/sh\n[ "$1" = -w ] && sleep 6\nexec {real} "$@"\n')
     slow.chmod(0o755)
     host.run(["mount", "--bind", str(slow), "/usr/sbin/sysctl"])  # inside the host's mount namespace only
     baseline = _baseline(tmp_path, "slow", UFW_WITH_SSH + "\n[sysctl]\nnet.ipv4.conf.all.log_martians = 1\n")

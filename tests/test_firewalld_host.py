@@ -70,8 +70,8 @@ def _plan_apply_plan_apply(host: TestHost, baseline: str) -> str:
     plan = host.converge("plan", baseline, "--json")
     assert plan.returncode == 2, plan.stdout + plan.stderr
     resources = {(c["action"], c["resource"]) for c in json.loads(plan.stdout)["hosts"][0]["changes"]}
-    assert {("add", "public service https"), ("remove", "public service dhcpv6-client"), ("add", "public port 8443/tcp"),
-            ("add", f"public rich rule {RICH}"), ("add", "public interface lo"), ("update", "work target")} <= resources
+    assert {("add", "service:public https"), ("remove", "service:public dhcpv6-client"), ("add", "port:public 8443/tcp"),
+            ("add", f"rich_rule:public {RICH}"), ("add", "interface:public lo"), ("update", "target:work")} <= resources
     apply = host.converge("apply", baseline, "--yes")
     assert apply.returncode == 0, apply.stdout + apply.stderr
     assert "local: converged" in apply.stdout
@@ -116,8 +116,9 @@ def test_runtime_drift_is_planned_and_a_reload_removes_it(test_host: TestHost, t
     plan = test_host.converge("plan", baseline, "--json")
     assert plan.returncode == 2
     [change] = json.loads(plan.stdout)["hosts"][0]["changes"]
-    assert change["resource"] == "public (runtime)"
-    assert "imap" in change["detail"]
+    assert (change["resource"], change["action"], change["before"], change["after"]) == (
+        "service:public imap", "remove", "imap", None)
+    assert (change["runtime"], change["permanent"]) == ({"before": "imap", "after": None}, {"before": None, "after": None})
     apply = test_host.converge("apply", baseline, "--yes")
     assert apply.returncode == 0, apply.stdout + apply.stderr
     assert "imap" not in _zone(test_host, "public", runtime=True)["services"]
@@ -132,7 +133,7 @@ def test_a_change_firewalld_refuses_leaves_the_previous_configuration(test_host:
     text = '[firewalld.zones.public]\nservices = ["https"]\nrich_rules = [\'rule family="ipv4" bogus accept\']\n'
     apply = test_host.converge("apply", _baseline(tmp_path, text), "--yes")
     assert apply.returncode == 1
-    assert "INVALID_RULE" in apply.stdout and "previous configuration was restored" in apply.stdout
+    assert "INVALID_RULE" in apply.stdout and "what was done before it was undone" in apply.stdout
     assert (_zone(test_host, "public", runtime=False), _zone(test_host, "public", runtime=True)) == before
     assert test_host.run(["nft", "list", "ruleset"]).stdout == ruleset
 
@@ -167,3 +168,24 @@ def test_bad_baselines_are_refused_naming_line_and_key(test_host: TestHost, case
     result = test_host.converge("validate", str(case))
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: {case}:{expect}"), result.stderr
+
+
+def test_an_exclusive_zone_with_a_forward_port_converges_and_keeps_it(test_host: TestHost, tmp_path: Path) -> None:
+    """Issue 16, defect 1: forward ports were read as rich rules, so an exclusive zone planned
+    `--remove-rich-rule=port=...`, which firewalld refuses: every apply failed and rolled back."""
+    start_firewalld(test_host)
+    forward = "port=7496:proto=tcp:toport=7496:toaddr=192.168.56.1"
+    for option in (f"--add-forward-port={forward}", "--add-masquerade"):
+        test_host.run(["firewall-cmd", "--permanent", "--zone=public", option])
+    test_host.run(["firewall-cmd", "--reload"])
+    baseline = _baseline(tmp_path, '[firewalld.zones.public]\nservices = ["ssh", "https"]\nexclusive = true\n')
+    plan = test_host.converge("plan", baseline, "--json")
+    report = json.loads(plan.stdout)["hosts"][0]
+    assert [(c["action"], c["resource"]) for c in report["changes"]] == [
+        ("remove", "service:public dhcpv6-client"), ("add", "service:public https")]
+    assert report["warnings"] == ["firewalld: zone public: masquerade, forward-ports set, not managed by converge "
+                                  "(left as they are)"]
+    apply = test_host.converge("apply", baseline, "--yes")
+    assert apply.returncode == 0, apply.stdout + apply.stderr
+    assert forward in test_host.run(["firewall-cmd", "--zone=public", "--list-forward-ports"]).stdout
+    assert test_host.converge("plan", baseline).returncode == 0

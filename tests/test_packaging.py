@@ -17,10 +17,11 @@ def test_regular_install_registers_providers_under_the_converge_namespace(tmp_pa
 
     listed = subprocess.run([str(venv / "bin" / "converge"), "providers"], capture_output=True, text=True, check=True)
     assert "converge.providers.sysctl:SysctlProvider" in listed.stdout
+    assert "converge-hardening 0.1.0" in listed.stdout  # the distribution name on PyPI (converge is taken)
     located = subprocess.run(
         [str(python), "-c", "import converge.providers.sysctl as m, importlib.util as u; "
          "print(m.__file__); print(u.find_spec('providers'))"],
         capture_output=True, text=True, check=True, cwd=tmp_path,
     ).stdout.split()
-    assert located[0].startswith(str(venv)) and located[0].endswith("/converge/providers/sysctl.py")
+    assert located[0].startswith(str(venv)) and located[0].endswith("/converge/providers/sysctl/__init__.py")
     assert located[1] == "None"  # never installed as a top-level `providers` package

@@ -2,15 +2,16 @@ from __future__ import annotations
 
 import json
 
-from converge.plan import Change, HostPlan, Skipped, plan_exit_code, render_json, render_text
+from converge.plan import Change, HostPlan, Side, Skipped, plan_exit_code, printable, render_json, render_text
 
 
 def _plans() -> list[HostPlan]:
     web = HostPlan("web1", "ssh://root@203.0.113.10:22")
     web.changes = [
-        Change("sysctl", "kernel.kptr_restrict", "update", 1, 2, extra={"persisted": None}),
-        Change("fail2ban", "sshd", "add", None, {"maxretry": 3}),
-        Change("sysctl", "net.ipv4.ip_forward", "remove", 1, None, ("drop from file",)),
+        Change("sysctl", "sysctl", "kernel.kptr_restrict", "update", 1, 2,
+               sides={"runtime": Side(1, 2), "persisted": Side(None, 2)}),
+        Change("fail2ban", "jail", "sshd", "add", None, {"maxretry": 3}),
+        Change("sysctl", "sysctl", "net.ipv4.ip_forward", "remove", 1, None, ("drop from file",)),
     ]
     web.skipped = [Skipped("selinux", "SELinux is not enabled in this host's kernel")]
     return [web, HostPlan("db1", "ssh://db1")]
@@ -22,9 +23,12 @@ def test_json_follows_the_spec() -> None:
     assert web["host"] == "web1" and web["target"] == "ssh://root@203.0.113.10:22"
     assert web["status"] == "ok" and web["error"] is None
     assert web["changes"][0] == {
-        "provider": "sysctl", "resource": "kernel.kptr_restrict", "action": "update",
-        "before": 1, "after": 2, "persisted": None,
+        "provider": "sysctl", "resource": "kernel.kptr_restrict", "kind": "sysctl", "name": "kernel.kptr_restrict",
+        "action": "update", "before": 1, "after": 2,
+        "runtime": {"before": 1, "after": 2}, "persisted": {"before": None, "after": 2},
     }
+    # The stable key gives the display resource: kind:name unless the kind is the provider's own.
+    assert web["changes"][1]["resource"] == "jail:sshd"
     assert web["changes"][2]["notes"] == ["drop from file"]
     assert web["skipped"] == [{"provider": "selinux", "reason": "SELinux is not enabled in this host's kernel"}]
     assert db["changes"] == [] and db["status"] == "ok"
@@ -54,3 +58,20 @@ def test_exit_codes() -> None:
     assert json.loads(render_json(plans))["hosts"][1] == {
         "host": "db1", "target": "ssh://db1", "status": "error", "error": "unreachable", "changes": [], "skipped": [],
     }
+
+
+def test_a_change_right_on_one_side_shows_the_side_that_moves() -> None:
+    plan = HostPlan("web1", "web1", changes=[Change("sysctl", "sysctl", "net.ipv4.tcp_syncookies", "update", 1, 1,
+                                                    sides={"runtime": Side(1, 1), "persisted": Side(None, 1)})])
+    assert "~ net.ipv4.tcp_syncookies  persisted (none) -> 1" in render_text([plan], color=False)
+
+
+def test_text_from_a_host_cannot_drive_the_terminal() -> None:
+    """Security finding 10: escape sequences (cursor moves, OSC 52 clipboard, titles) are shown, not sent."""
+    hostile = "x\x1b[2K\x1b[1A\x1b]52;c;ZXZpbA==\x07\x9b31m"
+    plan = HostPlan("web1", "web1", changes=[Change("fail2ban", "jail", hostile, "add", None, hostile, (hostile,))],
+                    warnings=[hostile], errors=[hostile])
+    text = render_text([plan], color=False)
+    assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text
+    assert "x\\x1b[2K\\x1b[1A\\x1b]52;c;ZXZpbA==\\x07\\x9b31m" in text
+    assert printable("tab\tand\nnewline") == "tab\tand\nnewline"

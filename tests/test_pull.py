@@ -123,7 +123,7 @@ def test_refused_commits_apply_nothing(case: str, test_host: TestHost, repo: Rep
 
 
 def test_a_failing_provider_shows_in_the_metrics(test_host: TestHost, repo: Repo, tmp_path: Path) -> None:
-    repo.commit({"kernel.toml": "[sysctl]\nnet.ipv4.conf.all.rp_filter = 7\n", "hosts.toml": INVENTORY})  # EINVAL
+    repo.commit({"kernel.toml": "[sysctl]\nnet.ipv4.ip_local_port_range = \"60000 1024\"\n", "hosts.toml": INVENTORY})  # EINVAL
     failed = _pull(test_host, repo, tmp_path, "--apply")
     assert failed.returncode == 1
     metrics = _metrics(test_host)

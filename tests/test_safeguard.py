@@ -80,3 +80,12 @@ def test_confirmation_says_confirmed_only_once_the_watchdog_is_gone(test_host: T
     pid = (test_host.read(f"{DIRECTORY}/pid") or "").strip()
     states = test_host.run(["sh", "-c", f"ps -o stat= -p {pid} || true"]).stdout.split()
     assert all(state.startswith("Z") for state in states)
+
+
+def test_two_runs_in_the_same_second_never_share_a_directory() -> None:
+    """Security finding 8: backups and rollback snapshots are per run, with a random part."""
+    from converge.hosts.local import LocalHost
+
+    first, second = LocalHost(), LocalHost()
+    assert first.backup_dir != second.backup_dir
+    assert first.run_id.rsplit("-", 1)[1] != second.run_id.rsplit("-", 1)[1]  # not the timestamp alone

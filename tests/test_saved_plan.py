@@ -34,7 +34,8 @@ def test_plan_out_then_apply_file_converges(test_host: TestHost, tmp_path: Path)
     document = json.loads(plan_file.read_text())
     assert document["format"] == "converge-plan" and document["converge"] == __version__
     [host] = document["hosts"]
-    assert [op["op"] for provider in host["providers"] for op in provider["operations"]] == ["run", "run", "write"]  # sysctl -w, read back, drop-in
+    # sysctl -w, the read-back check, the drop-in.
+    assert [op["op"] for provider in host["providers"] for op in provider["operations"]] == ["run", "run", "write"]
     assert "password" not in plan_file.read_text().lower()
 
     applied = test_host.converge("apply", str(plan_file), "--yes")

@@ -146,6 +146,24 @@ def test_ssh_config_alias_and_proxy_jump(network: SSHNetwork, baseline: str) -> 
     assert set(web.connections_from()) == {bastion.address}
 
 
+def test_proxy_jump_chain_from_an_included_file(network: SSHNetwork, baseline: str) -> None:
+    """`ProxyJump a,b` goes through every hop in order (as `ssh -J a,b`), and `Include` is read as
+    OpenSSH reads it (paramiko's parser ignores it): issue 16's ProxyJump and Include findings."""
+    first, second, web = network.add_host("hop1"), network.add_host("hop2"), network.add_host("web")
+    network.controller.write("/root/.ssh/config", "Include config.d/*.conf\n")
+    network.controller.write("/root/.ssh/config.d/lab.conf", (
+        f"Host hop1\n  HostName {first.address}\n  User root\n"
+        f"Host hop2\n  HostName {second.address}\n  User root\n"
+        f"Host web1\n  HostName {web.address}\n  User root\n  ProxyJump hop1,hop2\n"
+    ))
+    apply = network.converge("apply", "--yes", baseline, "-H", "web1")
+    assert apply.returncode == 0, apply.stdout + apply.stderr
+    _assert_converged(web)
+    assert set(web.connections_from()) == {second.address}
+    assert set(second.connections_from()) == {first.address}
+    assert set(first.connections_from()) == {"198.18.0.1"}
+
+
 def test_inventory_groups_and_limit(network: SSHNetwork, baseline: str, tmp_path: Path) -> None:
     web1, web2, db1 = (network.add_host(name) for name in ("web1", "web2", "db1"))
     (tmp_path / "other.toml").write_text("[sysctl]\nnet.ipv4.conf.all.log_martians = 1\n")

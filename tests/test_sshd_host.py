@@ -52,14 +52,15 @@ try:
     result = provider_run.provider.apply(host, provider_run.plan)
 except ConvergeError as error:
     result = f"error: {error}"
-planned = [{k: v for k, v in to_json(op).items() if k in ("op", "argv", "path", "content")} for op in provider_run.plan.operations]
+planned = [{k: v for k, v in to_json(op).items() if k in ("op", "argv", "path", "content")}
+           for op in provider_run.plan.operations]
 print(json.dumps({"planned": planned, "done": host.done, "result": result}))
 """
 
 
 def _apply(test_host: TestHost, mode: str) -> dict[str, object]:
     test_host.run(["sh", "-c", SETUP])
-    out = test_host.run(["sh", "-c", f'cd "$1" && exec "$2" -c "$3" "$4"', "sh", str(WORKTREE), sys.executable, SCRIPT, mode])
+    out = test_host.run(["sh", "-c", 'cd "$1" && exec "$2" -c "$3" "$4"', "sh", str(WORKTREE), sys.executable, SCRIPT, mode])
     return json.loads(out.stdout)
 
 
@@ -93,8 +94,9 @@ def test_a_configuration_sshd_refuses_at_apply_is_undone_and_sshd_keeps_running(
 
 def test_capture_writes_what_the_admin_set(test_host: TestHost) -> None:
     test_host.run(["sh", "-c", SETUP])
-    test_host.write("/etc/ssh/sshd_config.d/60-admin.conf", "MaxAuthTries 4\nAllowGroups admin ops\nMatch User x\n  Banner none\n")
-    out = test_host.run(["sh", "-c", f'cd "$1" && exec "$2" -m converge capture -H local --only sshd', "sh", str(WORKTREE),
+    test_host.write("/etc/ssh/sshd_config.d/60-admin.conf",
+                    "MaxAuthTries 4\nAllowGroups admin ops\nMatch User x\n  Banner none\n")
+    out = test_host.run(["sh", "-c", 'cd "$1" && exec "$2" -m converge capture -H local --only sshd', "sh", str(WORKTREE),
                          sys.executable])
     assert "[sshd]" in out.stdout
     text = out.stdout.split("[sshd]", 1)[1]

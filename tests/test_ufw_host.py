@@ -118,12 +118,12 @@ def test_exclusive_removes_every_kind_of_undeclared_rule_and_keeps_declared_orde
     plan = test_host.converge("plan", baseline, "--json")
     actions = sorted((c["action"], c["resource"]) for c in _changes(plan))
     assert actions == sorted([
-        ("update", "rule in proto tcp from any to any port 80"),  # moved after 22
-        ("remove", "rule route in on lo out on lo from any to any"),
-        ("remove", "rule in proto tcp from any to any port 25"),
-        ("remove", "rule in from 10.0.0.1 app OpenSSH to any"),
-        ("remove", "rule in from 2001:db8::/32 to any"),
-        ("remove", "rule out on lo proto udp from any to any port 99"),
+        ("update", "rule:in proto tcp from any to any port 80"),  # moved after 22
+        ("remove", "rule:route in on lo out on lo from any to any"),
+        ("remove", "rule:in proto tcp from any to any port 25"),
+        ("remove", "rule:in from 10.0.0.1 app OpenSSH to any"),
+        ("remove", "rule:in from 2001:db8::/32 to any"),
+        ("remove", "rule:out on lo proto udp from any to any port 99"),
     ])
     apply = test_host.converge("apply", baseline, "--yes")
     assert apply.returncode == 0, apply.stdout + apply.stderr
@@ -197,3 +197,18 @@ def test_bad_baselines_are_refused_naming_line_and_key(test_host: TestHost, case
     result = test_host.converge("validate", str(case))
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: {case}:{expect}"), result.stderr
+
+
+def test_exclusive_removes_a_route_rule_without_an_interface(test_host: TestHost, tmp_path: Path) -> None:
+    """Issue 16, defect 2: ufw refuses `ufw route delete deny in ...` ("Invalid interface clause for
+    route rule") when the route rule names no interface; without `in` it works."""
+    test_host.run(["ufw", "route", "deny", "from", "any", "to", "any", "port", "53"])
+    test_host.run(["ufw", "allow", "22/tcp"])
+    baseline = _baseline(tmp_path, '[ufw]\nexclusive = true\n[[ufw.rules]]\naction = "allow"\nport = 22\nproto = "tcp"\n')
+    plan = test_host.converge("plan", baseline, "--json")
+    assert [(c["action"], c["resource"]) for c in _changes(plan)] == [("remove", "rule:route from any to any port 53")]
+    apply = test_host.converge("apply", baseline, "--yes")
+    assert apply.returncode == 0, apply.stdout + apply.stderr
+    assert "ufw route delete deny from any to any port 53" in apply.stdout
+    assert "route:" not in (test_host.read("/etc/ufw/user.rules") or "")
+    assert test_host.converge("plan", baseline).returncode == 0

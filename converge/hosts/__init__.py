@@ -113,7 +113,7 @@ def connect(target: str, options: ConnectOptions = ConnectOptions(), name: str |
     if target == "local":
         from converge.hosts.local import LocalHost
 
-        return LocalHost()
+        return LocalHost(name)
     # paramiko costs ~0.1 s to import: only runs that reach remote hosts pay for it.
     from converge.hosts.ssh import SSHHost
 

@@ -52,8 +52,8 @@ def _copy_extended_attributes(source: Path, destination: str) -> None:
 
 
 class LocalHost(Host):
-    def __init__(self) -> None:
-        super().__init__("local", "local")
+    def __init__(self, name: str | None = None) -> None:
+        super().__init__(name or "local", "local")
         self._lock_fd: int | None = None
 
     def lock(self, holder: str, wait: float = 0.0) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
+import glob
 import io
 import ipaddress
 import os
@@ -22,12 +23,12 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from converge.errors import HostError
 from converge.hosts import CommandError, Connection, ConnectOptions, Host, known_hosts
-from converge.hosts.lock import LOCK_SCRIPT, busy_message
+from converge.hosts.lock import LOCK_FILE, LOCK_SCRIPT, busy_message
 from converge.hosts.remote_script import (
     ENVIRONMENT,
     REMOVE_SCRIPT,
@@ -183,12 +184,38 @@ def _connect_error(where: str, error: BaseException, timeout: float) -> HostErro
             return HostError(f"{where}: {error or type(error).__name__}")
 
 
+_INCLUDE = re.compile(r"^\s*include\s+(?P<patterns>.+?)\s*$", re.IGNORECASE)
+
+
+def _with_includes(path: str, depth: int = 0) -> str:
+    """The text of an ssh_config with its `Include` lines replaced by the files they name (globs,
+    relative to ~/.ssh), as OpenSSH reads them; paramiko's parser ignores Include."""
+    if depth > 16:
+        raise HostError(f"{path}: Include nested more than 16 deep")
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    text: list[str] = []
+    for line in lines:
+        match = _INCLUDE.match(line)
+        if not match:
+            text.append(line)
+            continue
+        for pattern in shlex.split(match["patterns"]):
+            pattern = os.path.expanduser(pattern)
+            pattern = pattern if os.path.isabs(pattern) else os.path.join(os.path.expanduser("~/.ssh"), pattern)
+            text += [_with_includes(included, depth + 1) for included in sorted(glob.glob(pattern)) if os.path.isfile(included)]
+    return "\n".join(text) + "\n"
+
+
 class SSHHost(Host):
-    def __init__(self, target: str, options: ConnectOptions, name: str | None = None) -> None:
+    def __init__(self, target: str, options: ConnectOptions, name: str | None = None, *,
+                 proxy_jump: str | None = None) -> None:
         parsed = SSHTarget.parse(target)
         super().__init__(name or parsed.alias, target)
         self.options = options
         config = self._ssh_config(options).lookup(parsed.alias)
+        if proxy_jump is not None:  # a hop of a ProxyJump chain: reached through the hops before it
+            config["proxyjump"] = proxy_jump
         # What ssh_config resolves the alias to is checked too: it reaches the connection, the
         # jump host's config lookup and the recorded known_hosts line.
         self.hostname = check_host_name(config.get("hostname", parsed.alias), f"{target}: ssh_config HostName")
@@ -198,6 +225,8 @@ class SSHHost(Host):
             SSHTarget.parse(hop)
         where = f"{self.user}@{self.hostname}:{self.port}"
         self._jump: SSHHost | None = None
+        self._lock_channel: Any = None
+        self._lock_files: tuple[Any, ...] = ()
         self._config = config
         try:
             self._client = self._connect(config, options)
@@ -226,12 +255,12 @@ class SSHHost(Host):
         path = options.ssh_config or os.path.expanduser("~/.ssh/config")
         if not os.path.exists(path):
             return paramiko.SSHConfig()
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-        if paramiko.config.invoke is None and _MATCH_EXEC.search(text):
+        text = _with_includes(path)
+        if getattr(paramiko.config, "invoke", None) is None and _MATCH_EXEC.search(text):
             import invoke
 
-            paramiko.config.invoke, paramiko.config.invoke_import_error = invoke, None
+            setattr(paramiko.config, "invoke", invoke)  # noqa: B010 - not in paramiko's type stubs
+            setattr(paramiko.config, "invoke_import_error", None)  # noqa: B010
         return paramiko.SSHConfig.from_file(io.StringIO(text))
 
     def _connect(self, config: paramiko.SSHConfigDict, options: ConnectOptions) -> paramiko.SSHClient:
@@ -247,9 +276,11 @@ class SSHHost(Host):
         sock = None
         hops = self._jump_hops(config)
         if hops:
-            # ProxyJump: reach the target through a direct-tcpip channel of the jump host.
-            # A jump host only forwards: it never runs sudo, so it never sees the password.
-            self._jump = SSHHost(hops[0], dataclasses.replace(options, become=False))
+            # ProxyJump a,b: reach b through a, then the target through a direct-tcpip channel of
+            # b (as `ssh -J a,b` does). A jump host only forwards: it never runs sudo, so it never
+            # sees the password.
+            self._jump = SSHHost(hops[-1], dataclasses.replace(options, become=False),
+                                 proxy_jump=",".join(hops[:-1]) or "none")
             transport = self._jump._client.get_transport()
             assert transport is not None
             sock = transport.open_channel("direct-tcpip", (self.hostname, self.port), ("127.0.0.1", 0))
@@ -257,7 +288,7 @@ class SSHHost(Host):
         if options.identity:
             identity.insert(0, options.identity)
         client.connect(
-            self.hostname, port=self.port, username=self.user, key_filename=identity or None,
+            self.hostname, port=self.port, username=self.user, key_filename=cast(Any, identity or None),  # a list works
             timeout=options.timeout, banner_timeout=options.timeout, auth_timeout=options.timeout,
             allow_agent=True, look_for_keys=not identity, sock=sock,
         )
@@ -402,7 +433,7 @@ class SSHHost(Host):
         converge closes the session, exits or dies, or the connection drops."""
         argv = [*self._sudo, "sh", "-c", LOCK_SCRIPT, "sh", holder, f"{wait:g}"]
         try:
-            stdin, stdout, _ = self._open_session(shlex.join(argv))
+            stdin, stdout, stderr = self._open_session(shlex.join(argv))
             if self._sudo_password is not None:  # as _privileged feeds it: sudo's line, then the guard's
                 stdin.write(f"{self._sudo_password}\n{self._sudo_token}\n".encode())
                 stdin.flush()
@@ -412,10 +443,14 @@ class SSHHost(Host):
         except (paramiko.SSHException, OSError, EOFError) as error:
             raise HostError(f"{self.name}: cannot take the apply lock: {error}") from error
         if answer != "locked":
-            stdout.channel.close()
             if answer.startswith("busy"):
+                stdout.channel.close()
                 raise HostError(busy_message(self.name, answer.removeprefix("busy")))
-            raise HostError(f"{self.name}: cannot take the apply lock ({answer or 'no answer'}; is flock installed?)")
+            # The script ended without the lock: its own words say why (permissions, no flock).
+            words = stderr.read().decode("utf-8", errors="replace")  # stdout ended: so does the script
+            stdout.channel.close()
+            reason = " / ".join(line.strip() for line in words.splitlines() if line.strip()) or answer or "no answer"
+            raise HostError(f"{self.name}: cannot take the apply lock {LOCK_FILE}: {reason}")
         stdout.channel.settimeout(None)
         # Keep the files: paramiko sends EOF when the stdin file is collected, which would end the lock.
         self._lock_channel, self._lock_files = stdout.channel, (stdin, stdout)
@@ -424,7 +459,7 @@ class SSHHost(Host):
         return SSHHost(self.target, self.options, self.name)
 
     def close(self) -> None:
-        channel = getattr(self, "_lock_channel", None)
+        channel = getattr(self, "_lock_channel", None)  # close() also runs for a half-made host
         if channel is not None:
             for lock_file in self._lock_files:
                 lock_file.close()

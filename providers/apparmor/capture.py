@@ -11,6 +11,7 @@ provider's own diff, so planning the capture is in sync.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -112,6 +113,22 @@ def _shipped(facts: Facts, notes: list[str]) -> dict[str, str] | None:
         return None
 
 
+_INCLUDE = re.compile(r'^\s*#?include\s+(?:if\s+exists\s+)?[<"]([^>"]+)[>"]', re.MULTILINE)
+
+
+def own_includes(text: str, shipped: dict[str, str]) -> list[str]:
+    """The files under /etc/apparmor.d a profile includes that no package ships (dpkg has no record of
+    them): the admin's own abstractions and tunables. local/ overrides are noted apart."""
+    found = []
+    for target in _INCLUDE.findall(text):
+        path = target if target.startswith("/") else f"{PROFILE_DIR}/{target}"
+        if target.startswith("local/") or not path.startswith(f"{PROFILE_DIR}/"):
+            continue
+        if path not in shipped and not any(known.startswith(f"{path.rstrip('/')}/") for known in shipped):
+            found.append(target)
+    return sorted(set(found))
+
+
 def _problem(error: ValueError) -> str:
     return validation_message(error) if isinstance(error, ValidationError) else str(error)
 
@@ -145,6 +162,10 @@ def capture(provider: AppArmorProvider, facts: Facts) -> Captured:
             stock.append(name)
         else:
             profiles[name] = entry
+            own = own_includes(on_disk.text, shipped) if shipped is not None else []
+            if own:
+                notes.append(f"{name}: includes {', '.join(own)}, which no package ships (this host's own, in "
+                             f"{PROFILE_DIR}): captured, but it fails to compile on a host without them")
     if stock:
         notes.append(f"{len(stock)} profile(s) exactly as their packages ship them (text and mode) "
                      f"not captured: {', '.join(stock)}")

@@ -230,7 +230,7 @@ class AppArmorProvider(Provider[AppArmorSpec, AppArmorLive]):
         rewrite = on_disk.text != wanted.text
         if rewrite:
             steps.compile.append(Run(COMPILE_ARGV, input=wanted.text, says=f"compiled {name} ({PARSER} -Q -K)",
-                                     fails_on=PARSER_ERROR))
+                                     fails_on=PARSER_ERROR, about=name, check=True))
             steps.files.append(Write(path, wanted.text, undo=(restore(path, on_disk.text),)))
             if on_disk.text is not None:
                 notes.append("profile text changes")

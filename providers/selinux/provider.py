@@ -24,6 +24,7 @@ from converge.provider import (
     execute,
     output_or_raise,
 )
+from converge.suggest import Suggestion
 
 from . import capture
 from .kernel import (
@@ -347,6 +348,18 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
         exported, modules = facts.command(*EXPORT.argv), facts.command(*MODULES_FULL_LIST.argv)
         return capture.captured_table(self.live(probe.spec, facts), probe, exported.stdout if exported.ok else None,
                                       modules.stdout if modules.ok else None)
+
+    # suggest (converge.suggest.Suggesting): proposals from AVC denials, in providers/selinux/suggest.py
+    def suggest_reads(self, spec: SelinuxSpec) -> Sequence[Read]:
+        from converge.providers.selinux import suggest
+
+        return suggest.suggest_reads()
+
+    def suggest(self, spec: SelinuxSpec, facts: Facts, since: float | None) -> list[Suggestion]:
+        from converge.providers.selinux import suggest
+
+        policy = spec.policy or parse_config(facts.file(CONFIG) or "").get("SELINUXTYPE") or DEFAULT_POLICY
+        return suggest.suggest(policy, dict(spec.booleans), facts, since, "")
 
 
 class _RelabelCount(Host):

@@ -12,6 +12,7 @@ from converge.provider import (
     Connection,
     Facts,
     Operation,
+    ParseError,
     Provider,
     ProviderError,
     ProviderPlan,
@@ -96,7 +97,7 @@ def render_drop_in(settings: dict[str, Value]) -> str:
     return DROP_IN_HEADER + "".join(line + "\n" for line in lines)
 
 
-def shown(keyword: str, value: Value) -> str:
+def shown(keyword: str, value: Value | None) -> str:
     """A value as sshd_config writes it."""
     return " / ".join(KEYWORDS[keyword][0].write(value)) if value not in (None, []) else "(none)"
 
@@ -114,7 +115,9 @@ class Evaluated:
     pid: int | None
 
     def value(self, keyword: str) -> Value:
-        return KEYWORDS[keyword][0].effective(self.values.get(keyword.lower(), []))
+        value = KEYWORDS[keyword][0].effective(self.values.get(keyword.lower(), []))
+        # Cumulative keywords (AcceptEnv) list what every file adds: a repeat changes nothing.
+        return list(dict.fromkeys(value)) if isinstance(value, list) else value  # type: ignore[return-value]
 
     @property
     def user(self) -> str:
@@ -125,7 +128,7 @@ def evaluated(text: str, where: str) -> Evaluated:
     head, _, rest = text.partition("\n")
     pid_line, _, body = rest.partition("\n")
     if not head.startswith("connection ") or not pid_line.startswith("pid"):
-        raise parse.ParseError(where, "unexpected output", head)
+        raise ParseError(where, "unexpected output", head)
     return Evaluated(head.removeprefix("connection "), parse.effective(body, where), parse.pid(pid_line.removeprefix("pid")))
 
 
@@ -218,16 +221,20 @@ class SshdProvider(Provider[_Base, SshdLive]):
             held = kind.effective(drop_in[keyword.lower()]) if keyword.lower() in drop_in else None
             if held == wanted and (effective == wanted or staged != wanted):
                 continue  # in sync, or beyond any change of ours (a warning says why)
+            if held is None and effective == wanted and staged == wanted:
+                continue  # sshd already uses it (another file sets it, or it is the default): not repeated
             notes = () if staged == wanted else (f"sshd will still use {shown(keyword, staged)}: see the warning",)
             changes.append(Change(self.name, self.name, keyword, "update", effective, wanted, notes, sides={
                 "effective": Side(effective, wanted), "drop-in": Side(held, wanted)}))
         for keyword_lower, lines in drop_in.items():
-            keyword = next((k for k in KEYWORDS if k.lower() == keyword_lower), None)
-            if keyword is None or keyword not in settings:
-                before = KEYWORDS[keyword][0].effective(lines) if keyword else " ".join(lines)
-                after = live.staged.value(keyword) if keyword else None
-                changes.append(Change(self.name, self.name, keyword or keyword_lower, "remove", before, None,
-                                      (f"dropped from {DROP_IN}; sshd then uses {shown(keyword, after) if keyword else after}",)))
+            known = next((k for k in KEYWORDS if k.lower() == keyword_lower), None)
+            if known is None:
+                changes.append(Change(self.name, self.name, keyword_lower, "remove", " ".join(lines), None,
+                                      (f"dropped from {DROP_IN}",)))
+            elif known not in settings:
+                before, after = KEYWORDS[known][0].effective(lines), live.staged.value(known)
+                changes.append(Change(self.name, self.name, known, "remove", before, None,
+                                      (f"dropped from {DROP_IN}; sshd then uses {shown(known, after)}",)))
         if not live.include_first:
             changes.append(Change(self.name, "include", SSHD_CONFIG, "add", None, parse.INCLUDE_LINE, (
                 f"{SSHD_CONFIG} does not include {DROP_IN_GLOB} before its own settings: the line is added at the top",)))
@@ -314,7 +321,8 @@ class SshdProvider(Provider[_Base, SshdLive]):
         if keyword and live.staged.value(keyword) is False:
             return f"{keyword} no refuses the way converge logged in ({method})"
         lists = live.staged.value("AuthenticationMethods")
-        if lists and not any(all(step.split(":")[0] == method for step in methods.split(",")) for methods in lists):
+        if isinstance(lists, list) and lists and not any(
+                all(step.split(":")[0] == method for step in str(methods).split(",")) for methods in lists):
             return f"AuthenticationMethods {' '.join(map(str, lists))} needs more than {method}"
         return None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from converge.provider import (
     Captured,
@@ -19,13 +19,22 @@ from converge.provider import (
     ReadFile,
     ReadGlob,
     Run,
+    RunCommand,
     Side,
     Write,
     restore,
     shell_assignments,
 )
 from converge.providers.sysctl.capture import captured
-from converge.providers.sysctl.parse import displayed, is_pattern, normalize, parse_sysctl_conf
+from converge.providers.sysctl.parse import (
+    container_signals,
+    displayed,
+    is_pattern,
+    normalize,
+    parse_sysctl_conf,
+    read_only_at,
+    read_only_mounts,
+)
 from converge.providers.sysctl.spec import KEY, SysctlSpec
 
 # ---- constants and reads ------------------------------------------------------------------------
@@ -45,6 +54,44 @@ UFW_CONF = "/etc/ufw/ufw.conf"
 LATE_FILES = (SYSCTL_CONF, UFW_SYSCTL_CONF, UFW_CONF)
 PROC_SYS = "/proc/sys"
 OSRELEASE = f"{PROC_SYS}/kernel/osrelease"
+MOUNTINFO = "/proc/self/mountinfo"
+# Containers (LXC/LXD, systemd-nspawn, docker, podman, a bare network namespace) share the kernel
+# of their host. How converge tells it is in one, each signal alone enough (container_signals):
+# - its network namespace is not PID 1's (`ip netns exec`, a netns test host). Not enough alone:
+#   in a container with a PID namespace, PID 1 is the container's own init, in the same namespace;
+# - PID 1's environment has `container=` (systemd-nspawn, LXC, podman set it), or the manager's
+#   mark file exists (/run/.containerenv: podman; /.dockerenv: docker).
+# A key of INITIAL_NAMESPACE_ONLY missing there (net.core.bpf_jit_*) is one the kernel keeps in
+# the initial network namespace: not applicable, it is set on the container's host. Separately, and
+# container or not, a key under a read-only mount of /proc/sys (LXC and docker mount it read-only,
+# /proc/sys/net excepted; the deepest mount in /proc/self/mountinfo decides) cannot be written
+# here: not applicable either. Both are warnings, never errors, and plan leaves the keys alone.
+CONTAINER_PROBE = ("sh", "-c", "readlink /proc/self/ns/net /proc/1/ns/net; "
+                   "tr '\\0' '\\n' < /proc/1/environ | grep '^container='; "
+                   "for mark in /run/.containerenv /.dockerenv; do [ -e \"$mark\" ] && echo \"$mark\"; done; exit 0",
+                   "converge-sysctl-container")
+ON_THE_HOST = "set on the container's host"
+# The net.* keys the kernel has in the initial network namespace only (the rest are per
+# namespace): measured as the difference between the root namespace's /proc/sys/net and a new
+# namespace's on Linux 6.1 and 6.18, interface directories (conf.IFACE, neigh.IFACE) left out.
+# A missing key not in this list stays an error, in a container too (a typo, a missing module).
+_GLOBAL_NET_KEYS = {
+    "net.core": "bpf_jit_enable bpf_jit_harden bpf_jit_kallsyms bpf_jit_limit busy_poll busy_read default_qdisc "
+                "dev_weight dev_weight_rx_bias dev_weight_tx_bias devconf_inherit_init_net fb_tunnels_only_for_init_net "
+                "flow_limit_cpu_bitmap flow_limit_table_len gro_normal_batch high_order_alloc_disable max_skb_frags "
+                "mem_pcpu_rsv message_burst message_cost netdev_budget netdev_budget_usecs netdev_max_backlog "
+                "netdev_rss_key netdev_tstamp_prequeue netdev_unregister_timeout_secs rps_sock_flow_entries "
+                "skb_defer_max warnings",
+    "net.ipv4": "cipso_cache_bucket_size cipso_cache_enable cipso_rbm_optfmt cipso_rbm_strictvalid fib_sync_mem "
+                "inet_peer_maxttl inet_peer_minttl inet_peer_threshold ipfrag_secret_interval tcp_available_ulp "
+                "tcp_low_latency tcp_max_orphans tcp_mem udp_mem",
+    "net.ipv4.route": "error_burst error_cost gc_elasticity gc_interval gc_min_interval gc_min_interval_ms gc_thresh "
+                      "gc_timeout max_size redirect_load redirect_number redirect_silence",
+    "net.ipv6": "calipso_cache_bucket_size calipso_cache_enable ip6frag_secret_interval mld_max_msf mld_qrv",
+    "net.netfilter": "nf_log_all_netns",
+    "net": "nf_conntrack_max",
+}
+INITIAL_NAMESPACE_ONLY = frozenset(f"{prefix}.{name}" for prefix, names in _GLOBAL_NET_KEYS.items() for name in names.split())
 DROP_IN_HEADER = (
     "# Managed by converge: rewritten on every apply, local edits are lost.\n"
     "# Change the baseline instead.\n"
@@ -92,6 +139,8 @@ class SysctlLive:
     drop_in: dict[str, str]
     set_before: dict[str, str]
     set_after: dict[str, tuple[str, str]]
+    # Keys of the baseline this host cannot have or set (a container), with the reason: left alone.
+    not_applicable: dict[str, str] = field(default_factory=dict)
 
     def persisted(self, key: str) -> str | None:
         """The value `key` gets at boot."""
@@ -144,6 +193,24 @@ def runtime_values(facts: Facts, keys: Sequence[str]) -> tuple[dict[str, str], l
     return runtime, missing
 
 
+def not_applicable_keys(facts: Facts, keys: Sequence[str], missing: Sequence[str]) -> dict[str, str]:
+    """The keys of `keys` this host cannot set, with the reason; `missing`: the ones it lacks."""
+    probe = facts.command(*CONTAINER_PROBE)
+    signals = container_signals(probe.stdout) if probe.ok else []
+    found = {}
+    if signals:
+        for key in missing:
+            if key in INITIAL_NAMESPACE_ONLY:
+                found[key] = (f"not applicable here: this host is a container ({'; '.join(signals)}), whose network "
+                              f"namespace has no {key} (the initial namespace's only): {ON_THE_HOST}")
+    mounts = read_only_mounts(facts.file(MOUNTINFO) or "")
+    for key in keys:
+        point = read_only_at(mounts, proc_path(key))
+        if point is not None and key not in missing:
+            found[key] = f"not applicable here: {point} is mounted read-only (a container): {ON_THE_HOST}"
+    return found
+
+
 def live_state(facts: Facts, runtime: dict[str, str]) -> SysctlLive:
     """The boot configuration of the keys of `runtime` around converge's drop-in, with their values."""
     before, after = boot_files(facts)
@@ -157,8 +224,16 @@ def drop_in_content(spec: SysctlSpec, live: SysctlLive) -> dict[str, str]:
     """What the drop-in must hold: every key it holds already, and every key the rest of the boot
     configuration does not set to the desired value (it never repeats what the distribution
     already sets; a key a later file overrides is still written, for when that file goes)."""
-    return {key: wanted for key, wanted in spec.root.items()
-            if key in live.drop_in or live.persisted_without_drop_in(key) != wanted}
+    kept = {key: value for key, value in live.drop_in.items() if key in live.not_applicable}
+    return kept | {key: wanted for key, wanted in spec.root.items()
+                   if key in live.drop_in or live.persisted_without_drop_in(key) != wanted}
+
+
+def applicable(spec: SysctlSpec, live: SysctlLive) -> SysctlSpec:
+    """The baseline without the keys this host cannot set (they stay as they are, drop-in included)."""
+    if not live.not_applicable:
+        return spec
+    return SysctlSpec.model_construct({key: value for key, value in spec.root.items() if key not in live.not_applicable})
 
 
 # ---- the provider -------------------------------------------------------------------------------
@@ -175,7 +250,8 @@ class SysctlProvider(Provider[SysctlSpec, SysctlLive]):
         return [ReadFile(OSRELEASE)]
 
     def reads(self, spec: SysctlSpec) -> Sequence[Read]:
-        return [*boot_configuration_reads(), *(ReadFile(proc_path(key)) for key in spec.root)]
+        return [*boot_configuration_reads(), *(ReadFile(proc_path(key)) for key in spec.root),
+                ReadFile(MOUNTINFO), RunCommand(CONTAINER_PROBE)]
 
     # ---- absent ---------------------------------------------------------------------------------
 
@@ -186,17 +262,22 @@ class SysctlProvider(Provider[SysctlSpec, SysctlLive]):
 
     def live(self, spec: SysctlSpec, facts: Facts) -> SysctlLive:
         runtime, missing = runtime_values(facts, list(spec.root))
+        skipped = not_applicable_keys(facts, list(spec.root), missing)
+        missing = [key for key in missing if key not in skipped]
         if missing:
             raise ProviderError(f"no such key on this host: {', '.join(missing)} (nothing under {PROC_SYS})")
-        return live_state(facts, runtime)
+        applicable = {key: value for key, value in runtime.items() if key not in skipped}
+        state = live_state(facts, applicable)
+        return replace(state, not_applicable=skipped)
 
     # ---- diff -----------------------------------------------------------------------------------
 
     def diff(self, spec: SysctlSpec, live: SysctlLive) -> ProviderPlan:
+        spec = applicable(spec, live)
         content = drop_in_content(spec, live)
         changes = [change for key, wanted in spec.root.items() if (change := self._key_change(key, wanted, live, content))]
         for key, persisted in live.drop_in.items():
-            if key not in spec.root:
+            if key not in spec.root and key not in live.not_applicable:
                 changes.append(Change(
                     self.name, self.name, key, "remove", displayed(persisted), None,
                     (f"drop from {DROP_IN}; the runtime value stays as it is",),
@@ -244,7 +325,7 @@ class SysctlProvider(Provider[SysctlSpec, SysctlLive]):
     # ---- warnings -------------------------------------------------------------------------------
 
     def warnings(self, spec: SysctlSpec, live: SysctlLive) -> list[str]:
-        return [
+        return [f"{key}: {reason}" for key, reason in live.not_applicable.items()] + [
             f"{key}: {path} sets {value} and is applied after {DROP_IN} at boot, so {spec.root[key]} will not survive a reboot"
             for key, (path, value) in live.set_after.items() if value != spec.root[key]
         ]

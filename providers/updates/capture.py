@@ -13,7 +13,7 @@ def apt_captured(config: dict[str, str | list[str]], installed: bool, security: 
     allowed, "all" for `origin=*`, "off" when unattended-upgrades is missing or not run."""
     patterns = config_list(config, "Unattended-Upgrade::Origins-Pattern")
     enabled = installed and apt_boolean(config_scalar(config, "APT::Periodic::Unattended-Upgrade"), False)
-    notes = []
+    notes: list[str] = []
     if not enabled:
         automatic = "off"
     elif patterns == ["origin=*"]:
@@ -21,8 +21,10 @@ def apt_captured(config: dict[str, str | list[str]], installed: bool, security: 
     elif patterns and set(patterns) <= set(security) and not config_list(config, "Unattended-Upgrade::Allowed-Origins"):
         automatic = "security"
     else:
-        automatic = "all"
-        notes.append(f"updates: origins {patterns} are more than the security ones: captured as automatic = \"all\"")
+        # Neither converge's security origins nor every origin: no value of `automatic` plans in
+        # sync with them, so the table is left out rather than captured as something else.
+        return Captured({}, [f"origins {patterns} are neither only the security origins nor every origin "
+                             "(origin=*): automatic updates are not captured"])
     reboot = "never"
     if apt_boolean(config_scalar(config, "Unattended-Upgrade::Automatic-Reboot"), False):
         time = config_scalar(config, "Unattended-Upgrade::Automatic-Reboot-Time") or "now"

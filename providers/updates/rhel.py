@@ -27,17 +27,26 @@ from converge.providers.updates.spec import UpdatesSpec
 
 AUTOMATIC_CONF = "/etc/dnf/automatic.conf"
 TIMER = "dnf-automatic.timer"
-RPM_QA = ("rpm", "-qa", "--qf", "%{NAME}.%{ARCH} %{EPOCHNUM}:%{VERSION}-%{RELEASE}\\n")
-UPDATEINFO = ("dnf", "-C", "-q", "updateinfo", "list", "--security")
+# The RHEL side's reads run only where apt-get is missing: Debian ships dnf and rpm too, and
+# running them there writes /root/.rpmdb and dnf's logs (a plan must change nothing).
+_WITHOUT_APT = 'command -v apt-get >/dev/null 2>&1 && exit 0; exec "$@"'
+
+
+def _without_apt(*argv: str) -> tuple[str, ...]:
+    return ("sh", "-c", _WITHOUT_APT, "rhel-read", *argv)
+
+
+RPM_QA = _without_apt("rpm", "-qa", "--qf", "%{NAME}.%{ARCH} %{EPOCHNUM}:%{VERSION}-%{RELEASE}\\n")
+UPDATEINFO = _without_apt("dnf", "-C", "-q", "updateinfo", "list", "--security")
 TIMER_STATE = ("systemctl", "is-enabled", TIMER)
-NEEDS_RESTARTING = ("needs-restarting", "-r")
+NEEDS_RESTARTING = _without_apt("needs-restarting", "-r")
 # dnf-automatic's own reboot setting (dnf 4.x: never | when-changed | when-needed).
 REBOOT = {"never": "never", "when-required": "when-needed"}
 
 
 def index_argv(spec: UpdatesSpec) -> tuple[str, ...]:
-    return ("find", "/var/cache/dnf", "-maxdepth", "3", "-name", "repomd.xml", "(", "-mmin", f"-{spec.max_index_minutes}",
-            "-printf", "%T@ fresh %f\\n", ")", "-o", "-printf", "%T@ stale %f\\n")
+    return _without_apt("find", "/var/cache/dnf", "-maxdepth", "3", "-name", "repomd.xml", "(", "-mmin",
+                        f"-{spec.max_index_minutes}", "-printf", "%T@ fresh %f\\n", ")", "-o", "-printf", "%T@ stale %f\\n")
 
 
 def reads(spec: UpdatesSpec) -> Sequence[Read]:
@@ -65,7 +74,7 @@ def dnf_live(spec: UpdatesSpec, facts: Facts) -> DnfLive:
     pending = None
     if info.ok:
         pending = {name: (installed.get(name, ""), version, advisory)
-                   for name, version, advisory, _ in parse_updateinfo(info.stdout, " ".join(UPDATEINFO))}
+                   for name, version, advisory, _ in parse_updateinfo(info.stdout, " ".join(UPDATEINFO[4:]))}
     restarting = facts.command(*NEEDS_RESTARTING)
     _, fresh = parse_index(facts.command(*index_argv(spec)).stdout, "the dnf cache")
     return DnfLive(text, parse_automatic_conf(text or "", AUTOMATIC_CONF), installed,

@@ -1,8 +1,9 @@
-"""ufw rules as ufw itself records them, and the pure functions that read ufw's files.
+"""ufw rules as ufw itself records them, and the pure functions that read ufw's files and output.
 
 ufw keeps every rule it manages as a `### tuple ###` line in /etc/ufw/user.rules (IPv4) and
 /etc/ufw/user6.rules (IPv6); the iptables lines under it are generated from the tuple. Reading the
 tuples (not `ufw status`, whose text is for people) gives the exact rule, its order and its family.
+Parsers raise only `ParseError`, naming the file and the line.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from converge.provider import ParseError
+
 ANY = "any"
 ANY_NETWORKS = {"0.0.0.0/0": ANY, "::/0": ANY}
 # ufw writes `allow_log` / `route:allow_log-all`; the log part is not a separate field.
 _ACTION = re.compile(r"(?P<route>route:)?(?P<action>allow|deny|reject|limit)(?:_(?P<log>log|log-all))?")
 _TUPLE = "### tuple ###"
-_ASSIGNMENT = re.compile(r'^\s*(?P<key>[A-Z0-9_]+)\s*=\s*"?(?P<value>[^"\n]*)"?\s*$', re.MULTILINE)
 
 
 def normalize_address(text: str) -> str:
@@ -78,6 +80,10 @@ class UfwRule:
             words = ["in", "on", self.interface_in, "out", "on", self.interface_out]
         elif interface:
             words += ["on", interface]
+        elif self.route:
+            # ufw refuses a route rule's direction without an interface ("Invalid interface clause
+            # for route rule"), though it records one in the tuple.
+            words = []
         if self.proto != ANY and not (self.app or self.source_app):
             words += ["proto", self.proto]
         words += ["from", self.source]
@@ -95,9 +101,14 @@ class UfwRule:
     def describe(self) -> str:
         return ("route " if self.route else "") + " ".join(self.selector())
 
-    def argv(self, *, delete: bool = False) -> list[str]:
-        """The `ufw` command that adds (or updates in place) or deletes this rule."""
+    def named(self) -> str:
+        """The rule with its action, as ufw's commands say it: `limit in proto tcp from any to any port 22`."""
+        return ("route " if self.route else "") + " ".join([self.action, *self.selector()])
+
+    def argv(self, *, delete: bool = False, position: int | None = None) -> list[str]:
+        """The `ufw` command that adds (or updates in place), inserts at `position` or deletes this rule."""
         argv = ["ufw"] + (["route"] if self.route else []) + (["delete"] if delete else [])
+        argv += ["insert", str(position)] if position is not None else []
         argv.append(self.action)
         selector = self.selector()
         # ufw wants `log` right after the direction and interface, before proto/from.
@@ -108,46 +119,69 @@ class UfwRule:
         return argv
 
 
-def parse_tuple(line: str) -> UfwRule:
+def parse_tuple(line: str, where: str = "user.rules") -> UfwRule:
     """A `### tuple ###` line of user.rules/user6.rules (format of ufw 0.36's backend_iptables)."""
     body = line.removeprefix(_TUPLE).strip()
     comment = ""
     if " comment=" in f" {body}":
         body, _, hex_comment = body.partition("comment=")
-        comment = bytes.fromhex(hex_comment.strip()).decode("utf-8")
+        try:
+            comment = bytes.fromhex(hex_comment.strip()).decode("utf-8")
+        except ValueError:
+            raise ParseError(where, "a rule comment that is not hex-encoded UTF-8", line) from None
     fields = body.split()
-    if len(fields) not in (7, 9):
-        raise ValueError(f"unexpected ufw rule tuple: {line.strip()!r}")
+    if len(fields) not in (6, 7, 8, 9):
+        raise ParseError(where, "unexpected ufw rule tuple (bad length)", line)
+    if len(fields) in (6, 8):  # ufw's old format, without the direction: ufw reads it as `in`
+        fields.append("in")
     match = _ACTION.fullmatch(fields[0])
     if not match:
-        raise ValueError(f"unexpected ufw rule action: {line.strip()!r}")
+        raise ParseError(where, "unexpected ufw rule action", line)
     proto, port, destination, source_port, source = fields[1:6]
     app, source_app = (fields[6], fields[7]) if len(fields) == 9 else ("-", "-")
-    where = fields[-1]
-    direction, interface_in, interface_out = where.split("_", 1)[0], "", ""
-    for part in where.split("!"):
+    where_field = fields[-1]
+    if "_" in where_field and not re.fullmatch(r"(in|out)_\S+|in_\w+!out_\w+", where_field):
+        raise ParseError(where, "unexpected ufw rule tuple (interface)", line)
+    direction, interface_in, interface_out = where_field.split("_", 1)[0], "", ""
+    for part in where_field.split("!"):
         side, _, name = part.partition("_")
         if name and side == "in":
             interface_in = name
         elif name and side == "out":
             interface_out = name
+    try:
+        to, source = normalize_address(destination), normalize_address(source)
+    except ValueError:
+        raise ParseError(where, "a rule address that is not an address or a network", line) from None
     return UfwRule(
         action=match["action"], direction=direction, interface_in=interface_in, interface_out=interface_out,
         route=bool(match["route"]), log=match["log"] or "", proto=proto,
-        to=normalize_address(destination), port=port, app="" if app == "-" else app.replace("%20", " "),
-        source=normalize_address(source), source_port=source_port,
+        to=to, port=port, app="" if app == "-" else app.replace("%20", " "),
+        source=source, source_port=source_port,
         source_app="" if source_app == "-" else source_app.replace("%20", " "), comment=comment,
     )
 
 
-def parse_user_rules(text: str | None) -> list[UfwRule]:
-    """The rules of one user rules file, in ufw's order."""
-    return [parse_tuple(line) for line in (text or "").splitlines() if line.startswith(_TUPLE)]
+def read_user_rules(text: str | None, where: str = "user.rules") -> tuple[list[UfwRule], list[str]]:
+    """The rules of one user rules file (`where`, for messages), in ufw's order, and a warning
+    per tuple skipped. ufw itself skips a tuple it cannot read ("WARN: Skipping malformed
+    tuple") and goes on with the others; so does converge, saying which file and line."""
+    rules: list[UfwRule] = []
+    skipped: list[str] = []
+    for number, line in enumerate((text or "").splitlines(), start=1):
+        if not line.startswith(_TUPLE):
+            continue
+        try:
+            rules.append(parse_tuple(line, where))
+        except ParseError as error:
+            reason = str(error).removeprefix(f"{where}: ")
+            skipped.append(f"{where} line {number}: {reason}; ufw skips this tuple, and so does converge")
+    return rules, skipped
 
 
-def parse_assignments(text: str | None) -> dict[str, str]:
-    """`KEY=value` / `KEY="value"` lines of ufw.conf and /etc/default/ufw (shell syntax, no code)."""
-    return {match["key"]: match["value"].strip() for match in _ASSIGNMENT.finditer(text or "")}
+def parse_user_rules(text: str | None, where: str = "user.rules") -> list[UfwRule]:
+    """The rules of one user rules file, in ufw's order (skipping what ufw skips, see `read_user_rules`)."""
+    return read_user_rules(text, where)[0]
 
 
 def parse_status_active(output: str) -> bool:
@@ -196,77 +230,3 @@ def parse_app_profiles(files: dict[str, str]) -> dict[str, list[PortRange]]:
                     ranges += port_ranges(ports, proto or ANY)
             profiles[name] = ranges
     return profiles
-
-
-def uncapturable(rule: UfwRule) -> str | None:
-    """Why a rule cannot be written as a `[[ufw.rules]]` entry, or None when it can."""
-    if rule.route:
-        return "route (forwarding) rules are not in the baseline format"
-    if rule.source_port != ANY or rule.source_app:
-        return "a source port or source application is not in the baseline format"
-    if rule.proto not in ("tcp", "udp", ANY):
-        return f"protocol {rule.proto} is not in the baseline format (tcp, udp or any)"
-    if rule.interface_out if rule.direction == "in" else rule.interface_in:
-        return "an interface on the other side of the rule's direction is not in the baseline format"
-    return None
-
-
-def rule_entry(rule: UfwRule) -> dict[str, str | int]:
-    """A rule as a `[[ufw.rules]]` entry, leaving out what is the default (for a readable file)."""
-    entry: dict[str, str | int] = {"action": rule.action}
-    if rule.app:
-        entry["app"] = rule.app  # its ports and protocol come from the profile
-    else:
-        if rule.port != ANY:
-            entry["port"] = int(rule.port) if rule.port.isdigit() else rule.port
-        if rule.proto != ANY:
-            entry["proto"] = rule.proto
-    if rule.source != ANY:
-        entry["from"] = rule.source
-    if rule.to != ANY:
-        entry["to"] = rule.to
-    if rule.direction != "in":
-        entry["direction"] = rule.direction
-    if rule.interface_in or rule.interface_out:
-        entry["interface"] = rule.interface_in or rule.interface_out
-    if rule.comment:
-        entry["comment"] = rule.comment
-    return entry
-
-
-def interleave_families(ipv4: list[UfwRule], ipv6: list[UfwRule]) -> tuple[list[UfwRule], list[UfwRule]]:
-    """One rule list whose order agrees with both families' files, and the rules that cannot be
-    placed in it.
-
-    ufw adds a rule for any address to both files and a rule for one family's address to that
-    file only, so both orders usually agree. A rule found in both whose position (after `ufw
-    insert`) or action/comment differs between them has no single place; it is returned apart.
-    """
-    shared = {rule.identity() for rule in ipv4} & {rule.identity() for rule in ipv6}
-    order: list[UfwRule] = []
-    apart: list[UfwRule] = []
-    handled: set[tuple[object, ...]] = set()
-    first = second = 0
-    while first < len(ipv4) or second < len(ipv6):
-        head4 = ipv4[first] if first < len(ipv4) else None
-        head6 = ipv6[second] if second < len(ipv6) else None
-        if head4 and (head4.identity() in handled or head4.identity() not in shared):
-            if head4.identity() not in handled:
-                order.append(head4)
-            first += 1
-        elif head6 and (head6.identity() in handled or head6.identity() not in shared):
-            if head6.identity() not in handled:
-                order.append(head6)
-            second += 1
-        elif head4 and head6 and head4.identity() == head6.identity() and head4.verdict() == head6.verdict():
-            order.append(head4)
-            handled.add(head4.identity())
-            first, second = first + 1, second + 1
-        else:
-            # Two different shared rules at the heads (or one rule with two verdicts): the
-            # IPv4 one is set apart, and its IPv6 twin is skipped when reached.
-            assert head4 is not None
-            apart.append(head4)
-            handled.add(head4.identity())
-            first += 1
-    return order, apart

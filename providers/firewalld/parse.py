@@ -2,7 +2,8 @@
 
 Pure functions over the text of `--list-all-zones` (the same format from `firewall-cmd` for the
 runtime and from `firewall-offline-cmd` for the permanent configuration) and of the service
-definitions under /usr/lib/firewalld/services and /etc/firewalld/services.
+definitions under /usr/lib/firewalld/services and /etc/firewalld/services. A line they cannot
+read raises `ParseError`, naming the command and the line.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import shlex
 from dataclasses import dataclass
 from xml.etree import ElementTree
 
+from converge.provider import ParseError
+
 # firewalld prints the REJECT target as %%REJECT%%; the baseline and --set-target say REJECT.
 TARGET_ALIASES = {"%%REJECT%%": "REJECT"}
 LIST_FIELDS = ("services", "ports", "rich_rules", "sources", "interfaces")
@@ -20,7 +23,8 @@ LIST_FIELDS = ("services", "ports", "rich_rules", "sources", "interfaces")
 
 @dataclass(frozen=True)
 class Zone:
-    """The parts of a zone converge manages; lists are sorted (firewalld keeps them as sets)."""
+    """A zone: the parts converge manages (lists sorted: firewalld keeps them as sets), and the
+    other settings firewalld prints (masquerade, forward-ports, ...) as (key, value) pairs."""
 
     target: str
     services: tuple[str, ...] = ()
@@ -28,53 +32,66 @@ class Zone:
     rich_rules: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
     interfaces: tuple[str, ...] = ()
-
-    def as_dict(self) -> dict[str, object]:
-        return {"target": self.target, **{name: list(getattr(self, name)) for name in LIST_FIELDS}}
+    unmanaged: tuple[tuple[str, str], ...] = ()
 
 
 def canonical_rich_rule(text: str) -> str:
     """A rich rule with every attribute quoted the way firewalld prints it and single spaces,
     so `family=ipv4` and `family="ipv4"` compare equal. Element order is not changed."""
     words = []
-    for token in shlex.split(text):
+    try:
+        tokens = shlex.split(text)
+    except ValueError:
+        raise ParseError("rich rule", "unbalanced quotes", text) from None
+    for token in tokens:
         key, equals, value = token.partition("=")
         words.append(f'{key}="{value}"' if equals else token)
     return " ".join(words)
 
 
-def parse_zones(output: str) -> dict[str, Zone]:
+def parse_zones(output: str, where: str = "firewall-cmd --list-all-zones") -> dict[str, Zone]:
     """Zones of `firewall-cmd --list-all-zones`: a name line (`public (active)`), then
-    `  key: values` lines; each rich rule on its own line after `  rich rules:`, tab-indented."""
+    `  key: values` lines; the items of `forward-ports:` and `rich rules:` each on a line of its
+    own after the key, tab-indented."""
     zones: dict[str, Zone] = {}
     name: str | None = None
-    fields: dict[str, str] = {}
-    rich: list[str] = []
-
-    def finish() -> None:
-        if name is not None:
-            zones[name] = Zone(
-                target=TARGET_ALIASES.get(fields.get("target", "default"), fields.get("target", "default")),
-                services=tuple(sorted(fields.get("services", "").split())),
-                ports=tuple(sorted(fields.get("ports", "").split())),
-                rich_rules=tuple(sorted(canonical_rich_rule(rule) for rule in rich)),
-                sources=tuple(sorted(fields.get("sources", "").split())),
-                interfaces=tuple(sorted(fields.get("interfaces", "").split())),
-            )
-
+    fields: dict[str, list[str]] = {}
+    key = ""
     for line in output.splitlines():
         if not line.strip():
             continue
         if line.startswith("\t"):
-            rich.append(line.strip())
+            if not key:
+                raise ParseError(where, "a tab-indented item under no key", line)
+            fields[key].append(line.strip())
         elif line.startswith(" "):
-            key, _, value = line.strip().partition(":")
-            fields[key] = value.strip()
+            key, colon, value = line.strip().partition(":")
+            if not colon or name is None:
+                raise ParseError(where, "expected `key: values` under a zone name", line)
+            fields[key] = value.split()
         else:
-            finish()
-            name, fields, rich = line.split()[0], {}, []
-    finish()
+            if name is not None:
+                zones[name] = _zone(fields)
+            name, fields, key = line.split()[0], {}, ""
+    if name is not None:
+        zones[name] = _zone(fields)
     return zones
+
+
+_MANAGED_KEYS = {"target", "services", "ports", "rich rules", "sources", "interfaces"}
+
+
+def _zone(fields: dict[str, list[str]]) -> Zone:
+    target = " ".join(fields.get("target", ["default"]))
+    return Zone(
+        target=TARGET_ALIASES.get(target, target),
+        services=tuple(sorted(fields.get("services", []))),
+        ports=tuple(sorted(fields.get("ports", []))),
+        rich_rules=tuple(sorted(canonical_rich_rule(rule) for rule in fields.get("rich rules", []))),
+        sources=tuple(sorted(fields.get("sources", []))),
+        interfaces=tuple(sorted(fields.get("interfaces", []))),
+        unmanaged=tuple((key, " ".join(values)) for key, values in fields.items() if key not in _MANAGED_KEYS),
+    )
 
 
 @dataclass(frozen=True)
@@ -179,23 +196,18 @@ def network_contains(network: str, source: str) -> bool:
 
 
 # Settings of a zone converge does not manage, with the value firewalld's own zones mostly have
-# (a zone whose value differs has something converge would neither capture nor keep).
+# (a zone whose value differs has something converge would neither capture nor keep). `forward`
+# is left out: yes in firewalld's own zones, no in a zone made with --new-zone.
 UNMANAGED_DEFAULTS = {"icmp-block-inversion": "no", "protocols": "", "masquerade": "no", "forward-ports": "",
                       "source-ports": "", "icmp-blocks": ""}
 
 
-def unmanaged_settings(output: str) -> dict[str, list[str]]:
-    """Per zone of `--list-all-zones` output, the unmanaged settings that are set (in the order
-    firewalld prints them); zones with none are left out."""
+def unmanaged_settings(zones: dict[str, Zone]) -> dict[str, list[str]]:
+    """Per zone, the unmanaged settings that are set (in the order firewalld prints them); zones
+    with none are left out."""
     found: dict[str, list[str]] = {}
-    name: str | None = None
-    for line in output.splitlines():
-        if not line.strip() or line.startswith("\t"):
-            continue
-        if not line.startswith(" "):
-            name = line.split()[0]
-            continue
-        key, _, value = line.strip().partition(":")
-        if name is not None and key in UNMANAGED_DEFAULTS and value.strip() != UNMANAGED_DEFAULTS[key]:
-            found.setdefault(name, []).append(key)
+    for name, zone in zones.items():
+        keys = [key for key, value in zone.unmanaged if key in UNMANAGED_DEFAULTS and value != UNMANAGED_DEFAULTS[key]]
+        if keys:
+            found[name] = keys
     return found

@@ -1,0 +1,246 @@
+"""`converge suggest`: from a host's MAC denials to reviewed baseline changes; never changes a host.
+
+The engine knows no subsystem: a provider that can read denials implements `Suggesting`
+(`suggest_reads`, `suggest`), and this module reads each host once (those reads plus the provider's
+presence reads), collects the providers' `Suggestion`s, renders them (text, or JSON as
+`hosts[].suggestions[]`) and, with `--write`, writes an overlay `<name>.suggested.toml` that
+`extends` the baseline plus any generated file, only inside the baseline's directory.
+Exit codes: 0 nothing to propose, 2 proposals, 1 an error on some host.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import click
+
+from converge.baseline import META_TABLE, Baseline
+from converge.errors import ConvergeError
+from converge.reads import Facts, Read
+
+# The kinds a proposal can have, narrowest first; the first two and the last change no baseline.
+KINDS = ("stale", "relabel", "fcontext", "port", "boolean", "module", "profile-rule", "intended", "refused")
+PROPOSING = frozenset({"fcontext", "port", "boolean", "module", "profile-rule"})
+EXIT_OK, EXIT_ERROR, EXIT_PROPOSALS = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One proposal for one group of denials, with the records it rests on."""
+
+    provider: str
+    kind: str
+    resource: str
+    # The baseline fragment, as data, merged into the provider's table by --write ({} when none).
+    table: dict[str, Any] = field(default_factory=dict)
+    # The records: event ids, comm, exe, paths, counts, first and last time.
+    evidence: dict[str, Any] = field(default_factory=dict)
+    # Why this kind and not a narrower one; alternatives; what the user must confirm.
+    notes: tuple[str, ...] = ()
+    # Files --write creates next to the baseline (a .te module, a profile diff), by relative path.
+    files: dict[str, str] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"provider": self.provider, "kind": self.kind, "resource": self.resource, "table": self.table,
+                "evidence": self.evidence, "notes": list(self.notes), "files": sorted(self.files)}
+
+
+@runtime_checkable
+class Suggesting(Protocol):
+    """Optional capability: proposals from the host's denial records, against its own policy."""
+
+    def suggest_reads(self, spec: Any) -> Sequence[Read]:
+        ...  # pragma: no cover - protocol
+
+    def suggest(self, spec: Any, facts: Facts, since: float | None) -> list[Suggestion]:
+        ...  # pragma: no cover - protocol
+
+
+@dataclass
+class HostSuggestions:
+    host: str
+    target: str
+    suggestions: list[Suggestion] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def parse_since(value: str | None, facts_boot: float | None = None) -> float | None:
+    """`boot` (the host's boot time, from /proc/stat btime) or an ISO time, as a Unix time."""
+    if value in (None, ""):
+        return None
+    if value == "boot":
+        return facts_boot
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise click.BadParameter(f"not boot or an ISO time: {value!r}", param_hint="--since") from None
+
+
+def boot_time(stat: str | None) -> float | None:
+    for line in (stat or "").split("\n"):
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    return None
+
+
+def suggest_host(host: Any, baseline: Baseline, registry: Any, only: Sequence[str], since: str | None) -> HostSuggestions:
+    """Read the host once for every suggesting provider of the baseline and collect proposals."""
+    result = HostSuggestions(host.name, host.target)
+    chosen: list[tuple[str, Any, Any]] = []
+    for name, table in baseline.tables.items():
+        if only and name not in only:
+            continue
+        provider = registry.get(name)
+        if isinstance(provider, Suggesting):
+            chosen.append((name, provider, table.spec))
+    reads: list[Read] = []
+    from converge.reads import ReadFile
+
+    for _, provider, spec in chosen:
+        reads += [*provider.presence_reads(), *provider.suggest_reads(spec)]
+    reads.append(ReadFile("/proc/stat"))
+    try:
+        facts = host.gather(list(dict.fromkeys(reads)))
+    except ConvergeError as error:
+        result.errors.append(str(error))
+        return result
+    start = parse_since(since, boot_time(facts.file("/proc/stat")))
+    for name, provider, spec in chosen:
+        reason = provider.absent(facts)
+        if reason:
+            result.skipped.append(f"{name}: {reason}")
+            continue
+        try:
+            result.suggestions += provider.suggest(spec, facts, start)
+        except ConvergeError as error:
+            result.errors.append(f"{name}: {error}")
+    return result
+
+
+def exit_code(results: Sequence[HostSuggestions]) -> int:
+    if any(r.errors for r in results):
+        return EXIT_ERROR
+    return EXIT_PROPOSALS if any(s.kind in PROPOSING for r in results for s in r.suggestions) else EXIT_OK
+
+
+def render_json(results: Sequence[HostSuggestions]) -> str:
+    hosts = [{"host": r.host, "target": r.target, "suggestions": [s.as_json() for s in r.suggestions],
+              "errors": r.errors, "skipped": r.skipped} for r in results]
+    return json.dumps({"version": 1, "hosts": hosts, "exit_code": exit_code(results)}, indent=2, ensure_ascii=False)
+
+
+SYMBOL = {"stale": "=", "relabel": "~", "refused": "!", "intended": "=", "stale-note": "="}
+
+
+def render_text(results: Sequence[HostSuggestions]) -> str:
+    lines = []
+    for r in results:
+        proposing = sum(s.kind in PROPOSING for s in r.suggestions)
+        lines.append(f"{r.host}: {proposing} proposal(s), {len(r.suggestions)} group(s) of denials")
+        for error in r.errors:
+            lines.append(f"  error: {error}")
+        for skipped in r.skipped:
+            lines.append(f"  skipped {skipped}")
+        for s in r.suggestions:
+            symbol = SYMBOL.get(s.kind, "+")
+            lines.append(f"  {symbol} {s.kind:<8} {s.resource}")
+            if s.table:
+                lines.append(f"             [{s.provider}] {json.dumps(s.table, sort_keys=True)}")
+            ev = s.evidence
+            shown = [f"{ev.get('count', 0)} record(s)"]
+            shown += [f"{key}={','.join(map(str, ev[key]))}" for key in ("comm", "exe", "paths") if ev.get(key)]
+            if ev.get("events"):
+                shown.append("events " + " ".join(ev["events"][:3]) + (" …" if len(ev["events"]) > 3 else ""))
+            lines.append("             " + " · ".join(shown))
+            lines += [f"             {note}" for note in s.notes]
+    return "\n".join(lines) + "\n"
+
+
+def _merged_table(baseline: Baseline, provider: str, additions: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The provider's table as the baseline's own file writes it, with the additions: arrays are
+    written whole, since `extends` replaces arrays."""
+    table: dict[str, Any] = {}
+    for path in baseline.files:
+        data = tomllib.loads(path.read_text(encoding="utf-8")).get(provider, {})
+        for key, value in data.items():
+            table[key] = value
+    for addition in additions:
+        for key, value in addition.items():
+            if isinstance(value, list):
+                table[key] = [*table.get(key, []), *(v for v in value if v not in table.get(key, []))]
+            elif isinstance(value, dict):
+                table[key] = {**table.get(key, {}), **value}
+            else:
+                table[key] = value
+    return table
+
+
+def write_overlay(baseline: Baseline, results: Sequence[HostSuggestions]) -> list[Path]:
+    """`<name>.suggested.toml` extending the baseline, plus generated files, in its directory."""
+    import tomli_w
+
+    directory = baseline.path.parent.resolve()
+    by_provider: dict[str, list[dict[str, Any]]] = {}
+    written: list[Path] = []
+    for r in results:
+        for s in r.suggestions:
+            if s.kind not in PROPOSING:
+                continue
+            by_provider.setdefault(s.provider, []).append(s.table)
+            for relative, text in s.files.items():
+                target = (directory / relative).resolve()
+                if not target.is_relative_to(directory):
+                    raise ConvergeError(f"refusing to write {relative}: outside {directory}")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text, encoding="utf-8")
+                written.append(target)
+    document: dict[str, Any] = {META_TABLE: {"extends": [baseline.path.name]}}
+    for provider, additions in by_provider.items():
+        document[provider] = _merged_table(baseline, provider, additions)
+    overlay = directory / f"{baseline.path.stem}.suggested.toml"
+    header = "# Written by `converge suggest --write`: review with git diff, then plan and apply.\n"
+    overlay.write_text(header + tomli_w.dumps(document, multiline_strings=True), encoding="utf-8")
+    return [overlay, *written]
+
+
+@click.command("suggest")
+@click.argument("baseline_path", metavar="[BASELINE]", type=click.Path(path_type=Path, dir_okay=False), required=False)
+@click.option("-H", "--host", "targets", multiple=True, metavar="TARGET", help="Host to read (default local). Repeatable.")
+@click.option("-i", "--inventory", type=click.Path(path_type=Path, dir_okay=False), help="Inventory file of hosts.")
+@click.option("--limit", multiple=True, metavar="PATTERN", help="Only inventory hosts or groups matching (glob).")
+@click.option("--only", multiple=True, type=click.Choice(["selinux", "apparmor"]), help="Only this provider's denials.")
+@click.option("--since", metavar="boot|ISO-TIME", help="Only records from then on.")
+@click.option("--json", "as_json", is_flag=True, help="Print hosts[].suggestions[] as JSON.")
+@click.option("--write", "write", is_flag=True, help="Write <name>.suggested.toml and generated files next to the baseline.")
+def suggest_command(baseline_path: Path | None, *, targets: tuple[str, ...], inventory: Path | None, limit: tuple[str, ...],
+                    only: tuple[str, ...], since: str | None, as_json: bool, write: bool) -> None:
+    """Propose baseline changes from SELinux and AppArmor denials; read-only on every host."""
+    from converge.cli import _jobs
+    from converge.hosts import ConnectOptions, connect
+    from converge.registry import Registry
+
+    registry = Registry()
+    jobs = _jobs(baseline_path, targets, inventory, limit, registry)
+    results = []
+    for job in jobs:
+        try:
+            host = connect(job.target, ConnectOptions(), name=job.name)
+        except ConvergeError as error:
+            results.append(HostSuggestions(job.name or job.target, job.target, errors=[str(error)]))
+            continue
+        try:
+            results.append(suggest_host(host, job.baseline, registry, only, since))
+        finally:
+            host.close()
+    click.echo(render_json(results) if as_json else render_text(results), nl=False)
+    if write and jobs:
+        for path in write_overlay(jobs[0].baseline, results):
+            click.echo(f"wrote {path}", err=True)
+    raise SystemExit(exit_code(results))

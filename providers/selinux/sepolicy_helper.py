@@ -1,0 +1,157 @@
+"""Questions to one host's SELinux policy, answered by the field's own libraries.
+
+Run as a separate process with Debian's python3 (`/usr/bin/python3 -I sepolicy_helper.py`): the
+libraries are Debian packages only (python3-selinux, python3-setools, python3-sepolgen), and
+sepolgen is GPL-2. It imports nothing of converge. JSON in on stdin, JSON out on stdout:
+
+in:  {"policy": FILE, "file_contexts": FILE | null,
+      "groups": [{"scontext", "tcontext", "tclass", "perms": [...], "paths": [...], "generic": bool}],
+      "module": {"name": NAME, "rules": [[source, target, tclass, [perms]]]} | null}
+out: {"groups": [{"verdict", "booleans": [[name, value]], "mls_added", "expected": {path: type},
+                  "expected_allowed": {path: bool}, "labels": {dir: type},
+                  "candidates": [type], "breadth": {boolean: [rules, domains]}}],
+      "module": TE text | null}
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+VERDICTS = ("ALLOW", "DONTAUDIT", "TERULE", "BOOLEAN", "CONSTRAINT", "RBAC", "BOUNDS",
+            "BADSCON", "BADTCON", "BADTCLASS", "BADPERM", "BADCOMPUTE", "NOPOLICY", "UNKNOWN")
+
+
+def _verdict(audit2why: Any, scontext: str, tcontext: str, tclass: str, perms: list[str]) -> tuple[str, list[Any]]:
+    code, data = audit2why.analyze(scontext, tcontext, tclass, perms)
+    names = {getattr(audit2why, name): name for name in VERDICTS if hasattr(audit2why, name)}
+    return names.get(code, str(code)), [list(item) for item in data] if isinstance(data, list) else []
+
+
+def _with_level(context: str, mls: bool) -> tuple[str, bool]:
+    if mls and context.count(":") == 2:
+        return context + ":s0", True
+    return context, False
+
+
+def _type(context: str) -> str:
+    return context.split(":")[2]
+
+
+def _candidates(setools: Any, policy: Any, domain: str, tclass: str, perms: set[str], *, kind: str) -> list[str]:
+    """Types `domain` may use for exactly these perms unconditionally, of the target's kind
+    (port_type or file_type): the labels that would make the access legal without a new rule."""
+    granted: dict[str, set[str]] = {}
+    direct: set[str] = set()
+    for rule in setools.TERuleQuery(policy, ruletype=["allow"], source=domain, tclass=[tclass], perms=perms).results():
+        try:
+            _ = rule.conditional
+            continue
+        except setools.exception.RuleNotConditional:
+            pass
+        target = rule.target
+        expanded = list(target.expand()) if isinstance(target, setools.policyrep.TypeAttribute) else [target]
+        for each in expanded:
+            granted.setdefault(str(each), set()).update(str(p) for p in rule.perms)
+            if each is target:
+                direct.add(str(each))
+    found = []
+    for name, allowed in granted.items():
+        if not perms <= allowed:
+            continue
+        attributes = {str(a) for a in policy.lookup_type(name).attributes()}
+        if kind in attributes:
+            found.append(name)
+    def shared(name: str) -> int:  # how much of the domain's name the type shares: its own family first
+        return next((i for i, (a, b) in enumerate(zip(name, domain, strict=False)) if a != b), min(len(name), len(domain)))
+
+    # then types named in a rule over those reached through an attribute; then the fewest extra
+    # permissions granted on them; then the shortest name
+    return sorted(found, key=lambda n: (-shared(n), n not in direct, len(granted[n] - perms), len(n), n))
+
+
+def _breadth(setools: Any, policy: Any, boolean: str) -> list[int]:
+    rules = list(setools.TERuleQuery(policy, ruletype=["allow"], boolean=[boolean]).results())
+    domains: set[str] = set()
+    for rule in rules:
+        source = rule.source
+        expanded = source.expand() if isinstance(source, setools.policyrep.TypeAttribute) else [source]
+        domains.update(str(each) for each in expanded)
+    return [len(rules), len(domains)]
+
+
+def _module(name: str, rules: list[list[Any]]) -> str:
+    import io
+
+    from sepolgen import access, output, policygen  # type: ignore[import-not-found]
+
+    vectors = access.AccessVectorSet()
+    for source, target, tclass, perms in rules:
+        vectors.add(source, target, tclass, access.refpolicy.IdSet(perms))
+    generator = policygen.PolicyGenerator()
+    generator.set_gen_refpol(None)  # plain allow rules, never refpolicy interfaces
+    generator.set_gen_requires(True)
+    generator.set_module_name(name)
+    generator.add_access(vectors)
+    text = io.StringIO()
+    output.ModuleWriter().write(generator.get_module(), text)
+    return text.getvalue()
+
+
+def answer(request: dict[str, Any]) -> dict[str, Any]:
+    import selinux  # type: ignore[import-not-found]
+    import setools  # type: ignore[import-not-found]
+    from selinux import audit2why
+
+    audit2why.init(request["policy"])  # without it sepolgen/audit2why call everything a missing rule
+    policy = setools.SELinuxPolicy(request["policy"])
+    mls = bool(policy.mls)
+    labels = None
+    if request.get("file_contexts"):
+        option = selinux.selinux_opt()
+        option.type, option.value = selinux.SELABEL_OPT_PATH, request["file_contexts"]
+        labels = selinux.selabel_open(selinux.SELABEL_CTX_FILE, option, 1)
+
+    def lookup(path: str) -> str | None:
+        if labels is None:
+            return None
+        try:
+            return str(selinux.selabel_lookup(labels, path, 0)[1])
+        except OSError:
+            return None
+
+    results = []
+    for group in request["groups"]:
+        scontext, added_s = _with_level(group["scontext"], mls)
+        tcontext, added_t = _with_level(group["tcontext"], mls)
+        tclass, perms = group["tclass"], list(group["perms"])
+        verdict, booleans = _verdict(audit2why, scontext, tcontext, tclass, perms)
+        result: dict[str, Any] = {"verdict": verdict, "booleans": booleans, "mls_added": added_s or added_t,
+                                  "expected": {}, "expected_allowed": {}, "labels": {}, "candidates": [], "breadth": {}}
+        for path in group.get("paths", []):
+            expected = lookup(path)
+            if expected is None:
+                continue
+            result["expected"][path] = expected
+            allowed, _ = _verdict(audit2why, scontext, expected, tclass, perms)
+            result["expected_allowed"][path] = allowed == "ALLOW"
+            parts = path.rstrip("/").split("/")
+            for depth in range(2, len(parts)):
+                directory = "/".join(parts[:depth])
+                found = lookup(directory)
+                if found:
+                    result["labels"][directory] = _type(found)
+        if group.get("generic"):
+            kind = "port_type" if tclass.endswith("_socket") and any(p.startswith("name_") for p in perms) else "file_type"
+            result["candidates"] = _candidates(setools, policy, _type(scontext), tclass, set(perms), kind=kind)[:12]
+        for name, _ in booleans:
+            result["breadth"][name] = _breadth(setools, policy, name)
+        results.append(result)
+    audit2why.finish()
+    module = request.get("module")
+    return {"groups": results, "module": _module(module["name"], module["rules"]) if module else None}
+
+
+if __name__ == "__main__":
+    json.dump(answer(json.load(sys.stdin)), sys.stdout)

@@ -1,0 +1,274 @@
+"""SELinux proposals from AVC denials, narrowest first, decided by the host's own policy.
+
+The verdicts come from the field's tools in a helper process on Debian's python3
+(`sepolicy_helper.py`: audit2why, setools, selabel_lookup, sepolgen), run on the controller
+against the policy file and file_contexts read from the host. converge's own part is only the
+order (stale, relabel, label, boolean, module) and what it refuses to propose.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from converge.auditlog import AuditRecord, event_exe, group_events, parse_records, record_path
+from converge.provider import Facts, ProviderError, Read, ReadFile, ReadGlob, RunCommand
+from converge.suggest import Suggestion
+
+HELPER = Path(__file__).with_name("sepolicy_helper.py")
+SYSTEM_PYTHON = "/usr/bin/python3"
+PACKAGES = "python3-selinux python3-setools python3-sepolgen"
+# One read whatever the host has: ausearch --raw (audit.log with SYSCALL/PATH), else the kernel log
+# from journald, else dmesg; the first line names the source. Never fails (no records is an answer).
+DENIALS = RunCommand(("sh", "-c",
+    "if command -v ausearch >/dev/null 2>&1; then echo '# ausearch --raw';"
+    " ausearch -m AVC,USER_AVC,SELINUX_ERR,MAC_POLICY_LOAD --raw 2>/dev/null;"
+    " elif command -v journalctl >/dev/null 2>&1; then echo '# journalctl -k (no PATH records; may be rate-limited)';"
+    " journalctl -k -o cat --no-pager -q 2>/dev/null;"
+    " else echo '# dmesg (no PATH records; may be rate-limited)'; dmesg 2>/dev/null; fi; exit 0"))
+RUNTIME_POLICY = "/sys/fs/selinux/policy"
+GENERIC = frozenset({"var_t", "default_t", "etc_t", "usr_t", "port_t", "unreserved_port_t", "reserved_port_t",
+                     "hi_reserved_port_t", "var_lib_t", "var_run_t", "tmp_t"})
+SENSITIVE_CAPABILITIES = frozenset({"sys_admin", "sys_module", "sys_rawio", "mac_admin", "mac_override",
+                                    "dac_override", "dac_read_search"})
+SENSITIVE_TARGETS = frozenset({"shadow_t", "security_t", "kernel_t", "unlabeled_t", "unconfined_t"})
+SENSITIVE_PERMS = frozenset({"execmem", "execstack", "execheap", "execmod", "relabelfrom", "relabelto"})
+SYSTEM_TYPES = frozenset({"etc_t", "bin_t", "lib_t", "usr_t"})
+WRITES = frozenset({"write", "append", "create", "unlink", "rename", "setattr", "add_name", "remove_name"})
+
+
+CONTEXTS_GLOB = "/etc/selinux/*/contexts/files/file_contexts"
+LOCAL_GLOB = CONTEXTS_GLOB + ".local"
+
+
+def policy_files(policy: str) -> tuple[str, str]:
+    contexts = f"/etc/selinux/{policy}/contexts/files"
+    return f"{contexts}/file_contexts", f"{contexts}/file_contexts.local"
+
+
+def suggest_reads() -> list[Read]:
+    """The denials (ausearch, else the kernel log), the loaded policy and every policy's file contexts."""
+    return [DENIALS, ReadFile(RUNTIME_POLICY), ReadGlob(CONTEXTS_GLOB), ReadGlob(LOCAL_GLOB)]
+
+
+@dataclass
+class Group:
+    """Denials of one (source type, target type, class), permissions merged, with their evidence."""
+
+    scontext: str
+    tcontext: str
+    tclass: str
+    perms: set[str] = field(default_factory=set)
+    records: list[tuple[AuditRecord, list[AuditRecord]]] = field(default_factory=list)
+
+    @property
+    def source(self) -> str:
+        return self.scontext.split(":")[2]
+
+    @property
+    def target(self) -> str:
+        return self.tcontext.split(":")[2]
+
+    def evidence(self) -> dict[str, Any]:
+        times = [r.time for r, _ in self.records if r.time is not None]
+        paths = sorted({p for r, e in self.records if (p := record_path(r, e))})
+        ports = sorted({r.fields[k] for r, _ in self.records for k in ("src", "dest") if k in r.fields})
+        return {"count": len(self.records), "events": sorted({r.event for r, _ in self.records if r.event}),
+                "comm": sorted({r.fields["comm"] for r, _ in self.records if "comm" in r.fields}),
+                "exe": sorted({x for _, e in self.records if (x := event_exe(e))}), "paths": paths, "ports": ports,
+                "first": min(times, default=None), "last": max(times, default=None),
+                "permissive": sorted({r.fields["permissive"] for r, _ in self.records if "permissive" in r.fields}),
+                "access": f"{self.source} {self.target}:{self.tclass} {{ {' '.join(sorted(self.perms))} }}"}
+
+
+def denial_groups(records: Sequence[AuditRecord], since: float | None) -> tuple[list[Group], float | None]:
+    groups: dict[tuple[str, ...], Group] = {}
+    last_load = None
+    for event in group_events(records):
+        for record in event:
+            if record.type == "MAC_POLICY_LOAD" and record.time is not None:
+                last_load = max(last_load or 0.0, record.time)
+            if record.verdict != "denied" or "scontext" not in record.fields:
+                continue
+            if since is not None and record.time is not None and record.time < since:
+                continue
+            # one group per port: a bind on 8443 and a connect to 7003 are different fixes
+            port = record.get("src") or record.get("dest")
+            key = (record.fields["scontext"], record.fields["tcontext"], record.fields["tclass"], port)
+            group = groups.setdefault(key, Group(*key[:3]))
+            group.perms.update(record.perms)
+            group.records.append((record, event))
+    return list(groups.values()), last_load
+
+
+def sensitive(group: Group) -> str | None:
+    """Why converge never proposes this access without --allow-sensitive, or None."""
+    if group.tclass in ("capability", "cap_userns") and group.perms & SENSITIVE_CAPABILITIES:
+        return "capability " + " ".join(sorted(group.perms & SENSITIVE_CAPABILITIES))
+    if group.target in SENSITIVE_TARGETS:
+        return f"sensitive target {group.target}"
+    if group.perms & SENSITIVE_PERMS:
+        return "permission " + " ".join(sorted(group.perms & SENSITIVE_PERMS))
+    if group.target in SYSTEM_TYPES and group.perms & WRITES:
+        return f"write to the system type {group.target}"
+    return None
+
+
+def run_helper(request: dict[str, Any]) -> dict[str, Any]:
+    try:
+        done = subprocess.run([SYSTEM_PYTHON, "-I", str(HELPER)], input=json.dumps(request), capture_output=True,
+                              text=True, check=False, timeout=600)
+    except OSError as error:
+        raise ProviderError(f"suggest needs {SYSTEM_PYTHON} with {PACKAGES}: {error}") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().split("\n") or [""])[-1]
+        raise ProviderError(f"the SELinux policy helper failed ({last}); it needs {PACKAGES} on the controller")
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
+
+
+def deepest_generic_dir(path: str, labels: dict[str, str], generic: str) -> str:
+    """The shallowest directory of `path` below the last one with a label of its own: where the
+    generic label starts, so one fcontext entry covers the application's tree."""
+    chosen = path.rsplit("/", 1)[0]
+    for directory in sorted(labels, key=len, reverse=True):
+        if labels[directory] != generic:
+            break
+        chosen = directory
+    return chosen
+
+
+def _port_entry(group: Group, port_type: str) -> dict[str, Any]:
+    protocol = group.tclass.removesuffix("_socket")
+    ports = group.evidence()["ports"]
+    return {"ports": [{"type": port_type, "protocol": protocol, "port": port} for port in ports]}
+
+
+def analyse(groups: Sequence[Group], answers: Sequence[dict[str, Any]], pinned: dict[str, bool],  # noqa: PLR0915
+            host: str, last_load: float | None) -> tuple[list[Suggestion], list[Group]]:
+    """Each group's proposal, narrowest kind first; also the groups left for a module."""
+    out: list[Suggestion] = []
+    leftover: list[Group] = []
+    for group, answer in zip(groups, answers, strict=True):
+        evidence = group.evidence()
+        notes = ["contexts had no MLS level; analysed at s0"] if answer["mls_added"] else []
+        resource = evidence["access"]
+
+        def add(kind: str, table: dict[str, Any], *more: str, res: str = resource,
+                evidence: dict[str, Any] = evidence, notes: list[str] = notes) -> None:
+            out.append(Suggestion("selinux", kind, res, table, evidence, (*notes, *more)))
+
+        verdict = answer["verdict"]
+        if verdict in ("ALLOW", "DONTAUDIT"):
+            older = last_load is not None and (evidence["last"] or 0) < last_load
+            add("stale", {}, f"audit2why: {verdict.lower()}ed by the host's current policy"
+                + ("; older than the last policy load" if older else ""))
+            continue
+        if verdict.startswith("BAD"):
+            add("refused", {}, f"audit2why: {verdict} (a type or class this host's policy does not know): not analysed")
+            continue
+        relabel = [(p, e) for p, e in answer["expected"].items()
+                   if e.split(":")[2] != group.target and answer["expected_allowed"].get(p)]
+        if relabel:
+            path, expected = relabel[0]
+            add("relabel", {}, f"{path} is {group.target}, the policy's file contexts say {expected.split(':')[2]}, "
+                "which is allowed: restorecon (host drift, not a baseline change)", res=path)
+            continue
+        reason = sensitive(group)
+        if reason and not group.perms & {"execmem", "execstack", "execheap", "execmod"}:
+            add("refused", {}, f"{reason}: never proposed without --allow-sensitive")
+            continue
+        booleans = sorted(answer["booleans"], key=lambda b: tuple(answer["breadth"].get(b[0], [0, 0])))
+        candidates = answer["candidates"]
+        if group.tclass.endswith("_socket"):  # a port label names a service: only the domain's own family
+            stem = group.source.removesuffix("_t")[:4]
+            candidates = [c for c in candidates if c.startswith(stem)]
+        if group.target in GENERIC and candidates and evidence["ports"] and group.tclass.endswith("_socket"):
+            more = [f"{group.source} may use unconditionally: {', '.join(candidates[:5])}"]
+            if booleans:
+                rules, domains = answer["breadth"][booleans[0][0]]
+                more.append(f"not proposed: boolean {booleans[0][0]} ({rules} rules, {domains} domains)")
+            add("port", _port_entry(group, candidates[0]), *more)
+            continue
+        if group.target in GENERIC and candidates and evidence["paths"]:
+            path = evidence["paths"][0]
+            directory = deepest_generic_dir(path, answer["labels"], group.target)
+            add("fcontext", {"fcontexts": [{"path": f"{directory}(/.*)?", "type": candidates[0]}]},
+                f"{group.source} may use unconditionally: {', '.join(candidates[:5])}",
+                f"pattern at {directory}, the first directory labelled {group.target}: confirm it")
+            continue
+        if booleans:
+            name, value = booleans[0]
+            want = bool(value)
+            if name in pinned and pinned[name] != want:
+                add("refused", {}, f"boolean {name} allows it, but the baseline pins {name} = {str(pinned[name]).lower()}")
+                continue
+            ranked = ", ".join(f"{b} ({answer['breadth'][b][0]} rules, {answer['breadth'][b][1]} domains)"
+                               for b, _ in booleans)
+            add("boolean", {"booleans": {name: want}}, f"booleans that allow it, narrowest first: {ranked}",
+                res=f"boolean:{name}")
+            continue
+        if reason:
+            add("refused", {}, f"{reason}: never proposed without --allow-sensitive")
+            continue
+        if verdict == "TERULE":
+            leftover.append(group)
+        else:
+            add("refused", {}, f"audit2why: {verdict}: a constraint or role rule, explained only, never generated")
+    return out, leftover
+
+
+def module_name(host: str, groups: Sequence[Group]) -> str:
+    domain = sorted({g.source for g in groups})[0].removesuffix("_t")
+    safe = "".join(c if c.isalnum() else "_" for c in host)
+    return f"converge_{safe}_{domain}" if safe else f"converge_{domain}"
+
+
+def suggest(policy: str, pinned: dict[str, bool], facts: Facts, since: float | None, host: str) -> list[Suggestion]:
+    """Every proposal for the host's denials since `since`."""
+    text = facts.command(*DENIALS.argv).stdout
+    source = text.split("\n", 1)[0].removeprefix("# ") or "no denial source"
+    groups, last_load = denial_groups(parse_records(text, source), since)
+    if not groups:
+        return []
+    binary = facts.file(RUNTIME_POLICY)
+    if binary is None:
+        raise ProviderError(f"no {RUNTIME_POLICY}: suggest reads the loaded policy (is SELinux enabled?)")
+    stock, local = policy_files(policy)
+    with tempfile.TemporaryDirectory(prefix="converge-suggest-") as work:
+        policy_file = Path(work) / "policy"
+        policy_file.write_bytes(binary.encode("utf-8", "surrogateescape"))
+        contexts = Path(work) / "file_contexts"
+        contexts.write_text(facts.glob(CONTEXTS_GLOB).get(stock, ""), encoding="utf-8", errors="surrogateescape")
+        Path(work, "file_contexts.local").write_text(facts.glob(LOCAL_GLOB).get(local, ""), encoding="utf-8",
+                                                     errors="surrogateescape")
+        return analyse_with_helper(groups, policy_file=str(policy_file), contexts=str(contexts), pinned=pinned, host=host,
+                                   last_load=last_load, source=source)
+
+
+def analyse_with_helper(groups: Sequence[Group], *, policy_file: str, contexts: str | None, pinned: dict[str, bool],
+                        host: str, last_load: float | None, source: str) -> list[Suggestion]:
+    request = {"policy": policy_file, "file_contexts": contexts, "module": None, "groups": [
+        {"scontext": g.scontext, "tcontext": g.tcontext, "tclass": g.tclass, "perms": sorted(g.perms),
+         "paths": g.evidence()["paths"], "generic": g.target in GENERIC} for g in groups]}
+    answer = run_helper(request)
+    out, leftover = analyse(groups, answer["groups"], pinned, host, last_load)
+    if leftover:
+        name = module_name(host, leftover)
+        rules = [[g.source, g.target, g.tclass, sorted(g.perms)] for g in leftover]
+        te = run_helper({**request, "groups": [], "module": {"name": name, "rules": rules}})["module"]
+        header = f"# Generated by converge suggest{' on ' + host if host else ''} from {source}; review before applying.\n"
+        header += "".join(f"#   {g.evidence()['access']} ({len(g.records)} record(s))\n" for g in leftover)
+        relative = f"selinux/{name}.te"
+        evidence = {"count": sum(len(g.records) for g in leftover),
+                    "groups": [g.evidence() for g in leftover]}
+        out.append(Suggestion("selinux", "module", f"module:{name}",
+                              {"modules": [{"name": name, "source": relative}]}, evidence,
+                              ("no relabel, label or boolean allows these: exactly the observed types and permissions",),
+                              {relative: header + te}))
+    return out
