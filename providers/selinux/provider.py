@@ -351,12 +351,12 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
 
     # suggest (converge.suggest.Suggesting): proposals from AVC denials, in providers/selinux/suggest.py
     def suggest_reads(self, spec: SelinuxSpec) -> Sequence[Read]:
-        from converge.providers.selinux import suggest
+        from . import suggest
 
         return suggest.suggest_reads()
 
     def suggest(self, spec: SelinuxSpec, facts: Facts, since: float | None) -> list[Suggestion]:
-        from converge.providers.selinux import suggest
+        from . import suggest
 
         policy = spec.policy or parse_config(facts.file(CONFIG) or "").get("SELINUXTYPE") or DEFAULT_POLICY
         return suggest.suggest(policy, dict(spec.booleans), facts, since, "")
