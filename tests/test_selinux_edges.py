@@ -136,8 +136,12 @@ def test_a_module_source_must_declare_the_module_it_is_named_for(tmp_path: Path)
     path = _write_baseline(tmp_path, '[selinux]\n[[selinux.modules]]\nname = "mymod"\nsource = "other.te"\n')
     result = subprocess.run([sys.executable, "-m", "converge", "validate", path], capture_output=True, text=True, check=False)
     assert result.returncode == 1
-    message = "other.te must declare `module mymod <version>;`, found `module other`"
+    message = "other.te must declare `module mymod <version>;` or `policy_module(mymod, <version>)`, found `module other`"
     assert f"{path}:4: selinux.modules[0].source: {message}" in result.stderr
+    (tmp_path / "other.te").write_text("policy_module(other, 1.0)\n")
+    result = subprocess.run([sys.executable, "-m", "converge", "validate", path], capture_output=True, text=True, check=False)
+    assert result.returncode == 1
+    assert "found `policy_module(other, ...)`" in result.stderr
 
 
 def test_a_module_checkmodule_refuses_stops_apply_before_any_change(test_host: TestHost, tmp_path: Path) -> None:
@@ -204,18 +208,29 @@ def test_apply_runs_exactly_the_plans_operations_in_order(tmp_path: Path) -> Non
     })
     live = SelinuxLive(STOCK_CONFIG, "default", KernelState("permissive", {"httpd_enable_homedirs": False}), False,
                        {"httpd_enable_homedirs": False}, {}, {("/var/www(/.*)?", "all")}, {}, {("tcp", "8080")},
-                       {"old": "sha256:00"}, {"old": "source sha256:11\nmodule sha256:00\n"})
+                       {"old": "sha256:00"}, {"old": "source sha256:11\nmodule sha256:00\n"}, {"old": "pp"})
     plan = SelinuxProvider().diff(spec, live)
     host = RecordingHost()
     done = SelinuxProvider().apply(host, plan)
     assert host.done == [_bare(operation) for operation in plan.operations]
     assert [op.argv[:2] if isinstance(op, Run) else (type(op).__name__, op.path) for op in plan.operations] == [
         ("Write", "/var/lib/converge/selinux/build/my-app.cil"), ("setenforce", "1"), ("Write", "/etc/selinux/config"),
-        ("setsebool", "-P"), ("semanage", "import"), ("restorecon", "-R"), ("semodule", "-i"), ("sh", "-c"), ("rm", "-rf"),
-        ("Remove", "/var/lib/converge/selinux/modules/old.sha256"),
+        ("setsebool", "-P"), ("semanage", "import"), ("restorecon", "-R"), ("sh", "-c"), ("semodule", "-i"), ("sh", "-c"),
+        ("Remove", "/var/lib/converge/selinux/modules/old.sha256"), ("rm", "-rf"),
     ]
-    assert plan.operations[6] == Run(("semodule", "-i", "/var/lib/converge/selinux/build/my-app.cil", "-r", "old"),
+    # The module removed is extracted first; the transaction's undo puts it back and removes the new one.
+    assert plan.operations[6].argv[4:] == ("/var/lib/converge/selinux/build/previous", "400", "old")
+    # semanage import and semodule are transactions (refused, they change nothing): each one's undo is
+    # carried by the operation after it, so it runs only once the transaction went in.
+    assert plan.operations[7] == Run(("semodule", "-i", "/var/lib/converge/selinux/build/my-app.cil", "-r", "old"),
                                      says="semodule: 1 module(s) installed, 1 removed in one transaction")
+    assert plan.operations[8].undo[-1] == Run(
+        ("semodule", "-X", "400", "-i", "/var/lib/converge/selinux/build/previous/old.pp", "-r", "my-app"))
+    # The import's undo: the inverse lines (8080 is the policy's: a local one is deleted), then the relabel again.
+    assert plan.operations[4].undo == ()
+    assert plan.operations[5].undo == (
+        Run(("semanage", "import"), input="port -d -p tcp 8080\nfcontext -d -f a /srv/www(/.*)?\n"),
+        Run(("restorecon", "-R", "-v", "-i", "/srv/www"), says="restorecon -R /srv/www"))
     assert "restorecon -R /srv/www: relabelled 1 file(s)" in done
     # JSON of the plan: values, never prose.
     for change in plan.changes:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -262,3 +263,97 @@ def test_a_failing_import_leaves_every_record_as_it_was(host: TestHost, baseline
     assert apply.returncode == 1
     assert "no_such_type_t" in apply.stdout
     assert host.run(["semanage", "export"]).stdout == before  # the port went in with nothing else
+
+
+PUBLIC = Path(__file__).parent / "data" / "selinux" / "public"
+
+
+def _store(host: TestHost) -> tuple[list[str], dict[str, str], str | None]:
+    """The local customisations (semanage export, sorted), the modules and converge's record of mycil."""
+    return (sorted(host.run(["semanage", "export"]).stdout.splitlines()), _modules(host),
+            host.read("/var/lib/converge/selinux/modules/mycil.sha256"))
+
+
+def test_a_module_semodule_refuses_undoes_the_import_and_the_booleans_with_semodules_reason(
+        host: TestHost, baseline_dir: Path) -> None:
+    """A public module (vscode.te, hspaans/selinux) needing container_t, which Debian's policy lacks:
+    checkmodule builds it, semodule refuses the transaction; every earlier step is undone."""
+    before = _store(host)
+    assert "mycil" in before[1] and before[2] is not None
+    (baseline_dir / "selinux" / "vscode.te").write_text((PUBLIC / "vscode.te").read_text())
+    (baseline_dir / "selinux" / "mycil.cil").write_text("(allow httpd_t self (process (setrlimit setsched)))\n")
+    text = (
+        '[selinux.booleans]\nhttpd_enable_homedirs = true\n'
+        '[[selinux.fcontexts]]\npath = "/var/lib/webapp(/.*)?"\nensure = "absent"\n'
+        '[[selinux.ports]]\ntype = "http_port_t"\nprotocol = "tcp"\nport = 8080\n'
+        '[[selinux.ports]]\ntype = "http_port_t"\nprotocol = "tcp"\nport = 8083\n'
+        '[[selinux.modules]]\nname = "mycil"\nsource = "selinux/mycil.cil"\n'
+        '[[selinux.modules]]\nname = "vscode"\nsource = "selinux/vscode.te"\n'
+    )
+    baseline = _baseline(baseline_dir, "[selinux]\n" + text, "refused.toml")
+    code, host_plan = _plan(host, baseline)
+    assert code == 2
+    operations = [op for op in host_plan["operations"] if op["provider"] == "selinux"]
+    imports = [op for op in operations if op.get("argv") == ["semanage", "import"]]
+    assert imports[0]["input"] == ("fcontext -d -f a /var/lib/webapp(/.*)?\n"
+                                   "port -m -t http_port_t -p tcp 8080\nport -a -t http_port_t -p tcp 8083\n")
+    # The inverse import, built from live, rides on the operation after it (restorecon).
+    assert operations[operations.index(imports[0]) + 1]["undo"][0]["input"] == (
+        "port -d -p tcp 8083\nport -m -t http_cache_port_t -p tcp 8080\n"
+        "fcontext -a -f a -t httpd_sys_rw_content_t /var/lib/webapp(/.*)?\n")
+
+    apply = host.converge("apply", baseline, "--yes")
+    assert apply.returncode == 1
+    # semodule's own reason, not its bare "Failed!" (issue 16, defect 7).
+    assert re.search(r"`semodule -i \S+/mycil\.cil -i \S+/vscode\.pp` failed: semodule: Failed to resolve "
+                     r"typeattributeset statement at /var/lib/selinux/default/tmp/modules/400/vscode/cil:1", apply.stdout)
+    assert "what was done before it was undone" in apply.stdout
+    assert "undoing it failed" not in apply.stdout
+    assert _store(host) == before  # booleans, ports, file contexts, modules and records as they were
+    assert host.read("/var/lib/converge/selinux/build/vscode.te") is None  # the build is cleaned up
+
+
+# Run inside the host: the real provider and tools on its store, the record step after semodule failing.
+FAILING_RECORD = """
+import sys
+from converge.hosts.local import LocalHost
+from converge.provider import CommandResult, ProviderError, execute
+from converge.providers.selinux import SelinuxProvider
+from converge.providers.selinux.operations import RECORD_SCRIPT
+from converge.providers.selinux.spec import SelinuxSpec
+
+class RecordFails(LocalHost):
+    def run(self, argv, *, input=None, check=True):
+        if list(argv[:3]) == ["sh", "-c", RECORD_SCRIPT]:
+            return CommandResult(tuple(argv), 1, "", "injected: the record step fails")
+        return super().run(argv, input=input, check=check)
+
+provider = SelinuxProvider()
+spec = SelinuxSpec.model_validate({
+    "ports": [{"type": "http_port_t", "protocol": "tcp", "port": 8084}],
+    "modules": [{"name": "mycil", "source": sys.argv[1]}, {"name": "mynewcil", "source": sys.argv[2]}]})
+facts = LocalHost().gather([*provider.presence_reads(), *provider.reads(spec)])
+plan = provider.diff(spec, provider.live(spec, facts))
+print([change.resource for change in plan.changes])
+try:
+    execute(RecordFails(), plan.operations)
+except ProviderError as error:
+    print(error)
+"""
+
+
+def test_a_replaced_module_comes_back_when_a_later_step_fails(host: TestHost, baseline_dir: Path) -> None:
+    """mycil is replaced in the store and mynewcil added, then the record step fails: the transaction's
+    undo installs the version `semodule -E` saved before it (same checksum) and removes mynewcil,
+    and the import before it is undone."""
+    before = _store(host)
+    (baseline_dir / "selinux" / "mycil.cil").write_text("(allow httpd_t self (process (setrlimit setsched)))\n")
+    (baseline_dir / "selinux" / "mynewcil.cil").write_text("(allow httpd_t self (process (getsched)))\n")
+    result = host.run([sys.executable, "-c", FAILING_RECORD, str(baseline_dir / "selinux" / "mycil.cil"),
+                       str(baseline_dir / "selinux" / "mynewcil.cil")], check=False)
+    lines = result.stdout.splitlines()
+    assert lines[0] == "['port:tcp/8084', 'module:mycil', 'module:mynewcil']", result.stdout + result.stderr
+    assert result.stdout.rstrip().endswith(
+        "failed: sh: injected: the record step fails; what was done before it was undone"), result.stdout
+    assert _store(host) == before
+    assert "mynewcil" not in _modules(host)

@@ -4,6 +4,8 @@ seam on selinuxfs-format text, the config editor and the baseline model."""
 
 from __future__ import annotations
 
+import json
+import struct
 from pathlib import Path
 
 import pytest
@@ -19,9 +21,11 @@ from converge.providers.selinux.parse import (
     parse_config,
     parse_export,
     parse_file_contexts,
+    parse_module_kinds,
     parse_module_list,
     parse_module_priorities,
     parse_module_record,
+    parse_package_name,
     parse_port_list,
     parse_ports_local,
 )
@@ -202,3 +206,29 @@ def test_an_fcontext_regex_reaching_outside_its_relabel_root_is_refused(path: st
 @pytest.mark.parametrize("path", ["/etc/(www|ftp)(/.*)?", "/srv/www(/.*)?", r"/srv/a\|b", "/srv/[|]x"])
 def test_alternatives_inside_parentheses_or_escaped_bars_are_accepted(path: str) -> None:
     assert FileContext(path=path, type="httpd_sys_content_t").relabel_root().startswith(("/etc", "/srv"))
+
+
+def test_a_port_the_policy_defines_and_a_local_change_relabels_is_listed_twice() -> None:
+    """`semanage port -l` on the in-sync case's host (tests/cases/selinux/in-sync): local tcp 8080 is
+    http_port_t, the policy's is http_cache_port_t; local 9000-9010 is not the policy's."""
+    recorded = json.loads((Path(__file__).parent / "cases" / "selinux" / "in-sync" / "reads.json").read_text())
+    [listing] = [a["answer"]["stdout"] for a in recorded["answers"] if a["read"].get("command") == ["semanage", "port", "-l"]]
+    listed = parse_port_list(listing)
+    assert (listed[("tcp", "8080")], listed[("tcp", "9000-9010")], listed[("udp", "8080")]) == (2, 1, 0)
+    [full] = [a["answer"]["stdout"] for a in recorded["answers"]
+              if a["read"].get("command") == ["semodule", "--list-modules=full"]]
+    kinds = parse_module_kinds(full, 400)
+    assert kinds == {"mynginx": "pp"}  # everything else is Debian's, at 100
+
+
+def test_a_policy_package_names_its_module_and_anything_else_is_refused() -> None:
+    # The header semodule_package writes (libsepol module_package.c, policydb.c), then nothing else.
+    name, version = b"testcat", b"0.1"
+    module = (struct.pack("<II", 0xF97CFF8D, 15) + b"SE Linux Module" + struct.pack("<5I", 2, 21, 1, 8, 0)
+              + struct.pack("<I", len(name)) + name + struct.pack("<I", len(version)) + version)
+    package = struct.pack("<IIII", 0xF97CFF8F, 1, 1, 16) + module
+    assert parse_package_name(package, "testcat.pp") == ("testcat", "0.1")
+    with pytest.raises(ParseError, match="not a policy package"):
+        parse_package_name(b"module testcat 1.0;\n", "testcat.pp")
+    with pytest.raises(ParseError, match="truncated policy package"):
+        parse_package_name(package[:40], "testcat.pp")

@@ -38,7 +38,6 @@ UNMANAGED_KINDS = {
     "node": "network node labels (semanage node)",
     "ibpkey": "InfiniBand pkey labels (semanage ibpkey)",
     "ibendport": "InfiniBand end port labels (semanage ibendport)",
-    "permissive": "permissive domains (semanage permissive)",
     "fcontext-equivalence": "file-context equivalences (semanage fcontext -e)",
     "module-disabled": "disabled policy modules (semodule -d)",
 }
@@ -97,7 +96,8 @@ def probe(booleans_local: str, fcontexts_local: str, ports_local: str, listed: d
               if type_name is None]
     valid_booleans, problem = _valid_booleans(booleans)
     notes += problem
-    return Probe(SelinuxSpec.model_validate({"booleans": valid_booleans, "fcontexts": fcontexts, "ports": ports}), notes)
+    return Probe(SelinuxSpec.model_validate({"booleans": valid_booleans, "fcontexts": fcontexts, "ports": ports,
+                                              "permissive_domains": []}), notes)
 
 
 def _valid(model: type[FileContext] | type[Port], entries: list[dict[str, Any]], notes: list[str], what: str) -> list[Any]:
@@ -145,6 +145,8 @@ def captured_table(live: SelinuxLive, probe: Probe, exported: str | None, module
     if probe.spec.ports:
         table["ports"] = [{"type": p.type, "protocol": p.protocol, "port": int(p.port) if p.port.isdigit() else p.port}
                           for p in probe.spec.ports]
+    if live.permissive:
+        table["permissive_domains"] = sorted(live.permissive)
     notes += _unmanaged_notes(exported, module_list)
     return Captured(table, notes)
 

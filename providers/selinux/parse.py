@@ -6,7 +6,9 @@ Each raises `ParseError` naming the file or command and the line it cannot read.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import struct
+from collections import Counter
+from collections.abc import Iterator, Mapping
 
 from converge.provider import ParseError, shell_assignments
 
@@ -53,14 +55,15 @@ def parse_boolean_list(text: str) -> dict[str, bool]:
     return booleans
 
 
-def parse_port_list(text: str) -> set[tuple[str, str]]:
-    """`semanage port -l`: every (protocol, port or range) the policy or a local change defines."""
-    defined = set()
+def parse_port_list(text: str) -> Counter[tuple[str, str]]:
+    """`semanage port -l`: every (protocol, port or range) the policy or a local change defines,
+    with how many times it is listed (a local port the policy defines too is listed twice)."""
+    defined: Counter[tuple[str, str]] = Counter()
     for line in _lines(text, "SELinux Port Type"):
         match = _PORT_LINE.fullmatch(line.strip())
         if not match:
             raise ParseError("semanage port -l", "not `type protocol ports`", line)
-        defined |= {(match[1], item.strip()) for item in match[2].split(",") if item.strip()}
+        defined.update((match[1], item.strip()) for item in match[2].split(",") if item.strip())
     return defined
 
 
@@ -149,17 +152,57 @@ def parse_export(text: str) -> dict[str, list[str]]:
     return kinds
 
 
-def parse_module_priorities(text: str) -> dict[str, tuple[int, str]]:
-    """`semodule --list-modules=full`: `priority name kind [disabled]` -> {name: (priority, kind)}."""
-    modules = {}
+def _full_module_list(text: str) -> Iterator[tuple[int, str, str]]:
     for line in _lines(text):
         fields = line.split()
         if len(fields) not in (3, 4) or not fields[0].isdigit():
             raise ParseError("semodule --list-modules=full", "not `priority name kind [disabled]`", line)
-        modules[fields[1]] = (int(fields[0]), fields[2])
-    return modules
+        yield int(fields[0]), fields[1], fields[2]
+
+
+def parse_module_priorities(text: str) -> dict[str, tuple[int, str]]:
+    """`semodule --list-modules=full`: `priority name kind [disabled]` -> {name: (priority, kind)}."""
+    return {name: (priority, kind) for priority, name, kind in _full_module_list(text)}
+
+
+def parse_module_kinds(text: str, priority: int) -> dict[str, str]:
+    """`semodule --list-modules=full`: the modules installed at `priority`, and each one's kind (pp, cil)."""
+    return {name: kind for at, name, kind in _full_module_list(text) if at == priority}
 
 
 def count_relabelled(restorecon_output: str) -> int:
     """`restorecon -v`: one `Relabeled PATH from OLD to NEW` line per file it changed."""
     return sum(1 for line in restorecon_output.splitlines() if line.startswith("Relabeled"))
+
+
+# A policy package (.pp, libsepol's module_package.c): magic, version, section count and offsets;
+# its first section is the module (policydb.c): magic, "SE Linux Module", five numbers, name, version.
+_PACKAGE_MAGIC = 0xF97CFF8F
+_MODULE_MAGIC = 0xF97CFF8D
+
+
+def parse_package_name(data: bytes, where: str) -> tuple[str, str]:
+    """The module name and version inside a policy package: semodule installs it under that name."""
+    def numbers(offset: int, count: int) -> tuple[int, ...]:
+        if offset + 4 * count > len(data):
+            raise ParseError(where, "truncated policy package", f"{len(data)} bytes")
+        return struct.unpack_from(f"<{count}I", data, offset)
+
+    def string(offset: int) -> tuple[str, int]:
+        (length,) = numbers(offset, 1)
+        text = data[offset + 4:offset + 4 + length]
+        if len(text) != length:
+            raise ParseError(where, "truncated policy package", f"{len(data)} bytes")
+        return text.decode("ascii", "replace"), offset + 4 + length
+
+    magic, _, sections = numbers(0, 3)
+    if magic != _PACKAGE_MAGIC or sections < 1:
+        raise ParseError(where, "not a policy package (.pp from semodule_package)", data[:8].hex())
+    (start,) = numbers(12, 1)
+    module_magic, = numbers(start, 1)
+    signature, offset = string(start + 4)
+    if module_magic != _MODULE_MAGIC or signature != "SE Linux Module":
+        raise ParseError(where, "the package holds no policy module", signature)
+    name, offset = string(offset + 20)
+    version, _ = string(offset)
+    return name, version

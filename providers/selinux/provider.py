@@ -1,9 +1,9 @@
-"""The provider: reads, absent, live, diff (changes and the operations apply runs), warnings."""
+"""The provider: reads, absent, live, diff (the changes; their operations are operations.py's), warnings, capture."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from converge.provider import (
@@ -12,22 +12,17 @@ from converge.provider import (
     CommandResult,
     Facts,
     Host,
-    Operation,
     Provider,
     ProviderError,
     ProviderPlan,
     Read,
     ReadFile,
     ReadGlob,
-    Remove,
-    Run,
     RunCommand,
     Side,
     Which,
-    Write,
     execute,
     output_or_raise,
-    restore,
 )
 from converge.suggest import Suggestion
 
@@ -40,21 +35,21 @@ from .kernel import (
     parse_kernel_state,
     runtime_mode_operations,
 )
+from .operations import AUTORELABEL, CONFIG, DEVEL_MAKEFILE, MODULE_RECORDS, PRIORITY, change_name, plan_operations
 from .parse import (
     count_relabelled,
-    edit_config,
     parse_boolean_list,
     parse_config,
     parse_file_contexts,
+    parse_module_kinds,
     parse_module_list,
     parse_module_record,
     parse_port_list,
     parse_ports_local,
 )
-from .spec import FILE_TYPE_FLAG, FileContext, Module, Port, SelinuxSpec
+from .spec import FileContext, Port, SelinuxSpec
 
 # ---- constants and reads
-CONFIG = "/etc/selinux/config"
 # libselinux's policy when the config names none (selinux_config.c, SELINUXDEFAULT).
 DEFAULT_POLICY = "targeted"
 # Each policy's store (managed by semodule/semanage) and installed files (read by the labelling tools).
@@ -63,13 +58,7 @@ PORTS_LOCAL_GLOB = "/var/lib/selinux/*/active/ports.local"
 BOOLEANS_LOCAL_GLOB = "/var/lib/selinux/*/active/booleans.local"
 FILE_CONTEXTS_GLOB = "/etc/selinux/*/contexts/files/file_contexts"
 FILE_CONTEXTS_LOCAL_GLOB = "/etc/selinux/*/contexts/files/file_contexts.local"
-# What converge installed for each module: the source's hash and the store's checksum of the result,
-# so a changed source and a module replaced behind converge's back are both noticed.
-MODULE_RECORDS = "/var/lib/converge/selinux/modules"
 MODULE_RECORDS_GLOB = f"{MODULE_RECORDS}/*.sha256"
-# Where apply builds modules (root's, unlike /tmp: its fixed names cannot be planted).
-BUILD_DIR = "/var/lib/converge/selinux/build"
-AUTORELABEL = "/.autorelabel"
 TOOLS = ("semanage", "semodule", "setsebool", "checkmodule", "semodule_package", "restorecon")
 
 BOOLEANS_LIST = RunCommand(("semanage", "boolean", "-l"))
@@ -78,20 +67,6 @@ MODULES_LIST = RunCommand(("semodule", "-l", "-m"))
 # Capture only: every local customisation, every module's priority.
 EXPORT = RunCommand(("semanage", "export"))
 MODULES_FULL_LIST = RunCommand(("semodule", "--list-modules=full"))
-
-# Records what `semodule -l -m` says of each installed module: NAME SOURCE_HASH pairs follow the directory.
-RECORD_SCRIPT = """set -eu
-records=$1; shift
-listed=$(semodule -l -m)
-mkdir -p "$records"
-while [ "$#" -gt 1 ]; do
-    sum=$(printf '%s\\n' "$listed" | awk -v name="$1" '$1 == name { print $2 }')
-    [ -n "$sum" ] || { echo "semodule -l -m does not list $1" >&2; exit 1; }
-    printf 'source %s\\nmodule %s\\n' "$2" "$sum" > "$records/$1.sha256"
-    shift 2
-done
-"""
-
 
 def _store_of(paths: Mapping[str, str], policy: str, root: str) -> str | None:
     """The text of the glob match belonging to `policy` (the glob's * is the policy name)."""
@@ -113,9 +88,12 @@ class SelinuxLive:
     fcontexts: dict[tuple[str, str], str | None]  # the local ones
     policy_fcontexts: set[tuple[str, str]]
     ports: dict[tuple[str, str], str | None]  # the local ones
-    defined_ports: set[tuple[str, str]]
+    policy_ports: set[tuple[str, str]]  # defined by the policy itself, not (only) locally
     modules: dict[str, str]  # name -> the store's checksum
     module_records: dict[str, str]  # name -> the text of converge's record
+    module_kinds: dict[str, str] = field(default_factory=dict)  # name -> pp or cil, at semodule's priority
+    devel_makefile: bool = False  # selinux-policy-dev's Makefile, which builds reference-policy modules
+    permissive: set[str] = field(default_factory=set)  # the local permissive domains
 
     @property
     def config_mode(self) -> str | None:
@@ -124,13 +102,6 @@ class SelinuxLive:
     @property
     def config_policy(self) -> str | None:
         return parse_config(self.config).get("SELINUXTYPE")
-
-
-def _resource_name(kind: str, key: tuple[str, str]) -> str:
-    name, variant = key
-    if kind == "port":
-        return f"{name}/{variant}"
-    return name + ("" if variant == "all" else f" ({variant})")
 
 
 class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
@@ -150,7 +121,11 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
         if spec.ports:
             reads += [ReadGlob(PORTS_LOCAL_GLOB), PORTS_LIST]
         if spec.modules:
-            reads += [MODULES_LIST, ReadGlob(MODULE_RECORDS_GLOB)]
+            reads += [MODULES_LIST, MODULES_FULL_LIST, ReadGlob(MODULE_RECORDS_GLOB)]
+        if spec.permissive_domains is not None and not spec.modules:
+            reads.append(MODULES_FULL_LIST)
+        if any(module.kind == "refpolicy" for module in spec.modules):
+            reads.append(ReadFile(DEVEL_MAKEFILE))
         return reads
 
     def capture_reads(self) -> Sequence[Read]:
@@ -189,7 +164,9 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
         return SelinuxLive(
             config, policy, parse_kernel_state(facts.file(ENFORCE), runtime_booleans), facts.file(AUTORELABEL) is not None,
             booleans, *self._live_fcontexts(spec, facts, policy), *self._live_ports(spec, facts, policy),
-            *self._live_modules(spec, facts))
+            *self._live_modules(spec, facts),
+            any(m.kind == "refpolicy" for m in spec.modules) and facts.file(DEVEL_MAKEFILE) is not None,
+            self._live_permissive(spec, facts))
 
     @staticmethod
     def _live_fcontexts(spec: SelinuxSpec, facts: Facts, policy: str) -> tuple[dict[tuple[str, str], str | None],
@@ -211,30 +188,41 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
             return {}, set()
         local_text = _store_of(facts.glob(PORTS_LOCAL_GLOB), policy, "/var/lib/selinux") or ""
         local = parse_ports_local(local_text, f"/var/lib/selinux/{policy}/active/ports.local")
-        return local, parse_port_list(output_or_raise(facts, PORTS_LIST.argv))
+        # `semanage port -l` lists a local port and the policy's entry for the same port both.
+        listed = parse_port_list(output_or_raise(facts, PORTS_LIST.argv))
+        return local, {key for key, count in listed.items() if count > (key in local)}
 
     @staticmethod
-    def _live_modules(spec: SelinuxSpec, facts: Facts) -> tuple[dict[str, str], dict[str, str]]:
+    def _live_permissive(spec: SelinuxSpec, facts: Facts) -> set[str]:
+        """`semanage permissive -a DOMAIN` installs a CIL module `permissive_DOMAIN` at semodule's priority."""
+        if spec.permissive_domains is None:
+            return set()
+        kinds = parse_module_kinds(output_or_raise(facts, MODULES_FULL_LIST.argv), int(PRIORITY))
+        return {name.removeprefix("permissive_") for name in kinds if name.startswith("permissive_")}
+
+    @staticmethod
+    def _live_modules(spec: SelinuxSpec, facts: Facts) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
         if not spec.modules:
-            return {}, {}
+            return {}, {}, {}
         records = {Path(path).stem: text for path, text in facts.glob(MODULE_RECORDS_GLOB).items()}
-        return parse_module_list(output_or_raise(facts, MODULES_LIST.argv)), records
+        kinds = parse_module_kinds(output_or_raise(facts, MODULES_FULL_LIST.argv), int(PRIORITY))
+        return parse_module_list(output_or_raise(facts, MODULES_LIST.argv)), records, kinds
 
     # ---- diff: changes and operations
     def diff(self, spec: SelinuxSpec, live: SelinuxLive) -> ProviderPlan:
         booleans = self._boolean_changes(spec, live)
         records = [*self._record_changes("fcontext", spec.fcontexts, live.fcontexts),
-                   *self._record_changes("port", spec.ports, live.ports)]
+                   *self._record_changes("port", spec.ports, live.ports), *self._permissive_changes(spec, live)]
         modules = self._module_changes(spec, live)
+        wanted = {module.name: module for module in spec.modules}
+        unbuildable = [c.name for c in modules if c.action != "remove" and wanted[c.name].kind == "refpolicy"]
+        if unbuildable and not live.devel_makefile:
+            raise ProviderError(
+                f"{', '.join(unbuildable)}: a reference-policy module (policy_module) is built with {DEVEL_MAKEFILE}, "
+                "which this host lacks: install selinux-policy-dev (Debian, Ubuntu; selinux-policy-devel on Fedora, "
+                "RHEL), or declare the module's prebuilt .pp")
         changes = [*self._mode_changes(spec, live), *booleans, *records, *modules]
-        wanted_modules = {m.name: m for m in spec.modules}
-        changed_modules = [(wanted_modules[change.name], change.action) for change in modules]
-        # Modules are built first: checkmodule refuses a broken .te before anything changes.
-        operations = [
-            *_module_builds(changed_modules), *self._mode_operations(spec, live), *_boolean_operations(booleans, live),
-            *_record_operations(spec, live, records), *_module_operations(changed_modules, live),
-        ]
-        return ProviderPlan(changes, operations)
+        return ProviderPlan(changes, plan_operations(spec, live, booleans, records, modules))
 
     def _mode_changes(self, spec: SelinuxSpec, live: SelinuxLive) -> list[Change]:
         changes = []
@@ -259,17 +247,6 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
                                   (f"SELINUXTYPE={spec.policy} in {CONFIG}", "reboot required to load it")))
         return changes
 
-    def _mode_operations(self, spec: SelinuxSpec, live: SelinuxLive) -> list[Operation]:
-        # The runtime first: if the kernel refuses it, the config still says what it said.
-        operations = runtime_mode_operations(live.kernel, spec.mode) if spec.mode else []
-        settings = {key: value for key, value in (("SELINUX", spec.mode), ("SELINUXTYPE", spec.policy)) if value}
-        if any(parse_config(live.config).get(key) != value for key, value in settings.items()):
-            operations.append(Write(CONFIG, edit_config(live.config, settings), undo=(restore(CONFIG, live.config),)))
-        if spec.mode and spec.mode != "disabled" and live.config_mode == "disabled" and not live.autorelabel_scheduled:
-            operations.append(Write(AUTORELABEL, "", says=f"scheduled a full relabel at the next boot ({AUTORELABEL})",
-                                    undo=(Remove(AUTORELABEL),)))
-        return operations
-
     def _boolean_changes(self, spec: SelinuxSpec, live: SelinuxLive) -> list[Change]:
         changes = []
         for name, wanted in spec.booleans.items():
@@ -287,7 +264,7 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
     ) -> list[Change]:
         changes = []
         for item in declared:
-            current, name = local.get(item.key), _resource_name(kind, item.key)
+            current, name = local.get(item.key), change_name(kind, item.key)
             if item.ensure == "absent":
                 if item.key in local:
                     changes.append(Change(self.name, kind, name, "remove", current, None, ("local customisation removed",)))
@@ -296,6 +273,16 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
             elif current != item.type:
                 changes.append(Change(self.name, kind, name, "update", current, item.type))
         return changes
+
+    def _permissive_changes(self, spec: SelinuxSpec, live: SelinuxLive) -> list[Change]:
+        if spec.permissive_domains is None:
+            return []
+        wanted = set(spec.permissive_domains)
+        return [*(Change(self.name, "permissive", domain, "add", None, "permissive", ("semanage permissive -a",))
+                  for domain in spec.permissive_domains if domain not in live.permissive),
+                *(Change(self.name, "permissive", domain, "remove", "permissive", None,
+                         ("not declared: enforcing again (semanage permissive -d)",))
+                  for domain in sorted(live.permissive - wanted))]
 
     def _module_changes(self, spec: SelinuxSpec, live: SelinuxLive) -> list[Change]:
         changes = []
@@ -364,108 +351,15 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
 
     # suggest (converge.suggest.Suggesting): proposals from AVC denials, in providers/selinux/suggest.py
     def suggest_reads(self, spec: SelinuxSpec) -> Sequence[Read]:
-        from converge.providers.selinux import suggest
+        from . import suggest
 
         return suggest.suggest_reads()
 
     def suggest(self, spec: SelinuxSpec, facts: Facts, since: float | None) -> list[Suggestion]:
-        from converge.providers.selinux import suggest
+        from . import suggest
 
         policy = spec.policy or parse_config(facts.file(CONFIG) or "").get("SELINUXTYPE") or DEFAULT_POLICY
         return suggest.suggest(policy, dict(spec.booleans), facts, since, "")
-
-
-def _module_builds(modules: Sequence[tuple[Module, str]]) -> list[Operation]:
-    """Each installed module's file in BUILD_DIR: a .te compiled (and so checked) by checkmodule
-    and semodule_package, a .cil as it is. semodule names a module after its file."""
-    operations: list[Operation] = []
-    for module, action in modules:
-        if action == "remove":
-            continue
-        source = f"{BUILD_DIR}/{module.name}.{module.kind}"
-        cleanup = () if operations else (Run(("rm", "-rf", "--", BUILD_DIR)),)
-        operations.append(Write(source, module.text, mode=0o600, undo=cleanup))
-        if module.kind == "te":
-            compiled = f"{BUILD_DIR}/{module.name}.mod"
-            operations += [Run(("checkmodule", "-M", "-m", "-o", compiled, source)),
-                           Run(("semodule_package", "-o", f"{BUILD_DIR}/{module.name}.pp", "-m", compiled))]
-    return operations
-
-
-def _installed_file(module: Module) -> str:
-    return f"{BUILD_DIR}/{module.name}.{'pp' if module.kind == 'te' else module.kind}"
-
-
-def _boolean_operations(changes: Sequence[Change], live: SelinuxLive) -> list[Operation]:
-    """One `setsebool -P` for every boolean that changes, undone by one putting back the persisted values."""
-    if not changes:
-        return []
-    wanted = [f"{change.name}={int(change.after)}" for change in changes]
-    previous = [f"{change.name}={int(live.booleans[change.name])}" for change in changes]
-    return [Run(("setsebool", "-P", *wanted), says=f"set {len(changes)} boolean(s) persistently (setsebool -P)",
-                undo=(Run(("setsebool", "-P", *previous)),))]
-
-
-def _record_operations(spec: SelinuxSpec, live: SelinuxLive, changes: Sequence[Change]) -> list[Operation]:
-    """Every file-context and port change in one `semanage import` transaction (all or nothing),
-    then `restorecon -R` of the roots of the file contexts that changed."""
-    fcontexts = {_resource_name("fcontext", f.key): f for f in spec.fcontexts}
-    ports = {_resource_name("port", p.key): p for p in spec.ports}
-    lines: list[list[str]] = []
-    for change in changes:
-        if change.kind == "fcontext":
-            fc = fcontexts[change.name]
-            where = ["-f", FILE_TYPE_FLAG[fc.file_type]]
-            if change.action == "remove":
-                lines.append(["fcontext", "-d", *where, fc.path])
-            else:
-                verb = "-a" if change.action == "add" and fc.key not in live.policy_fcontexts else "-m"
-                lines.append(["fcontext", verb, *where, "-t", str(fc.type), fc.path])
-        else:
-            port = ports[change.name]
-            where = ["-p", port.protocol, port.port]
-            if change.action == "remove":
-                lines.append(["port", "-d", *where])
-            else:
-                verb = "-a" if change.action == "add" and port.key not in live.defined_ports else "-m"
-                lines.append(["port", verb, "-t", str(port.type), *where])
-    if not lines:
-        return []
-    counts = (sum(c.kind == "fcontext" for c in changes), sum(c.kind == "port" for c in changes))
-    # Every token was matched against a pattern without whitespace or quotes, so semanage's
-    # whitespace split gives back exactly these argv lists.
-    says = f"semanage import: {counts[0]} file context(s), {counts[1]} port(s) in one transaction"
-    operations: list[Operation] = [Run(("semanage", "import"), input="".join(" ".join(line) + "\n" for line in lines), says=says)]
-    roots = sorted({fcontexts[c.name].relabel_root() for c in changes if c.kind == "fcontext"})
-    if roots:
-        # -i: a path that does not exist yet has nothing to relabel.
-        operations.append(Run(("restorecon", "-R", "-v", "-i", *roots), says=f"restorecon -R {' '.join(roots)}"))
-    return operations
-
-
-def _module_operations(modules: Sequence[tuple[Module, str]], live: SelinuxLive) -> list[Operation]:
-    """One semodule transaction, then converge's records of what it installed, and the build's cleanup."""
-    if not modules:
-        return []
-    installed = [module for module, action in modules if action != "remove"]
-    removed = [module for module, action in modules if action == "remove"]
-    arguments = [*(part for m in installed for part in ("-i", _installed_file(m))),
-                 *(part for m in removed for part in ("-r", m.name))]
-    operations: list[Operation] = [Run(("semodule", *arguments), says=f"semodule: {len(installed)} module(s) installed, "
-                                                                       f"{len(removed)} removed in one transaction")]
-
-    def record(name: str) -> str:
-        return f"{MODULE_RECORDS}/{name}.sha256"
-
-    if installed:
-        pairs = [part for m in installed for part in (m.name, m.source_hash)]
-        undo = tuple(restore(record(m.name), live.module_records.get(m.name)) for m in installed)
-        operations += [Run(("sh", "-c", RECORD_SCRIPT, "sh", MODULE_RECORDS, *pairs),
-                           says=f"recorded {len(installed)} module(s) in {MODULE_RECORDS}", undo=undo),
-                       Run(("rm", "-rf", "--", BUILD_DIR), says=f"removed {BUILD_DIR}")]
-    operations += [Remove(record(m.name), undo=(restore(record(m.name), live.module_records[m.name]),))
-                   for m in removed if m.name in live.module_records]
-    return operations
 
 
 class _RelabelCount(Host):

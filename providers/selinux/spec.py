@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import itertools
 import os
@@ -12,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PlainValidator, PrivateAttr, ValidationInfo, field_validator, model_validator
 
-from converge.provider import StrictModel, matching, port_range
+from converge.provider import ParseError, StrictModel, matching, port_range
 
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,127}")
 # semodule installs names with `-` (most public modules have one); never a leading one (an option).
@@ -24,6 +25,8 @@ _FCONTEXT_PATH = re.compile(r"/[A-Za-z0-9_.*+?()\[\]{}|^\\/@%:,=~-]{0,1023}")
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9_.@%:+,=~/-]{0,1023}")
 _REGEX_META = set(".*+?[](){}|^$\\")
 _TE_MODULE = re.compile(r"^\s*module\s+(\S+)\s+[0-9][0-9.]*\s*;", re.MULTILINE)
+# A reference-policy module (m4 macros of selinux-policy-dev): `policy_module(name, version)`.
+_REFPOLICY_MODULE = re.compile(r"^\s*policy_module\(\s*([^,\s)]+)\s*,[^)]*\)", re.MULTILINE)
 
 FileType = Literal["all", "file", "directory", "symlink", "char", "block", "socket", "pipe"]
 # semanage's -f letters and the field file_contexts files write for each (none for "all").
@@ -165,10 +168,15 @@ class Port(StrictModel):
 class Module(StrictModel):
     name: Annotated[str, matching(_MODULE_NAME, "a policy module name (letters, digits, _ and -)")] = Field(
         description="The module's name, as `semodule -l` lists it.")
-    source: str | None = Field(None, description="Its `.te` or `.cil` source, relative to the baseline; required "
-                                                 "unless absent.")
+    source: str | None = Field(None, description="Its source, relative to the baseline: a `.te` (plain `module NAME "
+                                                 "VERSION;`, or a reference-policy `policy_module(NAME, VERSION)` built "
+                                                 "with the `.if` and `.fc` beside it by selinux-policy-dev's Makefile), a "
+                                                 "`.cil`, or a prebuilt `.pp`; required unless absent.")
     ensure: Ensure = Field("present", description="`absent` removes the module (`semodule -r`).")
-    _text: str = PrivateAttr("")
+    _text: str = PrivateAttr("")  # the .te or .cil text, or the .pp's bytes in base64
+    _kind: str = PrivateAttr("")
+    _beside: dict[str, str] = PrivateAttr(default_factory=dict)  # a reference-policy module's .if and .fc
+    _hash: str = PrivateAttr("")
 
     @field_validator("source")
     @classmethod
@@ -176,42 +184,79 @@ class Module(StrictModel):
         if source is None:
             return None
         path = Path(source)
-        if path.suffix not in {".te", ".cil"}:
-            raise ValueError(f"source must be a .te or .cil file, got {path.name}")
+        if path.suffix not in {".te", ".cil", ".pp"}:
+            raise ValueError(f"source must be a .te, .cil or .pp file, got {path.name}")
+        name = info.data.get("name")
         try:
-            text = path.read_text(encoding="utf-8")
+            data = path.read_bytes()
+            if path.suffix == ".pp":
+                from .parse import parse_package_name  # here: parse.py imports this module
+                inside, _ = parse_package_name(data, source)
+                if name and inside != name:
+                    raise ValueError(f"{path.name} holds module {inside!r}, not {name!r} (semodule installs it as {inside})")
+                return source
+            text = data.decode("utf-8")
         except (OSError, UnicodeDecodeError) as error:
             raise ValueError(f"cannot read {source}: {error}") from None
-        name = info.data.get("name")
-        # semodule names a module after its file, and checkmodule's output after the `module` statement.
-        declared = _TE_MODULE.search(text)
+        except ParseError as error:
+            raise ValueError(str(error)) from None
+        # semodule names a .cil module after its file, checkmodule's output after the `module` statement.
+        plain, refpolicy = _TE_MODULE.search(text), _REFPOLICY_MODULE.search(text)
+        declared = plain or refpolicy
         if path.suffix == ".te" and name and (not declared or declared[1] != name):
-            found = f"`module {declared[1]}`" if declared else "no `module NAME VERSION;` statement"
-            raise ValueError(f"{path.name} must declare `module {name} <version>;`, found {found}")
+            found = (f"`module {declared[1]}`" if plain else f"`policy_module({declared[1]}, ...)`") if declared else "neither"
+            raise ValueError(f"{path.name} must declare `module {name} <version>;` or `policy_module({name}, <version>)`, "
+                             f"found {found}")
         return source
 
     @model_validator(mode="after")
     def _read_source(self) -> Module:
-        if self.source is None and self.ensure == "present":
-            raise ValueError("source (a .te or .cil file) is required unless ensure = \"absent\"")
-        self._text = Path(self.source).read_text(encoding="utf-8") if self.source else ""
+        if self.source is None:
+            if self.ensure == "present":
+                raise ValueError("source (a .te, .cil or .pp file) is required unless ensure = \"absent\"")
+            return self
+        path = Path(self.source)
+        if path.suffix == ".pp":
+            data = path.read_bytes()
+            self._kind, self._text, self._hash = "pp", base64.b64encode(data).decode(), _sha256(data)
+            return self
+        self._text = path.read_text(encoding="utf-8")
+        self._kind = path.suffix.lstrip(".")
+        if self._kind == "te" and _REFPOLICY_MODULE.search(self._text):
+            self._kind = "refpolicy"
+            for suffix in (".if", ".fc"):
+                beside = path.with_suffix(suffix)
+                if beside.exists():
+                    self._beside[suffix] = beside.read_text(encoding="utf-8")
+        # A plain .te or .cil: its text's hash (what earlier records hold); with .if/.fc, all of them.
+        parts = [self._text, *(f"{suffix}\0{text}" for suffix, text in sorted(self._beside.items()))]
+        self._hash = _sha256("\0".join(parts).encode())
         return self
 
     @property
     def kind(self) -> str:
-        return Path(self.source or "").suffix.lstrip(".")
+        """te (plain), refpolicy (built with the devel Makefile), cil or pp."""
+        return self._kind
 
     @property
     def text(self) -> str:
         return self._text
 
     @property
+    def beside(self) -> dict[str, str]:
+        return dict(self._beside)
+
+    @property
     def source_hash(self) -> str:
-        return "sha256:" + hashlib.sha256(self._text.encode()).hexdigest()
+        return self._hash
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 class SelinuxSpec(StrictModel):
-    """`[selinux]`: mode, policy, booleans, fcontexts, ports, modules; each optional."""
+    """`[selinux]`: mode, policy, booleans, fcontexts, ports, modules, permissive domains; each optional."""
 
     mode: Literal["enforcing", "permissive", "disabled"] | None = Field(
         None, description="SELINUX= in /etc/selinux/config, and the running kernel's mode where it has SELinux.")
@@ -221,13 +266,18 @@ class SelinuxSpec(StrictModel):
         {}, description="Booleans by name, set persistently and at runtime (`setsebool -P`).")
     fcontexts: list[FileContext] = Field([], description="Local file-context rules (`semanage fcontext`).")
     ports: list[Port] = Field([], description="Local port labels (`semanage port`).")
-    modules: list[Module] = Field([], description="Policy modules built from source and installed (`semodule -i`).")
+    modules: list[Module] = Field([], description="Policy modules built from source (or prebuilt) and installed "
+                                                  "(`semodule -i`).")
+    permissive_domains: list[TypeName] | None = Field(
+        None, description="The domains put in permissive mode alone (`semanage permissive -a`), the narrow alternative to "
+                          "a permissive system while troubleshooting one service; every other local one is made "
+                          "enforcing again (`-d`). Unset: not managed.")
 
     @model_validator(mode="after")
     def _unique(self) -> SelinuxSpec:
         kinds: tuple[tuple[str, list[Any]], ...] = (
             ("fcontexts", [f.key for f in self.fcontexts]), ("ports", [p.key for p in self.ports]),
-            ("modules", [m.name for m in self.modules]))
+            ("modules", [m.name for m in self.modules]), ("permissive_domains", list(self.permissive_domains or [])))
         for kind, keys in kinds:
             repeated = sorted({str(key) for key in keys if keys.count(key) > 1})
             if repeated:
