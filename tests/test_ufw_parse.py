@@ -18,7 +18,8 @@ from converge.providers.ufw.parse import (
     port_ranges,
     read_user_rules,
 )
-from converge.providers.ufw.provider import UfwLive, admits, plan_rules
+from converge.providers.ufw.provider import admits
+from converge.providers.ufw.rules import UfwLive, plan_rules
 from converge.providers.ufw.spec import UfwSpec
 
 DATA = Path(__file__).parent / "data" / "ufw"

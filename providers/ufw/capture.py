@@ -12,7 +12,8 @@ from pydantic import ValidationError
 
 from converge.provider import Captured
 from converge.providers.ufw.parse import ANY, UfwRule
-from converge.providers.ufw.provider import UFW_DEFAULTS, UfwLive
+from converge.providers.ufw.provider import UFW_DEFAULTS
+from converge.providers.ufw.rules import UfwLive
 from converge.providers.ufw.spec import UfwRuleSpec, UfwSpec
 
 SETTINGS = ("logging", "default_incoming", "default_outgoing", "default_routed")
