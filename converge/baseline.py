@@ -295,7 +295,7 @@ def load_baseline(path: Path, registry: Registry) -> Baseline:
     for name in tables:
         for other in registry.get(name).conflicts:
             if other in tables and name < other:
-                problems.append(locator.problem((other,), f"[{name}] and [{other}] both manage the firewall: declare only one"))
+                problems.append(locator.problem((other,), f"[{name}] and [{other}] manage the same subsystem: declare only one"))
     if problems:
         raise BaselineError(problems)
     top = sources[-1].path

@@ -281,9 +281,10 @@ def plan(*, runs: list[HostRun], registry: Registry, forks: int, output: Output,
 @report_options
 @only_option
 @click.option("--yes", "-y", is_flag=True, help="Apply without asking for confirmation.")
-@click.option("--allow-lockout", is_flag=True, help="Apply firewall changes even if they would block converge's SSH connection.")
+@click.option("--allow-lockout", is_flag=True,
+              help="Apply changes that would cut converge's SSH connection (firewall, sshd) anyway.")
 @click.option("--confirm-timeout", type=click.FloatRange(1), default=60.0, show_default=True, metavar="SECONDS",
-              help="Roll firewall changes back unless a new SSH connection confirms them within this time.")
+              help="Roll such changes back unless a new SSH connection confirms them within this time.")
 @click.option("--lock-timeout", type=click.FloatRange(0), default=0.0, show_default=True, metavar="SECONDS",
               help="Wait this long for another apply's lock on a host instead of refusing at once.")
 @_with_fleet

@@ -251,7 +251,7 @@ def _confirmed(watchdog: Watchdog, plan: HostPlan, name: str) -> bool:
             f"state {watchdog.timeout:g} s after the change"
         )
         time.sleep(watchdog.due_in())
-    # The restore itself takes a moment (a firewall reload): poll until it is recorded.
+    # The restore itself takes a moment (the reactivation commands): poll until it is recorded.
     deadline = time.monotonic() + ROLLBACK_GRACE_SECONDS
     last_error: ConvergeError | None = None
     while time.monotonic() < deadline:
