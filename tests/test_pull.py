@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.sshnet import SSHNetwork
+from tests.sshnet import SSHD_CONFIG, SSHNetwork
 from tests.testhost import TestHost
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,6 +147,11 @@ def test_the_unit_files_pass_systemd_analyze(tmp_path: Path) -> None:
 
 def test_twenty_hosts_pull_one_repository_over_ssh(network: SSHNetwork, repo: Repo, tmp_path: Path) -> None:
     server = network.add_host("git")
+    # A fleet's git server takes many connections at once: sshd's default MaxStartups (10:30:100)
+    # drops some of 20 simultaneous unauthenticated ones at random.
+    server.write(SSHD_CONFIG, (server.read(SSHD_CONFIG) or "") + "MaxStartups 100\n")
+    server.stop_sshd()
+    server.start_sshd()
     repo.commit({"kernel.toml": KERNEL, "hosts.toml": "".join(
         f'[hosts.web{index}]\ntarget = "local"\nbaseline = "kernel.toml"\n' for index in range(20))})
     deploy = tmp_path / "deploy"
