@@ -7,6 +7,7 @@ and nothing is validated against a host here: a baseline is checked before any h
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import os
 import tomllib
@@ -49,6 +50,8 @@ class Baseline:
     description: str | None
     tables: dict[str, ProviderTable]
     files: tuple[Path, ...]
+    # SHA-256 over the files' contents, in merge order: which baseline a report or plan came from.
+    digest: str
 
 
 @dataclass(frozen=True)
@@ -299,4 +302,6 @@ def load_baseline(path: Path, registry: Registry) -> Baseline:
     if problems:
         raise BaselineError(problems)
     top = sources[-1].path
-    return Baseline(top, meta.get("name") or top.stem, meta.get("description"), tables, tuple(s.path for s in sources))
+    files = tuple(source.path for source in sources)
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in files)).hexdigest()
+    return Baseline(top, meta.get("name") or top.stem, meta.get("description"), tables, files, digest)

@@ -7,7 +7,6 @@ apply order, guarded ones under a watchdog), `verify` (read again, compare with 
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +15,7 @@ from typing import Any
 
 from converge.baseline import Baseline, ProviderTable
 from converge.errors import ConvergeError
-from converge.hosts import ConnectOptions, Host, connect
+from converge.hosts import Connection, ConnectOptions, Host, connect
 from converge.operations import from_json, to_json
 from converge.plan import Change, HostPlan, Skipped
 from converge.provider import Captured, Capturing, ConnectionGuard, Provider, ProviderPlan
@@ -92,14 +91,7 @@ def host_reads(baseline: Baseline, registry: Registry, only: Collection[str] = (
 
 def new_host_plan(name: str, target: str, baseline: Baseline, only: Collection[str] = ()) -> HostPlan:
     return HostPlan(name, target, providers=[name for name, _ in _selected(baseline, only)],
-                    baseline=(baseline.name, baseline_digest(baseline)))
-
-
-def baseline_digest(baseline: Baseline) -> str:
-    digest = hashlib.sha256()
-    for path in baseline.files:
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+                    baseline=(baseline.name, baseline.digest))
 
 
 def plan_host(host: Host, baseline: Baseline, registry: Registry, only: Collection[str] = ()) -> HostRun:
@@ -161,25 +153,21 @@ def replan_saved(run: HostRun, facts: Facts, registry: Registry, saved: dict[str
     return run
 
 
-def check_lockout(run: HostRun, pending: Sequence[ProviderRun]) -> None:
+def check_lockout(pending: Sequence[ProviderRun], connection: Connection | None) -> None:
     """Refuse a guarded change that would cut converge's own connection to the host."""
-    guarded = [p for p in pending if isinstance(p.provider, ConnectionGuard)]
-    assert run.host is not None
-    connection = run.host.connection() if guarded else None
-    for provider_run in guarded:
+    for provider_run in (p for p in pending if isinstance(p.provider, ConnectionGuard)):
         assert isinstance(provider_run.provider, ConnectionGuard)
         problem = lockout_problem(provider_run.provider, provider_run.table.spec, provider_run.live, connection)
         if problem:
             raise ConvergeError(f"{provider_run.provider.name}: {problem}")
 
 
-def apply_operations(run: HostRun, pending: Sequence[ProviderRun], options: ApplyOptions) -> bool:
+def apply_operations(run: HostRun, pending: Sequence[ProviderRun], options: ApplyOptions, *, remote: bool) -> bool:
     """Apply each provider's plan in order; the first that fails stops the host (later providers
-    may rely on it). Over a connection, a guarded provider applies under its own watchdog, confirmed
-    right after it, before any slower provider runs on the watchdog's clock. False: rolled back."""
+    may rely on it). Over a connection (`remote`), a guarded provider applies under its own watchdog,
+    confirmed right after it, before any slower provider runs on the watchdog's clock. False: rolled back."""
     assert run.host is not None
     host, plan = run.host, run.plan
-    remote = host.connection() is not None if any(isinstance(p.provider, ConnectionGuard) for p in pending) else False
     for provider_run in pending:
         provider = provider_run.provider
         watchdog = None
@@ -223,9 +211,12 @@ def apply_host(run: HostRun, registry: Registry, options: ApplyOptions = ApplyOp
             plan.errors.append("changes planned but no operation to carry them out")
         return plan
     try:
+        # Asked of the host once (a round trip over SSH), and only when a guarded provider applies.
+        guarded = any(isinstance(p.provider, ConnectionGuard) for p in pending)
+        connection = run.host.connection() if guarded else None
         if not options.allow_lockout:
-            check_lockout(run, pending)
-        if not apply_operations(run, pending, options):
+            check_lockout(pending, connection)
+        if not apply_operations(run, pending, options, remote=connection is not None):
             plan.converged = False
             return plan
     except ConvergeError as error:

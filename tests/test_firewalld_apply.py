@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.test_firewalld_host import start_firewalld
-from tests.test_ufw_apply import APPLY, as_done
+from tests.test_ufw_apply import APPLY, RECORDING_ENV, as_done
 from tests.testhost import TestHost
 
 BASELINE = """
@@ -28,7 +28,7 @@ ZONE_FILES = ("/etc/firewalld/firewalld.conf", "/etc/firewalld/zones/public.xml"
 def _apply(host: TestHost, tmp_path: Path, baseline: str, *sabotage: str) -> dict[str, Any]:
     path = tmp_path / "firewalld.toml"
     path.write_text(baseline)
-    result = host.run([sys.executable, "-c", APPLY, str(path), "firewalld", *sabotage])
+    result = host.run([sys.executable, "-c", APPLY, str(path), "firewalld", *sabotage], env=RECORDING_ENV)
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 

@@ -25,20 +25,7 @@ from converge.errors import ConvergeError
 from converge.hosts.local import LocalHost
 from converge.operations import to_json
 from converge.registry import Registry
-
-class Recording(LocalHost):
-    def __init__(self):
-        super().__init__()
-        self.done = []
-    def run(self, argv, *, input=None, check=True):
-        self.done.append({"op": "run", "argv": list(argv)})
-        return super().run(argv, input=input, check=check)
-    def write_file(self, path, content, *, mode=0o644):
-        self.done.append({"op": "write", "path": path, "content": content})
-        return super().write_file(path, content, mode=mode)
-    def remove_file(self, path):
-        self.done.append({"op": "remove", "path": path})
-        return super().remove_file(path)
+from tests.recording import Recording
 
 Path("/tmp/b.toml").write_text("[sshd]\nMaxAuthTries = 3\nX11Forwarding = false\n")
 registry = Registry()

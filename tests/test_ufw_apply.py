@@ -4,6 +4,7 @@ write recorded as the host carries it out, compared with the operations the plan
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,29 +14,17 @@ from tests.testhost import TestHost
 # Runs inside the host as `APPLY BASELINE PROVIDER [COMMAND...]`: plan the baseline, optionally run
 # COMMAND (a change behind the plan's back), apply the provider's plan through a host that records
 # what it does, print both. (tests/test_firewalld_apply.py uses it too.)
+# The script imports tests.recording: the repository root on its path, wherever pytest runs from.
+RECORDING_ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
 APPLY = """
 import json, subprocess, sys
 from pathlib import Path
 from converge.baseline import load_baseline
 from converge.engine import plan_host
 from converge.errors import ConvergeError
-from converge.hosts.local import LocalHost
 from converge.operations import to_json
 from converge.registry import Registry
-
-class Recording(LocalHost):
-    def __init__(self):
-        super().__init__()
-        self.done = []
-    def run(self, argv, *, input=None, check=True):
-        self.done.append({"op": "run", "argv": list(argv)})
-        return super().run(argv, input=input, check=check)
-    def write_file(self, path, content, *, mode=0o644):
-        self.done.append({"op": "write", "path": path, "content": content})
-        return super().write_file(path, content, mode=mode)
-    def remove_file(self, path):
-        self.done.append({"op": "remove", "path": path})
-        return super().remove_file(path)
+from tests.recording import Recording
 
 host = Recording()
 run = plan_host(host, load_baseline(Path(sys.argv[1]), Registry()), Registry())
@@ -72,7 +61,7 @@ proto = "tcp"
 def _apply(host: TestHost, tmp_path: Path, *sabotage: str) -> dict[str, Any]:
     path = tmp_path / "ufw.toml"
     path.write_text(BASELINE)
-    result = host.run([sys.executable, "-c", APPLY, str(path), "ufw", *sabotage])
+    result = host.run([sys.executable, "-c", APPLY, str(path), "ufw", *sabotage], env=RECORDING_ENV)
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
