@@ -1,28 +1,40 @@
-"""`python -m bench [--quick]`: converge against Ansible and pyinfra on SSH test hosts.
+"""`python -m bench [--quick] [--write-readme README.md]`: converge against Ansible and pyinfra on SSH test hosts.
 
-Builds a controller namespace and test hosts running real sshd (tests/sshnet.py), brings every
-host to the desired state once, then measures, alternating the tools run by run:
-1. the no-op plan on 1 host, 2. on N hosts in parallel, 3. apply after 10 drifted values and the
-idempotent re-apply; SSH sessions per host from the sshd logs and the peak RSS of every run.
+Builds a controller namespace and test hosts running real sshd (tests/sshnet.py) and measures,
+alternating the tools run by run: 1. the shipped ubuntu-web baseline, no-op plan and apply from
+drift, 1 host; 2. the shipped rhel-web baseline, the same; 3. a SELinux plan of 50 booleans, 10 file
+contexts and 5 ports (converge's host CPU); 4. the no-op plan of ubuntu-web on 50, 100 and 200 hosts
+against the floor (N paramiko connects and one exec each, in threads). Wall and CPU time of the
+controller, the hosts' CPU time (their SSH sessions), peak RSS, SSH sessions from the sshd logs.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench import report, workload
+from bench import baselines, report
+from bench.baselines import Workload
 from bench.measure import Series, apply_scenario, plan_scenario, run_once
 from bench.peers import ensure_peers, peer_versions
-from bench.tools import Tool, all_tools, write_ansible_config
+from bench.tools import Floor, Tool, all_tools, write_ansible_config
+from converge.engine import host_reads
+from converge.hosts.remote_script import batch_script
 from converge.registry import Registry
 from tests.sshnet import SSHNetwork, SSHTestHost
 
 TOOLS = ("converge", "ansible", "pyinfra", "floor")
+WORKLOADS = ("ubuntu-web", "rhel-web", "selinux-scale", "fleet")
+# The fleet plans ubuntu-web's providers whose reads are files and light commands: the others run
+# the host's own Python and Perl tools (needrestart, apt, fail2ban-client, ufw), whose cost is the
+# hosts' (measured per host in scenario 1) and on one 2-core machine would be N times that.
+FLEET_ONLY = ("sysctl", "kmod", "sshd", "apparmor")
 
 
 def log(message: str) -> None:
@@ -30,76 +42,72 @@ def log(message: str) -> None:
 
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="under two minutes: 3 rounds (Ansible 2), 5 hosts for the fleet, Ansible only in the 1-host plan")
-    parser.add_argument("--rounds", type=int, help="runs of each tool per scenario (default 7, quick 3)")
-    parser.add_argument("--hosts", type=int, help="hosts of the fleet scenario (default 20, quick 5)")
-    parser.add_argument("--parts", default="sysctl", help=f"comma-separated workload parts of {','.join(workload.PARTS)}")
+                        help="under two minutes: ubuntu-web's no-op plan (2 rounds, Ansible 1) and a 10-host fleet")
+    parser.add_argument("--rounds", type=int, help="runs of each tool per plan (default 5, quick 2); applies get 3")
+    parser.add_argument("--apply-rounds", type=int, help="runs of each tool per apply from drift (default 3, quick 0)")
+    parser.add_argument("--workloads", default=None, help="comma-separated subset of " + ",".join(WORKLOADS))
+    parser.add_argument("--fleet", default=None, help="comma-separated host counts of the fleet (default 50,100,200; quick 10)")
     parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
-    parser.add_argument("--no-readme", action="store_true", help="print the table instead of writing README.md")
+    parser.add_argument("--write-readme", type=Path, metavar="README", help="write the tables between the markers of this file")
     options = parser.parse_args(argv)
-    options.parts = tuple(part for part in options.parts.split(",") if part)
-    unknown = set(options.parts) - set(workload.PARTS)
+    default_workloads = "ubuntu-web,fleet" if options.quick else ",".join(WORKLOADS)
+    options.workloads = tuple(w for w in (options.workloads or default_workloads).split(",") if w)
+    unknown = set(options.workloads) - set(WORKLOADS)
     if unknown:
-        parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
+        parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
     options.tools = tuple(tool for tool in TOOLS if tool in options.tools.split(","))
-    if "converge" in options.tools:
-        missing = [part for part in options.parts if part not in Registry()]
-        if missing:
-            parser.error(f"this converge has no {', '.join(missing)} provider yet: add it, or measure the peers "
-                         "alone with --tools ansible,pyinfra")
-    options.rounds = options.rounds or (3 if options.quick else 7)
-    options.hosts = options.hosts or (5 if options.quick else 20)
+    options.rounds = options.rounds or (2 if options.quick else 5)
+    options.apply_rounds = options.apply_rounds if options.apply_rounds is not None else (0 if options.quick else 3)
+    options.fleet = tuple(int(n) for n in (options.fleet or ("10" if options.quick else "50,100,200")).split(","))
+    # Ansible's plan of a whole baseline is 20-40 s here: fewer runs of it.
+    options.caps = {"ansible": 1} if options.quick else {"ansible": 3}
+    options.apply_caps = {"ansible": 2}
     return options
 
 
-def prepare(hosts: list[SSHTestHost], parts: tuple[str, ...]) -> None:
-    """What each part needs on a host before any tool runs: ufw enabled (SSH allowed), fail2ban up."""
-    for host in hosts:
-        if "ufw" in parts:
-            host.run(["ufw", "allow", "22/tcp"])
-            host.run(["ufw", "--force", "enable"])
-        if "fail2ban" in parts:
-            host.run(["touch", "/var/log/auth.log", "/var/log/fail2ban.log"])  # the jails' logs
-            host.run(["fail2ban-client", "start"])
+def converge_files(host: SSHTestHost, workload: Workload) -> dict[str, str]:
+    return {path: text for path in baselines.converge_paths(workload) if (text := host.read(path)) is not None}
 
 
-def settle(hosts: list[SSHTestHost], network: SSHNetwork, tools: dict[str, Tool], parts: tuple[str, ...]) -> None:
-    """Bring every host to the desired state in every tool's terms, so every plan has nothing to do.
-
-    converge applies its baseline; for sysctl the peers' persistence files are written as they
-    write them (their runtime values are the same kernel values); for the other parts each peer
-    applies its own rendering once.
-    """
-    if "converge" in tools:
-        converge = tools["converge"]
-        run = run_once(network.controller, converge, converge.apply(hosts, "settle"), hosts, "settle")
-        if run.changes == 0:
-            raise RuntimeError("settling changed nothing: the hosts did not start drifted")
-    if "sysctl" in parts:
-        sysctl_lines = "".join(f"{key} = {value}\n" for key, value in workload.SYSCTL.items())
-        for host in hosts:
-            host.run(["sysctl", "-q", "-w", *(f"{key}={value}" for key, value in workload.SYSCTL.items())])
-            host.write(workload.ANSIBLE_SYSCTL_FILE, sysctl_lines.replace(" = ", "="))  # as ansible.posix.sysctl writes
-            host.write(workload.PYINFRA_SYSCTL_FILE, sysctl_lines)  # as server.sysctl(persist=True) writes
-    if set(parts) - {"sysctl"}:
-        for name in ("ansible", "pyinfra"):
-            if name in tools:
-                run_once(network.controller, tools[name], tools[name].apply(hosts, f"settle-{name}"), hosts, f"settle-{name}")
+def settle_converge(network: SSHNetwork, converge: Tool, hosts: list[SSHTestHost], label: str) -> None:
+    """converge applies the baseline (it must change something: the hosts start fresh), then plans 0."""
+    run = run_once(network.controller, converge, converge.apply(hosts, f"settle-{label}"), hosts, f"settle-{label}")
+    if not run.changes:
+        raise RuntimeError(f"{label}: settling changed nothing: the hosts did not start drifted")
+    check = run_once(network.controller, converge, converge.plan(hosts, f"check-{label}"), hosts, f"check-{label}")
+    if check.changes:
+        raise RuntimeError(f"{label}: converge still plans {check.changes} changes after its apply")
 
 
-def drift(hosts: list[SSHTestHost]) -> None:
-    for host in hosts:
-        for key in workload.DRIFTED:
-            host.set_sysctl(key, workload.drift_value(key))
+def read_script(workload: Workload, directory: Path) -> Path:
+    """converge's batch read script for this workload: the floor runs it as its one exec."""
+    registry = Registry()
+    path = directory / "reads.sh"
+    path.write_text(batch_script(host_reads(workload.baseline, registry, workload.only)))
+    return path
 
 
-def check_converged(hosts: list[SSHTestHost]) -> None:
-    for host in hosts:
-        wrong = {key: host.sysctl(key) for key in workload.DRIFTED if host.sysctl(key) != str(workload.SYSCTL[key])}
-        if wrong:
-            raise RuntimeError(f"{host.name}: apply left drifted values: {wrong}")
+def prepare_peers(network: SSHNetwork, host: SSHTestHost, workload: Workload, tools: dict[str, Tool],
+                  directory: Path) -> None:
+    """Render the peers' playbook and deploy from what converge wrote, install their files as they
+    would (untimed), and let each apply once so its plan starts from its own settled state."""
+    written = converge_files(host, workload)
+    for name in ("ansible", "pyinfra"):
+        if name not in tools:
+            continue
+        files = baselines.peer_files(workload, written, name)
+        (directory / "playbook.yml").write_text(baselines.ansible_playbook(workload, baselines.peer_files(workload, written, "ansible")))
+        (directory / "deploy.py").write_text(baselines.pyinfra_deploy(workload, baselines.peer_files(workload, written, "pyinfra")))
+        for path, (content, _) in files.items():
+            host.write(path, content)
+        sysctls = workload.sysctls()
+        # As ansible.posix.sysctl and pyinfra's server.sysctl(persist=True) write their files.
+        separator = "=" if name == "ansible" else " = "
+        host.write(f"/etc/sysctl.d/90-{name}-sysctl.conf", "".join(f"{key}{separator}{value}\n" for key, value in sysctls.items()))
+        tool = tools[name]
+        run_once(network.controller, tool, tool.apply([host], f"settle-{name}"), [host], f"settle-{name}")
 
 
 def require_no_op(name: str, results: dict[str, Series]) -> None:
@@ -110,6 +118,87 @@ def require_no_op(name: str, results: dict[str, Series]) -> None:
             raise RuntimeError(f"{name}: {series.tool} reported changes {reported} on a settled host")
 
 
+def one_host_workload(network: SSHNetwork, workload: Workload, tools: dict[str, Tool], workdir: Path,
+                      options: argparse.Namespace) -> dict[str, dict[str, Series]]:
+    """No-op plan and apply from drift of one workload on a fresh host of its own."""
+    log(f"{workload.name}: host, prepare, settle")
+    directory = workdir / workload.name
+    directory.mkdir(parents=True)
+    host = network.add_host(shadow_net_sysctls=True)  # net.core.bpf_jit_harden: the initial namespace's only
+    host.run(["sh", "-c", workload.prepare])
+    for tool in tools.values():
+        tool.use(directory, workload.baseline_path, workload.only)
+    floor_reads = Floor("floor+reads", workdir, tools["converge"].peers_bin)
+    floor_reads.use(directory, workload.baseline_path, script=read_script(workload, directory))
+    settle_converge(network, tools["converge"], [host], workload.name)
+    peers = {name: tool for name, tool in tools.items() if name in ("ansible", "pyinfra") and workload.peers}
+    prepare_peers(network, host, workload, peers, directory)
+    plan_tools = [tools["converge"], *peers.values(), *([tools["floor"], floor_reads] if "floor" in tools else [])]
+    log(f"{workload.name}: no-op plan, 1 host")
+    results = {"plan": plan_scenario(network, plan_tools, [host], options.rounds, log, caps=options.caps)}
+    require_no_op(f"{workload.name} plan", results["plan"])
+    if options.apply_rounds and workload.drift is not None and workload.check is not None:
+        log(f"{workload.name}: apply after drift, 1 host")
+        drift, check = workload.drift, workload.check
+
+        def check_all(hosts: list[SSHTestHost]) -> None:
+            wrong = [problem for one in hosts for problem in check(one)]
+            if wrong:
+                raise RuntimeError(f"{workload.name}: apply left drift: {wrong}")
+
+        results["apply"], _ = apply_scenario(network, [tools["converge"], *peers.values()], [host], options.apply_rounds,
+                                             drift=lambda hosts: [drift(one) for one in hosts] and None, check=check_all,
+                                             log=log, reapply=False, caps=options.apply_caps)
+    return results
+
+
+def selinux_workload(network: SSHNetwork, tools: dict[str, Tool], workdir: Path,
+                     options: argparse.Namespace) -> dict[str, dict[str, Series]]:
+    host = network.add_host()
+    host.run(["sh", "-c", baselines.PREPARE_RHEL])
+    listing = host.run(["semanage", "boolean", "-l"]).stdout
+    booleans = {match[1]: match[2] == "on" for match in re.finditer(r"^(\S+)\s+\(\s*\w+\s*,\s*(\w+)\s*\)", listing, re.MULTILINE)}
+    workload = baselines.selinux_scale(workdir, booleans)
+    directory = workdir / workload.name
+    directory.mkdir(parents=True)
+    converge = tools["converge"]
+    converge.use(directory, workload.baseline_path)
+    log(f"{workload.name}: settle (semanage fcontext -a and port -a: ~1.5 s each)")
+    settle_converge(network, converge, [host], workload.name)
+    floor_reads = Floor("floor+reads", workdir, converge.peers_bin)
+    floor_reads.use(directory, workload.baseline_path, script=read_script(workload, directory))
+    plan_tools = [converge, *([tools["floor"], floor_reads] if "floor" in tools else [])]
+    tools["floor"].use(directory, workload.baseline_path)
+    log(f"{workload.name}: no-op plan, 1 host")
+    results = {"plan": plan_scenario(network, plan_tools, [host], options.rounds, log)}
+    require_no_op(f"{workload.name} plan", results["plan"])
+    return results
+
+
+def fleet_workload(network: SSHNetwork, tools: dict[str, Tool], workdir: Path,
+                   options: argparse.Namespace) -> dict[int, dict[str, Series]]:
+    workload = baselines.fleet(FLEET_ONLY)
+    directory = workdir / "fleet"
+    directory.mkdir(parents=True)
+    converge, floor = tools["converge"], tools["floor"]
+    hosts: list[SSHTestHost] = []
+    results: dict[int, dict[str, Series]] = {}
+    rounds = 1 if options.quick else 3
+    for count in (1, *options.fleet):
+        log(f"fleet: {count} hosts")
+        new = [network.add_host(shadow_net_sysctls=True) for _ in range(count - len(hosts))]
+        for host in new:
+            host.run(["sh", "-c", workload.prepare])
+        converge.use(directory, workload.baseline_path, workload.only)
+        floor.use(directory, workload.baseline_path)
+        if new:
+            settle_converge(network, converge, new, f"fleet-{count}")
+        hosts += new
+        results[count] = plan_scenario(network, [converge, floor], hosts[:count], rounds if count > 1 else options.rounds, log)
+        require_no_op(f"fleet {count}", results[count])
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     options = arguments(argv)
     started = time.monotonic()
@@ -117,83 +206,39 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="converge-bench-"))
     meta: dict[str, object] = {
         "date": report.now(), "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
-        "parts": ", ".join(options.parts), "machine": report.machine(),
-        "versions": {"converge": report.converge_version(), **peer_versions()},
+        "machine": report.machine(), "versions": {"converge": report.converge_version(), **peer_versions()},
     }
     network = SSHNetwork(workdir / "net")
+    one_host: dict[str, dict[str, dict[str, Series]]] = {}
+    fleet: dict[int, dict[str, Series]] = {}
     try:
-        log(f"starting {options.hosts} test hosts with sshd")
-        hosts = [network.add_host() for _ in range(options.hosts)]
-        workload.write_all(workdir, options.parts)
         write_ansible_config(workdir)
         tools = {name: tool for name, tool in all_tools(workdir, peers_bin).items() if name in options.tools}
-        prepare(hosts, options.parts)
-        settle(hosts, network, tools, options.parts)
-
-        log("1. no-op plan, 1 host")
-        # --quick: Ansible (10-25 s a plan on a busy 2-core machine) runs 2 rounds, the others 3.
-        caps = {"ansible": 2} if options.quick else None
-        one = plan_scenario(network, list(tools.values()), hosts[:1], options.rounds, log, caps=caps)
-        require_no_op("plan, 1 host", one)
-        fleet_tools = [tool for name, tool in tools.items() if name != "floor" and not (options.quick and name == "ansible")]
-        fleet_rounds = 1 if options.quick else max(3, options.rounds // 2)
-        log(f"2. no-op plan, {len(hosts)} hosts in parallel")
-        fleet = plan_scenario(network, fleet_tools, hosts, fleet_rounds, log)
-        require_no_op("plan, fleet", fleet)
-        applied: dict[str, Series] = {}
-        reapplied: dict[str, Series] = {}
-        if "sysctl" in options.parts:  # the drift is of sysctl values
-            apply_rounds = 1 if options.quick else max(3, options.rounds // 2)
-            log("3. apply after 10 drifted values, then the idempotent re-apply, 1 host")
-            applied, reapplied = apply_scenario(network, fleet_tools, hosts[:1], apply_rounds, drift=drift,
-                                                 check=check_converged, log=log)
+        for name, factory in (("ubuntu-web", baselines.ubuntu_web), ("rhel-web", baselines.rhel_web)):
+            if name in options.workloads:
+                one_host[name] = one_host_workload(network, factory(), tools, workdir, options)
+        if "selinux-scale" in options.workloads:
+            one_host["selinux-scale"] = selinux_workload(network, tools, workdir, options)
+        if "fleet" in options.workloads and "floor" in tools:
+            fleet = fleet_workload(network, tools, workdir, options)
     finally:
         network.close()
         shutil.rmtree(workdir, ignore_errors=True)
-
     meta["duration"] = f"{time.monotonic() - started:.0f} s"
-    tables = [
-        report.scenario_table("1. No-op plan, 1 host over SSH", one),
-        report.scenario_table(f"2. No-op plan, {len(hosts)} hosts in parallel", fleet),
-        report.scenario_table("3a. Apply after 10 drifted values, 1 host", applied),
-        report.scenario_table("3b. Idempotent re-apply, 1 host", reapplied),
-    ]
-    notes = summary(one, fleet, options) if {"converge", "floor", "ansible", "pyinfra"} <= set(options.tools) else []
-    raw = {"meta": meta, "plan_1": [s.as_dict() for s in one.values()], "plan_fleet": [s.as_dict() for s in fleet.values()],
-           "apply": [s.as_dict() for s in applied.values()], "reapply": [s.as_dict() for s in reapplied.values()]}
-    if options.no_readme:
-        print(report.render(meta, tables, notes))
-    else:
-        raw_path = report.write(meta, tables, notes, raw)
-        log(f"wrote {report.README} and {raw_path}")
-    log(f"done in {meta['duration']}")
+    meta["load at end"] = " ".join(f"{value:.1f}" for value in os.getloadavg())
+    tables = report.tables(one_host, fleet, FLEET_ONLY)
+    notes = report.targets(one_host, fleet)
+    text = report.render(meta, tables, notes)
+    print(text)
+    raw = {"meta": meta, "one_host": {w: {s: [x.as_dict() for x in series.values()] for s, series in v.items()}
+                                      for w, v in one_host.items()},
+           "fleet": {str(n): [x.as_dict() for x in series.values()] for n, series in fleet.items()}}
+    raw_path = report.save_raw(meta, raw)
+    if options.write_readme:
+        report.write(options.write_readme, text)
+        log(f"wrote {options.write_readme}")
+    log(f"raw results: {raw_path}; done in {meta['duration']}")
     return 0
-
-
-def summary(one: dict[str, Series], fleet: dict[str, Series], options: argparse.Namespace) -> list[str]:
-    """The targets of issue 8, each with the measured value."""
-    converge = one["converge"].median("seconds")
-    converge_cpu = one["converge"].median("cpu_seconds")
-    lines = ["**Targets (issue 8)**, on median wall time (CPU time in brackets where it differs)", "",
-             "| target | measured | met |", "|---|---|---|"]
-
-    def target(name: str, measured: str, met: bool) -> None:
-        lines.append(f"| {name} | {measured} | {'yes' if met else 'no'} |")
-
-    for peer, factor in (("ansible", 20), ("pyinfra", 5)):
-        if one[peer].runs:
-            ratio = one[peer].median("seconds") / converge
-            cpu_ratio = one[peer].median("cpu_seconds") / converge_cpu
-            target(f"{factor}× faster than {peer}, 1 host", f"{ratio:.1f}× ({cpu_ratio:.1f}× CPU)", ratio >= factor)
-    floor_ratio = converge / one["floor"].median("seconds")
-    floor_cpu_ratio = converge_cpu / one["floor"].median("cpu_seconds")
-    target("within 1.5× of the floor (paramiko connect, one exec, close)",
-           f"{floor_ratio:.2f}× ({floor_cpu_ratio:.2f}× CPU)", floor_ratio <= 1.5)
-    sessions = max(run.sessions_per_host for run in one["converge"].runs + fleet["converge"].runs)
-    target("at most 2 SSH sessions per host per plan", f"{sessions:g}", sessions <= 2)
-    scaling = fleet["converge"].median("seconds") / converge
-    target(f"{options.hosts} hosts in under twice the time of 1 host", f"{scaling:.2f}×", scaling < 2)
-    return [*lines, ""]
 
 
 if __name__ == "__main__":

@@ -10,13 +10,30 @@ import tempfile
 from pathlib import Path
 
 from bench import workload
-from bench.__main__ import drift, settle
+from bench.measure import run_once
 from bench.peers import ensure_peers
-from bench.tools import Invocation, Pyinfra, all_tools, write_ansible_config
-from tests.sshnet import SSHNetwork
+from bench.tools import Invocation, Pyinfra, Tool, all_tools, write_ansible_config
+from tests.sshnet import SSHNetwork, SSHTestHost
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "bench"
 ENV = {"HOME": "/root", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+
+
+def settle(hosts: list[SSHTestHost], network: SSHNetwork, tools: dict[str, Tool]) -> None:
+    """The 30 keys' desired state in every tool's terms: converge applies, the peers' persistence
+    files are written as they write them (their runtime values are the same kernel values)."""
+    converge = tools["converge"]
+    run_once(network.controller, converge, converge.apply(hosts, "settle"), hosts, "settle")
+    sysctl_lines = "".join(f"{key} = {value}\n" for key, value in workload.SYSCTL.items())
+    for host in hosts:
+        host.write(workload.ANSIBLE_SYSCTL_FILE, sysctl_lines.replace(" = ", "="))  # as ansible.posix.sysctl writes
+        host.write(workload.PYINFRA_SYSCTL_FILE, sysctl_lines)  # as server.sysctl(persist=True) writes
+
+
+def drift(hosts: list[SSHTestHost]) -> None:
+    for host in hosts:
+        for key in workload.DRIFTED:
+            host.set_sysctl(key, workload.drift_value(key))
 
 
 def main() -> None:
@@ -28,7 +45,7 @@ def main() -> None:
         workload.write_all(workdir, ("sysctl",))
         write_ansible_config(workdir)
         tools = {name: tool for name, tool in all_tools(workdir, peers_bin).items() if name != "floor"}
-        settle(hosts, network, tools, ("sysctl",))
+        settle(hosts, network, tools)
 
         def capture(tool: str, verb: str, file: str) -> None:
             invocation = getattr(tools[tool], verb)(hosts, file)

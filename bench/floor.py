@@ -1,4 +1,5 @@
-"""The floor: one Python process doing a paramiko connect, one exec and a close per host.
+"""The floor: one Python process doing, for every host at once (a thread each), a paramiko connect,
+one exec and a close.
 
 `--script FILE` sends FILE to `sh -s` as that one exec instead of running `true`: the floor plus
 converge's remote work, without converge.
@@ -8,17 +9,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+import threading
 
 import paramiko
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--script", help="run this file with sh -s instead of true")
-    parser.add_argument("addresses", nargs="+")
-    options = parser.parse_args()
-    script = open(options.script, "rb").read() if options.script else None  # noqa: SIM115 - read whole
-    for address in options.addresses:
+def one_host(address: str, script: bytes | None, failures: list[str]) -> None:
+    try:
         client = paramiko.SSHClient()
         client.load_host_keys(os.path.expanduser("~/.ssh/known_hosts"))
         client.connect(address, username="root", key_filename=os.path.expanduser("~/.ssh/id_ed25519"),
@@ -28,8 +26,27 @@ def main() -> None:
             stdin.write(script)
             stdin.channel.shutdown_write()
         stdout.read()
-        stdout.channel.recv_exit_status()
+        if stdout.channel.recv_exit_status() != 0:
+            failures.append(f"{address}: exit status {stdout.channel.recv_exit_status()}")
         client.close()
+    except Exception as error:  # noqa: BLE001 - reported, and the run fails
+        failures.append(f"{address}: {error}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--script", help="run this file with sh -s instead of true")
+    parser.add_argument("addresses", nargs="+")
+    options = parser.parse_args()
+    script = open(options.script, "rb").read() if options.script else None  # noqa: SIM115 - read whole
+    failures: list[str] = []
+    threads = [threading.Thread(target=one_host, args=(address, script, failures)) for address in options.addresses]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        sys.exit("\n".join(failures))
 
 
 if __name__ == "__main__":

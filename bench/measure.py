@@ -6,6 +6,7 @@ spreads over every tool instead of biasing one; only medians and ratios are head
 
 from __future__ import annotations
 
+import os
 import resource
 import statistics
 import time
@@ -28,6 +29,7 @@ class Run:
     sessions_per_host: float
     connections_per_host: float
     changes: int | None
+    host_cpu_seconds: float = 0.0  # user+system of every SSH session's processes, summed over the hosts
 
 
 @dataclass
@@ -49,6 +51,40 @@ def _ssh_counts(hosts: list[SSHTestHost]) -> list[tuple[int, int]]:
     return [(host.sessions(), len(host.connections_from())) for host in hosts]
 
 
+def _sshd_pid(host: SSHTestHost) -> int:
+    return int((host.read("/run/sshd.pid") or "0").strip() or 0)
+
+
+def _reaped_cpu_seconds(pid: int) -> float:
+    """CPU time of the waited-for descendants of a host's listening sshd: its sessions' processes."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return 0.0
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")  # cutime, cstime
+
+
+def _sessions_ended(pid: int, timeout: float = 5.0) -> None:
+    """Wait until the listening sshd has reaped every connection (their CPU is counted then)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as children:
+                if not children.read().split():
+                    return
+        except FileNotFoundError:
+            return
+        time.sleep(0.02)
+
+
+def hosts_cpu_seconds(hosts: list[SSHTestHost]) -> float:
+    pids = [_sshd_pid(host) for host in hosts]
+    for pid in pids:
+        _sessions_ended(pid)
+    return sum(_reaped_cpu_seconds(pid) for pid in pids)
+
+
 def _children_cpu_seconds() -> float:
     """CPU time of every waited-for descendant so far (nsenter and time wait for theirs)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -58,6 +94,7 @@ def _children_cpu_seconds() -> float:
 def run_once(controller: TestHost, tool: Tool, invocation: Invocation, hosts: list[SSHTestHost], run_id: str) -> Run:
     """One timed run; SSH counts come from the hosts' sshd logs, read outside the timing."""
     before = _ssh_counts(hosts)
+    host_cpu_before = hosts_cpu_seconds(hosts)
     env = {"HOME": "/root", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", **invocation.env}
     argv = ["/usr/bin/time", "-f", TIME_FORMAT, *invocation.argv]
     cpu_before = _children_cpu_seconds()
@@ -67,6 +104,7 @@ def run_once(controller: TestHost, tool: Tool, invocation: Invocation, hosts: li
     cpu_seconds = _children_cpu_seconds() - cpu_before
     for command in tool.after_run(run_id):
         controller.run(command, check=False)
+    host_cpu = hosts_cpu_seconds(hosts) - host_cpu_before
     stderr_lines = completed.stderr.rstrip().splitlines()
     if not stderr_lines or not stderr_lines[-1].startswith("bench-time "):
         raise RuntimeError(f"{tool.name}: no resource usage from /usr/bin/time: {completed.stderr[-2000:]}")
@@ -78,7 +116,7 @@ def run_once(controller: TestHost, tool: Tool, invocation: Invocation, hosts: li
     if untouched:  # a run that never reached a host measured nothing
         raise RuntimeError(f"{tool.name} opened no SSH session on {', '.join(untouched)}: {output[-2000:]}")
     return Run(seconds, cpu_seconds, peak, sum(sessions for sessions, _ in deltas) / len(hosts),
-               sum(connections for _, connections in deltas) / len(hosts), changes)
+               sum(connections for _, connections in deltas) / len(hosts), changes, host_cpu)
 
 
 def alternate(tools: list[Tool], rounds: int, one_run: Callable[[Tool, str], Run | None],
@@ -93,7 +131,8 @@ def alternate(tools: list[Tool], rounds: int, one_run: Callable[[Tool, str], Run
             run = one_run(tool, f"{tool.name}-{round_index}-{time.monotonic_ns()}")
             if run is not None:
                 series[tool.name].runs.append(run)
-                log(f"  {tool.name:<9} round {round_index + 1}/{rounds}: {run.seconds:6.2f} s, "
+                log(f"  {tool.name:<9} round {round_index + 1}/{rounds}: {run.seconds:6.2f} s, CPU {run.cpu_seconds:.2f} s, "
+                    f"hosts' CPU {run.host_cpu_seconds:.2f} s, {run.peak_rss_kib >> 10} MiB, "
                     f"{run.sessions_per_host:g} sessions/host, changes={run.changes}")
     return series
 
@@ -108,17 +147,20 @@ def plan_scenario(network: SSHNetwork, tools: list[Tool], hosts: list[SSHTestHos
 
 def apply_scenario(network: SSHNetwork, tools: list[Tool], hosts: list[SSHTestHost], rounds: int, *,
                    drift: Callable[[list[SSHTestHost]], None], check: Callable[[list[SSHTestHost]], None],
-                   log: Callable[[str], None]) -> tuple[dict[str, Series], dict[str, Series]]:
-    """Apply after drift, then the idempotent re-apply, per tool; the drift itself is not timed."""
+                   log: Callable[[str], None], reapply: bool = True, caps: dict[str, int] | None = None,
+                   ) -> tuple[dict[str, Series], dict[str, Series]]:
+    """Apply after drift, then (`reapply`) the idempotent re-apply, per tool; the drift itself is not timed."""
     reapplied: dict[str, Series] = {tool.name: Series(tool.name) for tool in tools}
 
     def one_run(tool: Tool, run_id: str) -> Run:
         drift(hosts)
         run = run_once(network.controller, tool, tool.apply(hosts, run_id), hosts, run_id)
         check(hosts)  # the drift was really repaired
+        if not reapply:
+            return run
         again = run_once(network.controller, tool, tool.apply(hosts, run_id + "-again"), hosts, run_id + "-again")
         reapplied[tool.name].runs.append(again)
         return run
 
-    applied = alternate(tools, rounds, one_run, log)
+    applied = alternate(tools, rounds, one_run, log, caps)
     return applied, reapplied

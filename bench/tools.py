@@ -34,6 +34,17 @@ class Tool:
     name: str
     workdir: Path
     peers_bin: Path
+    # What the tool runs: converge's baseline (and --only), Ansible's playbook, pyinfra's deploy,
+    # the floor's one exec (None: `true`). Set per workload by `use`.
+    baseline: Path | None = None
+    only: tuple[str, ...] = ()
+    playbook: Path | None = None
+    deploy: Path | None = None
+    script: Path | None = None
+
+    def use(self, directory: Path, baseline: Path, only: tuple[str, ...] = (), script: Path | None = None) -> None:
+        self.baseline, self.only, self.script = baseline, only, script
+        self.playbook, self.deploy = directory / "playbook.yml", directory / "deploy.py"
 
     def plan(self, hosts: list[SSHTestHost], run_id: str) -> Invocation:
         raise NotImplementedError
@@ -54,7 +65,11 @@ class Converge(Tool):
     def _argv(self, verb: str, hosts: list[SSHTestHost]) -> list[str]:
         targets = [argument for host in hosts for argument in ("-H", f"ssh://root@{host.address}")]
         extra = ["--yes"] if verb == "apply" else []
-        return [sys.executable, "-m", "converge", verb, *extra, "--json", str(self.workdir / "baseline.toml"), *targets]
+        extra += [argument for provider in self.only for argument in ("--only", provider)]
+        if len(hosts) > 20:  # the default --forks: a user planning a larger fleet at once raises it
+            extra += ["--forks", str(len(hosts))]
+        baseline = self.baseline or self.workdir / "baseline.toml"
+        return [sys.executable, "-m", "converge", verb, *extra, "--json", str(baseline), *targets]
 
     def plan(self, hosts: list[SSHTestHost], run_id: str) -> Invocation:
         return Invocation(self._argv("plan", hosts))
@@ -81,7 +96,7 @@ class Ansible(Tool):
         inventory = ",".join(host.address for host in hosts) + ","  # a trailing comma: a host list, not a file
         flags = ["--check", "--diff"] if check else []
         return [str(self.peers_bin / "ansible-playbook"), *flags, "-f", str(max(len(hosts), 5)), "-i", inventory,
-                str(self.workdir / "playbook.yml")]
+                str(self.playbook or self.workdir / "playbook.yml")]
 
     def plan(self, hosts: list[SSHTestHost], run_id: str) -> Invocation:
         return Invocation(self._argv(hosts, check=True), self._config(run_id))
@@ -110,7 +125,7 @@ class Pyinfra(Tool):
         # --dry detects changes and stops; -y applies without asking (and without a detection pass).
         flags = ["--dry"] if dry else ["-y"]
         return [str(self.peers_bin / "pyinfra"), *flags, "--parallel", str(len(hosts)), "--user", "root", "--key", SSH_KEY,
-                str(inventory), str(self.workdir / "deploy.py")]
+                str(inventory), str(self.deploy or self.workdir / "deploy.py")]
 
     def plan(self, hosts: list[SSHTestHost], run_id: str) -> Invocation:
         return Invocation(self._argv(hosts, dry=True), {"PATH": f"{self.peers_bin}:/usr/sbin:/usr/bin:/sbin:/bin"})
@@ -138,7 +153,8 @@ class Floor(Tool):
     """The floor of the issue: one Python process doing a paramiko connect, one exec, close."""
 
     def plan(self, hosts: list[SSHTestHost], run_id: str) -> Invocation:
-        return Invocation([sys.executable, str(FLOOR_SCRIPT), *(host.address for host in hosts)])
+        script = ["--script", str(self.script)] if self.script else []
+        return Invocation([sys.executable, str(FLOOR_SCRIPT), *script, *(host.address for host in hosts)])
 
     def apply(self, hosts: list[SSHTestHost], run_id: str) -> Invocation:
         raise NotImplementedError("the floor only plans")

@@ -91,10 +91,10 @@ class SSHNetwork:
         self.controller.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", "/root/.ssh/id_ed25519"])
         self.public_key = self.controller.read("/root/.ssh/id_ed25519.pub") or ""
 
-    def add_host(self, name: str | None = None, *, known: bool = True) -> SSHTestHost:
+    def add_host(self, name: str | None = None, *, known: bool = True, shadow_net_sysctls: bool = False) -> SSHTestHost:
         index = len(self.hosts) + 2
         name = name or f"host{index}"
-        host = SSHTestHost(self.workdir / name, name)
+        host = SSHTestHost(self.workdir / name, name, shadow_net_sysctls=shadow_net_sysctls)
         host.address = f"{PREFIX}.{index}"
         link = f"vc{index}"
         subprocess.run(["ip", "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", str(host.pid)], check=True)
