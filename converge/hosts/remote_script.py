@@ -25,6 +25,10 @@ b() { base64 -w0 -- "$@"; }
 """
 
 _GLOB_CHARACTERS = set("*?[")
+# Commands and globs (which fork) run in this many background lanes, each lane's reads one after
+# the other: a plan waits for the slowest lane, not for the sum of every tool the host runs, and
+# no more than this many of them run at once.
+LANES = 4
 
 
 def _read_file(index: int, path: str) -> str:
@@ -61,8 +65,8 @@ def _read_glob(index: int, pattern: str) -> str:
 def _run_command(index: int, argv: Sequence[str]) -> str:
     return (
         f"if command -v {shlex.quote(argv[0])} >/dev/null 2>&1; then "
-        f"{shlex.join(argv)} >\"$t/o\" 2>\"$t/e\" </dev/null; "
-        f"echo \"{index} cmd $? $(b \"$t/o\") $(b \"$t/e\")\"; else echo '{index} missing'; fi"
+        f"{shlex.join(argv)} >\"$t/o{index}\" 2>\"$t/e{index}\" </dev/null; "
+        f"echo \"{index} cmd $? $(b \"$t/o{index}\") $(b \"$t/e{index}\")\"; else echo '{index} missing'; fi"
     )
 
 
@@ -74,18 +78,31 @@ def _which(index: int, name: str) -> str:
 
 
 def batch_script(reads: Sequence[Read]) -> str:
-    """A script answering every read, one `INDEX KIND ...` line each (globs: one per file)."""
-    lines = [PRELUDE]
+    """A script answering every read, one `INDEX KIND ...` line each (globs: one per file).
+
+    Files and `command -v` are answered in order by the script itself; commands and globs in
+    LANES background lanes writing to files of their own, printed whole once all have ended (the
+    answers' lines are tagged with their read, so their order between reads does not matter)."""
+    inline: list[str] = []
+    lanes: list[list[str]] = [[] for _ in range(LANES)]
+    forking = 0
     for index, read in enumerate(reads):
         match read:
             case ReadFile(path):
-                lines.append(_read_file(index, path))
+                inline.append(_read_file(index, path))
             case ReadGlob(pattern):
-                lines.append(_read_glob(index, pattern))
+                lanes[forking % LANES].append(_read_glob(index, pattern))
+                forking += 1
             case RunCommand(argv):
-                lines.append(_run_command(index, argv))
+                lanes[forking % LANES].append(_run_command(index, argv))
+                forking += 1
             case Which(name):
-                lines.append(_which(index, name))
+                inline.append(_which(index, name))
+    used = [lane for lane in lanes if lane]
+    # The lanes start first, so the host reads its files while the commands run.
+    lines = [PRELUDE, *("{\n" + "\n".join(lane) + f"\n}} >\"$t/lane{number}\" &" for number, lane in enumerate(used)), *inline]
+    if used:
+        lines += ["wait", " ".join(["cat", *(f'"$t/lane{number}"' for number in range(len(used)))])]
     return "\n".join(lines) + "\n"
 
 
