@@ -58,6 +58,8 @@ DEFAULT_PORT = 22
 # Both are that host's error; the others go on.
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
 COMMAND_IDLE_TIMEOUT = 600.0
+# After a command's exit status, how long its output may still take to end (seconds of silence).
+_AFTER_EXIT_GRACE = 0.5
 # With a password, sudo runs this first: it must read the fresh token sent right after the
 # password. sudo -k asks for the password every time, but a policy that does not ask (NOPASSWD
 # for one command, a global timestamp) would leave the password line to the command, which would
@@ -359,8 +361,16 @@ class SSHHost(Host):
                 raise HostError(f"{self.name}: {command} answered more than {MAX_ANSWER_BYTES >> 20} MiB; stopped reading")
             if received:
                 last = time.monotonic()
-            elif channel.exit_status_ready() or channel.closed:
+            elif channel.closed or channel.eof_received:
+                if channel.recv_ready() or channel.recv_stderr_ready():
+                    continue  # data that arrived since the reads above: the answer's last bytes
                 return bytes(out), bytes(err)
+            elif channel.exit_status_ready():
+                # Exited but output still open: a background process it started may hold it (a
+                # daemon), so wait briefly for the end of the output, not for the process.
+                if time.monotonic() - last > _AFTER_EXIT_GRACE:
+                    return bytes(out), bytes(err)
+                select.select([channel], [], [], 0.02)
             elif time.monotonic() - last > idle:
                 channel.close()
                 raise HostError(f"{self.name}: {command} gave no answer for {idle:g} s; the host may be hung")
