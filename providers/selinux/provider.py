@@ -26,7 +26,7 @@ from converge.provider import (
 )
 from converge.suggest import Suggestion
 
-from . import capture
+from . import capture, store
 from .kernel import (
     ENFORCE,
     KernelState,
@@ -38,13 +38,11 @@ from .kernel import (
 from .operations import AUTORELABEL, CONFIG, DEVEL_MAKEFILE, MODULE_RECORDS, PRIORITY, change_name, plan_operations
 from .parse import (
     count_relabelled,
-    parse_boolean_list,
     parse_config,
     parse_file_contexts,
     parse_module_kinds,
     parse_module_list,
     parse_module_record,
-    parse_port_list,
     parse_ports_local,
 )
 from .spec import FileContext, Port, SelinuxSpec
@@ -61,8 +59,10 @@ FILE_CONTEXTS_LOCAL_GLOB = "/etc/selinux/*/contexts/files/file_contexts.local"
 MODULE_RECORDS_GLOB = f"{MODULE_RECORDS}/*.sha256"
 TOOLS = ("semanage", "semodule", "setsebool", "checkmodule", "semodule_package", "restorecon")
 
-BOOLEANS_LIST = RunCommand(("semanage", "boolean", "-l"))
-PORTS_LIST = RunCommand(("semanage", "port", "-l"))
+# The booleans' persistent values and the policy's ports, as `semanage boolean -l` and `semanage
+# port -l` list them, read from the store with libsemanage (store.py: a tenth of their host CPU).
+BOOLEANS_LIST = store.BOOLEANS
+PORTS_LIST = store.PORTS
 MODULES_LIST = RunCommand(("semodule", "-l", "-m"))
 # Capture only: every local customisation, every module's priority.
 EXPORT = RunCommand(("semanage", "export"))
@@ -84,7 +84,7 @@ class SelinuxLive:
     policy: str  # the policy the rest of the state was read from (the desired one, else the configured one)
     kernel: KernelState
     autorelabel_scheduled: bool
-    booleans: dict[str, bool]  # persisted values, as `semanage boolean -l` lists them
+    booleans: dict[str, bool]  # persisted values, as `semanage boolean -l` lists them (store.py)
     fcontexts: dict[tuple[str, str], str | None]  # the local ones
     policy_fcontexts: set[tuple[str, str]]
     ports: dict[tuple[str, str], str | None]  # the local ones
@@ -156,7 +156,7 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
             named = "" if spec.policy or parse_config(config).get("SELINUXTYPE") else \
                 f"{CONFIG} sets no SELINUXTYPE=, so the SELinux tools use {DEFAULT_POLICY!r}, but "
             raise ProviderError(f"{named}policy {policy!r} is not installed (no store /var/lib/selinux/{policy})")
-        booleans = parse_boolean_list(output_or_raise(facts, BOOLEANS_LIST.argv)) if spec.booleans else {}
+        booleans = store.parse_booleans(output_or_raise(facts, BOOLEANS_LIST.argv)) if spec.booleans else {}
         unknown = sorted(set(spec.booleans) - set(booleans))
         if unknown:
             raise ProviderError(f"no such boolean in policy {policy!r}: {', '.join(unknown)}")
@@ -189,7 +189,7 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
         local_text = _store_of(facts.glob(PORTS_LOCAL_GLOB), policy, "/var/lib/selinux") or ""
         local = parse_ports_local(local_text, f"/var/lib/selinux/{policy}/active/ports.local")
         # `semanage port -l` lists a local port and the policy's entry for the same port both.
-        listed = parse_port_list(output_or_raise(facts, PORTS_LIST.argv))
+        listed = store.parse_ports(output_or_raise(facts, PORTS_LIST.argv))
         return local, {key for key, count in listed.items() if count > (key in local)}
 
     @staticmethod
@@ -338,7 +338,7 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
         listed = output_or_raise(facts, BOOLEANS_LIST.argv) if first.spec.booleans else ""
         stock = local(FILE_CONTEXTS_GLOB) if first.spec.fcontexts else ""
         return capture.probe(local(BOOLEANS_LOCAL_GLOB), local(FILE_CONTEXTS_LOCAL_GLOB), local(PORTS_LOCAL_GLOB),
-                             parse_boolean_list(listed), bool(stock.strip()))
+                             store.parse_booleans(listed), bool(stock.strip()))
 
     def capture(self, facts: Facts) -> Captured:
         policy, installed = self._captured_policy(facts)
