@@ -90,24 +90,24 @@ def read_script(workload: Workload, directory: Path) -> Path:
 
 
 def prepare_peers(network: SSHNetwork, host: SSHTestHost, workload: Workload, tools: dict[str, Tool],
-                  directory: Path) -> None:
-    """Render the peers' playbook and deploy from what converge wrote, install their files as they
-    would (untimed), and let each apply once so its plan starts from its own settled state."""
+                  directory: Path, *, settle: bool) -> None:
+    """Render the peers' playbook and deploy from what converge wrote and install their files as
+    they would (untimed); with `settle`, each peer also applies once, so that its plan starts from
+    its own settled state whatever it reads differently."""
     written = converge_files(host, workload)
-    for name in ("ansible", "pyinfra"):
-        if name not in tools:
-            continue
+    renderings = {"ansible": ("playbook.yml", baselines.ansible_playbook), "pyinfra": ("deploy.py", baselines.pyinfra_deploy)}
+    for name, tool in tools.items():
+        file_name, render = renderings[name]
         files = baselines.peer_files(workload, written, name)
-        (directory / "playbook.yml").write_text(baselines.ansible_playbook(workload, baselines.peer_files(workload, written, "ansible")))
-        (directory / "deploy.py").write_text(baselines.pyinfra_deploy(workload, baselines.peer_files(workload, written, "pyinfra")))
+        (directory / file_name).write_text(render(workload, files))
         for path, (content, _) in files.items():
             host.write(path, content)
-        sysctls = workload.sysctls()
         # As ansible.posix.sysctl and pyinfra's server.sysctl(persist=True) write their files.
         separator = "=" if name == "ansible" else " = "
-        host.write(f"/etc/sysctl.d/90-{name}-sysctl.conf", "".join(f"{key}{separator}{value}\n" for key, value in sysctls.items()))
-        tool = tools[name]
-        run_once(network.controller, tool, tool.apply([host], f"settle-{name}"), [host], f"settle-{name}")
+        host.write(f"/etc/sysctl.d/90-{name}-sysctl.conf",
+                   "".join(f"{key}{separator}{value}\n" for key, value in workload.sysctls().items()))
+        if settle:
+            run_once(network.controller, tool, tool.apply([host], f"settle-{name}"), [host], f"settle-{name}")
 
 
 def require_no_op(name: str, results: dict[str, Series]) -> None:
@@ -132,7 +132,7 @@ def one_host_workload(network: SSHNetwork, workload: Workload, tools: dict[str, 
     floor_reads.use(directory, workload.baseline_path, script=read_script(workload, directory))
     settle_converge(network, tools["converge"], [host], workload.name)
     peers = {name: tool for name, tool in tools.items() if name in ("ansible", "pyinfra") and workload.peers}
-    prepare_peers(network, host, workload, peers, directory)
+    prepare_peers(network, host, workload, peers, directory, settle=not options.quick)
     plan_tools = [tools["converge"], *peers.values(), *([tools["floor"], floor_reads] if "floor" in tools else [])]
     log(f"{workload.name}: no-op plan, 1 host")
     results = {"plan": plan_scenario(network, plan_tools, [host], options.rounds, log, caps=options.caps)}

@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from converge.baseline import Baseline, load_baseline
 from converge.registry import Registry
@@ -61,13 +62,13 @@ class Workload:
     def __post_init__(self) -> None:
         self.baseline = load_baseline(self.baseline_path, Registry())
 
-    def spec(self, provider: str) -> object | None:
+    def spec(self, provider: str) -> Any:  # the provider's spec model, None when not planned
         table = self.baseline.tables.get(provider)
         return table.spec if table and (not self.only or provider in self.only) else None
 
     def sysctls(self) -> dict[str, str]:
         spec = self.spec("sysctl")
-        return {key: str(value) for key, value in (spec.model_dump() if spec is not None else {}).items()}  # type: ignore[attr-defined]
+        return {key: str(value) for key, value in (spec.model_dump() if spec is not None else {}).items()}
 
 
 def drift_sysctls(host: SSHTestHost, keys: tuple[str, ...] = DRIFTED_SYSCTLS) -> None:
@@ -157,103 +158,155 @@ def converge_paths(workload: Workload) -> list[str]:
     return paths + [f"/etc/apparmor.d/{name}" for name in getattr(apparmor, "profiles", {}) or {}]
 
 
-def _yaml(value: object) -> str:
-    return json.dumps(value)  # JSON is YAML
+def _task(name: str, module: str, arguments: dict[str, object], loop: list[Any] | None = None,
+          notify: str | None = None) -> str:
+    """One Ansible task in YAML (JSON values are YAML values)."""
+    lines = [f"    - name: {json.dumps(name)}", f"      {module}:"]
+    lines += [f"        {key}: {json.dumps(value)}" for key, value in arguments.items()]
+    if loop is not None:
+        lines.append(f"      loop: {json.dumps(loop)}")
+    if notify:
+        lines.append(f"      notify: {notify}")
+    return "\n".join(lines) + "\n"
 
 
 def ansible_playbook(workload: Workload, files: dict[str, tuple[str, str]]) -> str:
     tasks: list[str] = []
-    handlers: list[str] = []
     sysctls = workload.sysctls()
     if sysctls:
-        tasks.append(
-            "    - name: sysctl\n      ansible.posix.sysctl:\n        name: \"{{ item.key }}\"\n"
-            "        value: \"{{ item.value }}\"\n        state: present\n        sysctl_set: true\n"
-            "        sysctl_file: /etc/sysctl.d/90-ansible-sysctl.conf\n        reload: false\n"
-            f"      loop: {_yaml([{'key': k, 'value': v} for k, v in sysctls.items()])}\n")
+        tasks.append(_task("sysctl", "ansible.posix.sysctl",
+                           {"name": "{{ item.key }}", "value": "{{ item.value }}", "state": "present", "sysctl_set": True,
+                            "sysctl_file": "/etc/sysctl.d/90-ansible-sysctl.conf", "reload": False},
+                           [{"key": key, "value": value} for key, value in sysctls.items()]))
     for path, (content, provider) in files.items():
-        notify = f"      notify: reload {provider}\n" if provider in RELOAD else ""
-        tasks.append(f"    - name: {provider} {path}\n      ansible.builtin.copy:\n        dest: {path}\n"
-                     f"        content: {_yaml(content)}\n        mode: \"0644\"\n{notify}")
-    for provider, command in RELOAD.items():
-        if any(p == provider for _, p in files.values()):
-            handlers.append(f"    - name: reload {provider}\n      ansible.builtin.shell: {_yaml(command)}\n")
+        tasks.append(_task(f"{provider} {path}", "ansible.builtin.copy", {"dest": path, "content": content, "mode": "0644"},
+                           notify=f"reload {provider}" if provider in RELOAD else None))
+    handlers = [_task(f"reload {provider}", "ansible.builtin.shell", {"cmd": command})
+                for provider, command in RELOAD.items() if any(p == provider for _, p in files.values())]
     ufw = workload.spec("ufw")
     if ufw is not None:
-        rules = [{"rule": r.action, "port": r.port, "proto": r.proto, "comment": r.comment} for r in ufw.rules]  # type: ignore[attr-defined]
-        tasks.append("    - name: ufw rules\n      community.general.ufw:\n        rule: \"{{ item.rule }}\"\n"
-                     "        port: \"{{ item.port }}\"\n        proto: \"{{ item.proto }}\"\n        comment: \"{{ item.comment }}\"\n"
-                     f"      loop: {_yaml(rules)}\n")
-        tasks.append(f"    - name: ufw defaults\n      community.general.ufw:\n        default: \"{{{{ item.policy }}}}\"\n"
-                     f"        direction: \"{{{{ item.direction }}}}\"\n"
-                     f"      loop: {_yaml([{'policy': ufw.default_incoming, 'direction': 'incoming'}, {'policy': ufw.default_outgoing, 'direction': 'outgoing'}])}\n")  # type: ignore[attr-defined]
-        tasks.append(f"    - name: ufw enabled\n      community.general.ufw:\n        state: enabled\n        logging: {ufw.logging}\n")  # type: ignore[attr-defined]
+        rules = [{"rule": r.action, "port": r.port, "proto": r.proto, "comment": r.comment} for r in ufw.rules]
+        tasks.append(_task("ufw rules", "community.general.ufw",
+                           {"rule": "{{ item.rule }}", "port": "{{ item.port }}", "proto": "{{ item.proto }}",
+                            "comment": "{{ item.comment }}"}, rules))
+        defaults = [{"policy": ufw.default_incoming, "direction": "incoming"},
+                    {"policy": ufw.default_outgoing, "direction": "outgoing"}]
+        tasks.append(_task("ufw defaults", "community.general.ufw",
+                           {"default": "{{ item.policy }}", "direction": "{{ item.direction }}"}, defaults))
+        tasks.append(_task("ufw enabled", "community.general.ufw", {"state": "enabled", "logging": ufw.logging}))
     selinux = workload.spec("selinux")
     if selinux is not None:
-        tasks.append("    - name: selinux config\n      ansible.builtin.lineinfile:\n        path: /etc/selinux/config\n"
-                     "        regexp: \"^{{ item.key }}=\"\n        line: \"{{ item.key }}={{ item.value }}\"\n"
-                     f"      loop: {_yaml([{'key': 'SELINUX', 'value': selinux.mode}, {'key': 'SELINUXTYPE', 'value': selinux.policy}])}\n")  # type: ignore[attr-defined]
+        tasks.append(_task("selinux config", "ansible.builtin.lineinfile",
+                           {"path": "/etc/selinux/config", "regexp": "^{{ item.key }}=",
+                            "line": "{{ item.key }}={{ item.value }}"},
+                           [{"key": "SELINUX", "value": selinux.mode}, {"key": "SELINUXTYPE", "value": selinux.policy}]))
         # ignore_selinux_state: the test host has the policy store but no SELinux kernel.
-        tasks.append("    - name: selinux booleans\n      ansible.posix.seboolean:\n        name: \"{{ item.key }}\"\n"
-                     "        state: \"{{ item.value }}\"\n        persistent: true\n        ignore_selinux_state: true\n"
-                     f"      loop: {_yaml([{'key': k, 'value': v} for k, v in selinux.booleans.items()])}\n")  # type: ignore[attr-defined]
-        tasks.append("    - name: selinux file contexts\n      community.general.sefcontext:\n        target: \"{{ item.path }}\"\n"
-                     "        setype: \"{{ item.type }}\"\n        ignore_selinux_state: true\n"
-                     f"      loop: {_yaml([{'path': f.path, 'type': f.type} for f in selinux.fcontexts])}\n")  # type: ignore[attr-defined]
+        tasks.append(_task("selinux booleans", "ansible.posix.seboolean",
+                           {"name": "{{ item.key }}", "state": "{{ item.value }}", "persistent": True,
+                            "ignore_selinux_state": True},
+                           [{"key": key, "value": value} for key, value in selinux.booleans.items()]))
+        tasks.append(_task("selinux file contexts", "community.general.sefcontext",
+                           {"target": "{{ item.path }}", "setype": "{{ item.type }}", "ignore_selinux_state": True},
+                           [{"path": f.path, "type": f.type} for f in selinux.fcontexts]))
     firewalld = workload.spec("firewalld")
     if firewalld is not None:
-        services = [{"zone": zone, "service": service} for zone, spec in firewalld.zones.items() for service in spec.services]  # type: ignore[attr-defined]
+        services = [{"zone": zone, "service": service} for zone, spec in firewalld.zones.items() for service in spec.services]
         # offline: the test host runs no firewalld daemon (converge uses firewall-offline-cmd there too).
-        tasks.append("    - name: firewalld services\n      ansible.posix.firewalld:\n        zone: \"{{ item.zone }}\"\n"
-                     "        service: \"{{ item.service }}\"\n        permanent: true\n        state: enabled\n        offline: true\n"
-                     f"      loop: {_yaml(services)}\n")
+        tasks.append(_task("firewalld services", "ansible.posix.firewalld",
+                           {"zone": "{{ item.zone }}", "service": "{{ item.service }}", "permanent": True, "state": "enabled",
+                            "offline": True}, services))
     return ("- hosts: all\n  gather_facts: false\n  tasks:\n" + "".join(tasks)
             + ("  handlers:\n" + "".join(handlers) if handlers else ""))
 
 
+PYINFRA_UFW = """
+class UfwAdded(FactBase):
+    command = 'ufw show added'
+
+    def process(self, output):
+        return [line.strip() for line in output]
+
+
+added = host.get_fact(UfwAdded)
+for wanted in {rules!r}:
+    if wanted not in added:
+        server.shell(name=wanted, commands=[wanted])
+"""
+# selinux.boolean reads getsebool, which needs a SELinux kernel: the persistent values come from
+# semanage here, set with setsebool -P as selinux.boolean does. selinux.file_context_mapping's fact
+# runs `set -o pipefail`, which Debian's sh (dash) refuses: the local file contexts come from
+# `semanage fcontext -l -C` here, added with semanage as that operation does.
+PYINFRA_SELINUX = """
+files.line(name='SELINUX', path='/etc/selinux/config', line='^SELINUX=.*', replace='SELINUX={mode}')
+files.line(name='SELINUXTYPE', path='/etc/selinux/config', line='^SELINUXTYPE=.*', replace='SELINUXTYPE={policy}')
+
+
+class PersistentBooleans(FactBase):
+    command = 'semanage boolean -l'
+
+    def process(self, output):
+        return {{line.split()[0]: line.split(')')[0].split(',')[-1].strip() == 'on'
+                for line in output if ',' in line and '(' in line}}
+
+
+persistent = host.get_fact(PersistentBooleans)
+for name, value in {booleans!r}.items():
+    if persistent.get(name) != value:
+        server.shell(name=f'setsebool {{name}}', commands=[f"setsebool -P {{name}} {{'on' if value else 'off'}}"])
+
+
+class LocalFileContexts(FactBase):
+    command = 'semanage fcontext -l -C -n'
+
+    def process(self, output):
+        return {{line.split()[0]: line.split()[-1].split(':')[2] for line in output if line.count(':') >= 3}}
+
+
+local = host.get_fact(LocalFileContexts)
+for target, se_type in {fcontexts!r}:
+    if local.get(target) != se_type:
+        server.shell(name=f'fcontext {{target}}', commands=[f"semanage fcontext -a -t {{se_type}} '{{target}}'"])
+"""
+# pyinfra has no firewalld operation: a fact and guarded firewall-offline-cmd commands.
+PYINFRA_FIREWALLD = """
+class Services(FactBase):
+    def command(self, zone):
+        return f'firewall-offline-cmd --zone={{zone}} --list-services'
+
+    def process(self, output):
+        return ' '.join(output).split()
+
+
+for zone, services in {zones!r}.items():
+    for service in services:
+        if service not in host.get_fact(Services, zone=zone):
+            command = f'firewall-offline-cmd --zone={{zone}} --add-service={{service}}'
+            server.shell(name=f'firewalld {{service}}', commands=[command])
+"""
+
+
 def pyinfra_deploy(workload: Workload, files: dict[str, tuple[str, str]]) -> str:
     lines = ["from io import StringIO", "from pyinfra import host", "from pyinfra.api import FactBase",
-             "from pyinfra.operations import files, selinux, server", ""]
+             "from pyinfra.operations import files, server", ""]
     sysctls = workload.sysctls()
     if sysctls:
         lines += [f"for key, value in {sysctls!r}.items():",
                   "    server.sysctl(name=f'sysctl {key}', key=key, value=value, persist=True,",
                   "                  persist_file='/etc/sysctl.d/90-pyinfra-sysctl.conf')", ""]
     for index, (path, (content, provider)) in enumerate(files.items()):
-        lines.append(f"file{index} = files.put(name={f'{provider} {path}'!r}, src=StringIO({content!r}), dest={path!r}, mode='644')")
+        lines.append(f"file{index} = files.put(name={f'{provider} {path}'!r}, src=StringIO({content!r}), dest={path!r}, "
+                     "mode='644')")
         if provider in RELOAD:
-            lines.append(f"server.shell(name='reload {provider}', commands=[{RELOAD[provider]!r}], _if=file{index}.did_change)")
+            lines.append(f"server.shell(name='reload {provider}', commands=[{RELOAD[provider]!r}], "
+                         f"_if=file{index}.did_change)")
     ufw = workload.spec("ufw")
     if ufw is not None:
-        # pyinfra has no ufw operation: a fact and guarded ufw commands.
-        rules = [f"ufw {r.action} {r.port}/{r.proto} comment '{r.comment}'" for r in ufw.rules]  # type: ignore[attr-defined]
-        lines += ["", "class UfwAdded(FactBase):", "    command = 'ufw show added'", "",
-                  "    def process(self, output):", "        return [line.strip() for line in output]", "",
-                  "added = host.get_fact(UfwAdded)", f"for wanted in {rules!r}:", "    if wanted not in added:",
-                  "        server.shell(name=wanted, commands=[wanted])", ""]
+        lines.append(PYINFRA_UFW.format(rules=[f"ufw {r.action} {r.port}/{r.proto} comment '{r.comment}'" for r in ufw.rules]))
     selinux = workload.spec("selinux")
     if selinux is not None:
-        lines += [f"files.line(name='SELINUX', path='/etc/selinux/config', line='^SELINUX=.*', replace='SELINUX={selinux.mode}')",  # type: ignore[attr-defined]
-                  f"files.line(name='SELINUXTYPE', path='/etc/selinux/config', line='^SELINUXTYPE=.*', replace='SELINUXTYPE={selinux.policy}')",  # type: ignore[attr-defined]
-                  # selinux.boolean reads getsebool, which needs a SELinux kernel: the persistent
-                  # values come from semanage here, set with setsebool -P as selinux.boolean does.
-                  "", "class PersistentBooleans(FactBase):", "    command = 'semanage boolean -l'", "",
-                  "    def process(self, output):",
-                  "        return {line.split()[0]: line.split(')')[0].split(',')[-1].strip() == 'on'",
-                  "                for line in output if ',' in line and '(' in line}", "",
-                  "persistent = host.get_fact(PersistentBooleans)",
-                  f"for name, value in {dict(selinux.booleans)!r}.items():",  # type: ignore[attr-defined]
-                  "    if persistent.get(name) != value:",
-                  "        server.shell(name=f'setsebool {name}', commands=[f\"setsebool -P {name} {'on' if value else 'off'}\"])",
-                  ""]
-        for fcontext in selinux.fcontexts:  # type: ignore[attr-defined]
-            lines.append(f"selinux.file_context_mapping(name={f'fcontext {fcontext.path}'!r}, target={fcontext.path!r}, se_type={fcontext.type!r})")
+        lines.append(PYINFRA_SELINUX.format(mode=selinux.mode, policy=selinux.policy, booleans=dict(selinux.booleans),
+                                            fcontexts=[(f.path, f.type) for f in selinux.fcontexts]))
     firewalld = workload.spec("firewalld")
     if firewalld is not None:
-        for zone, spec in firewalld.zones.items():  # type: ignore[attr-defined]
-            lines += ["", f"class Services_{zone}(FactBase):", f"    command = 'firewall-offline-cmd --zone={zone} --list-services'", "",
-                      "    def process(self, output):", "        return ' '.join(output).split()", "",
-                      f"for service in {list(spec.services)!r}:",
-                      f"    if service not in host.get_fact(Services_{zone}):",
-                      f"        server.shell(name=f'firewalld {{service}}', commands=[f'firewall-offline-cmd --zone={zone} --add-service={{service}}'])"]
+        lines.append(PYINFRA_FIREWALLD.format(zones={zone: list(spec.services) for zone, spec in firewalld.zones.items()}))
     return "\n".join(lines) + "\n"

@@ -29,7 +29,7 @@ def one_host(address: str, script: bytes | None, failures: list[str]) -> None:
         if stdout.channel.recv_exit_status() != 0:
             failures.append(f"{address}: exit status {stdout.channel.recv_exit_status()}")
         client.close()
-    except Exception as error:  # noqa: BLE001 - reported, and the run fails
+    except Exception as error:  # reported, and the run fails
         failures.append(f"{address}: {error}")
 
 

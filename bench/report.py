@@ -82,7 +82,8 @@ def fleet_table(fleet: dict[int, dict[str, Series]], only: tuple[str, ...]) -> l
         bound = (cpu + converge.median("host_cpu_seconds")) / CORES
         lines.append(
             f"| {count} | {_seconds(converge)} | {floor.median('seconds'):.2f} s | "
-            f"{converge.median('seconds') / floor.median('seconds'):.2f} | {converge.median('seconds') / one.median('seconds'):.2f} | "
+            f"{converge.median('seconds') / floor.median('seconds'):.2f} | "
+            f"{converge.median('seconds') / one.median('seconds'):.2f} | "
             f"{cpu:.2f} s | {extra:.1f} ms | {converge.median('host_cpu_seconds'):.2f} s | {bound:.2f} s | "
             f"{converge.median('peak_rss_kib') / 1024:.0f} MiB |")
     return [*lines, ""]
