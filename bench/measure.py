@@ -55,7 +55,7 @@ def _sshd_pid(host: SSHTestHost) -> int:
     return int((host.read("/run/sshd.pid") or "0").strip() or 0)
 
 
-def _reaped_cpu_seconds(pid: int) -> float:
+def reaped_cpu_seconds(pid: int) -> float:
     """CPU time of the waited-for descendants of a host's listening sshd: its sessions' processes."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
@@ -82,7 +82,7 @@ def hosts_cpu_seconds(hosts: list[SSHTestHost]) -> float:
     pids = [_sshd_pid(host) for host in hosts]
     for pid in pids:
         _sessions_ended(pid)
-    return sum(_reaped_cpu_seconds(pid) for pid in pids)
+    return sum(reaped_cpu_seconds(pid) for pid in pids)
 
 
 def _children_cpu_seconds() -> float:
