@@ -181,6 +181,9 @@ def fleet_workload(network: SSHNetwork, tools: dict[str, Tool], workdir: Path,
     directory = workdir / "fleet"
     directory.mkdir(parents=True)
     converge, floor = tools["converge"], tools["floor"]
+    # The floor running converge's read script on every host: what the hosts' own work adds.
+    floor_reads = Floor("floor+reads", workdir, converge.peers_bin)
+    floor_reads.use(directory, workload.baseline_path, script=read_script(workload, directory))
     hosts: list[SSHTestHost] = []
     results: dict[int, dict[str, Series]] = {}
     rounds = 1 if options.quick else 3
@@ -194,7 +197,8 @@ def fleet_workload(network: SSHNetwork, tools: dict[str, Tool], workdir: Path,
         if new:
             settle_converge(network, converge, new, f"fleet-{count}")
         hosts += new
-        results[count] = plan_scenario(network, [converge, floor], hosts[:count], rounds if count > 1 else options.rounds, log)
+        results[count] = plan_scenario(network, [converge, floor, floor_reads], hosts[:count],
+                                       rounds if count > 1 else options.rounds, log)
         require_no_op(f"fleet {count}", results[count])
     return results
 
