@@ -218,6 +218,10 @@ class _Transport(paramiko.Transport):
     _active_check_timeout = 1.0
 
 
+def _transport(sock: Any, /, **options: Any) -> paramiko.Transport:
+    return _Transport(sock, **options)
+
+
 class SSHHost(Host):
     def __init__(self, target: str, options: ConnectOptions, name: str | None = None, *,
                  proxy_jump: str | None = None) -> None:
@@ -301,7 +305,7 @@ class SSHHost(Host):
         client.connect(
             self.hostname, port=self.port, username=self.user, key_filename=cast(Any, identity or None),  # a list works
             timeout=options.timeout, banner_timeout=options.timeout, auth_timeout=options.timeout,
-            allow_agent=True, look_for_keys=not identity, sock=sock, transport_factory=_Transport,
+            allow_agent=True, look_for_keys=not identity, sock=sock, transport_factory=_transport,
         )
         transport = client.get_transport()
         offered = transport.get_remote_server_key() if transport else None
