@@ -390,7 +390,7 @@ class SSHHost(Host):
             else:
                 # The channel's pipe wakes this as soon as output or the end of it arrives; the
                 # timeout only bounds how late the idle check runs (polling costs CPU per host).
-                select.select([channel], [], [], _WAIT_SECONDS)
+                select.select([channel], [], [], min(_WAIT_SECONDS, idle))
 
     def _open_session(self, command: str) -> tuple[Any, Any, Any]:
         """Start `command` in a new session, reconnecting once if the connection has dropped
