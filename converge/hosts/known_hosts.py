@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-import paramiko
+from converge.hosts.paramiko_without_invoke import paramiko
 
 USER_FILES = "~/.ssh/known_hosts ~/.ssh/known_hosts2"
 GLOBAL_FILES = "/etc/ssh/ssh_known_hosts /etc/ssh/ssh_known_hosts2"

@@ -18,7 +18,6 @@ import secrets
 import select
 import shlex
 import socket
-import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -29,6 +28,7 @@ from urllib.parse import urlsplit
 from converge.errors import HostError
 from converge.hosts import CommandError, Connection, ConnectOptions, Host, known_hosts
 from converge.hosts.lock import LOCK_FILE, LOCK_SCRIPT, busy_message
+from converge.hosts.paramiko_without_invoke import paramiko
 from converge.hosts.remote_script import (
     ENVIRONMENT,
     REMOVE_SCRIPT,
@@ -39,17 +39,6 @@ from converge.hosts.remote_script import (
 )
 from converge.reads import CommandResult, Facts, Read, ReadFile
 
-# paramiko imports invoke (~55 ms, asyncio included) only to evaluate `Match exec` in ssh_config,
-# and copes without it. A plan is a short-lived process: skip it, and load it for a config that
-# needs it (see _ssh_config).
-_invoke_loaded = "invoke" in sys.modules
-if not _invoke_loaded:
-    sys.modules["invoke"] = None  # type: ignore[assignment]  # makes `import invoke` fail fast
-import paramiko  # noqa: E402
-import paramiko.config  # noqa: E402
-
-if not _invoke_loaded:
-    del sys.modules["invoke"]
 _MATCH_EXEC = re.compile(r"^\s*match\b.*\bexec\b", re.IGNORECASE | re.MULTILINE)
 
 DEFAULT_PORT = 22
