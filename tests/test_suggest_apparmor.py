@@ -256,3 +256,35 @@ def test_closed_loop_amended_profiles_compile_and_cover_every_proposed_group(com
     for resource, kind in held.items():
         assert one(second, resource).kind == kind  # still refused, still intended: not allowed
     assert not [p for p in second if p.kind == "profile-rule"]
+
+
+# ---- the provider and the CLI ---------------------------------------------------------------------
+def test_the_provider_reads_the_host_once_and_proposes_for_its_source_profiles(tmp_path: Path) -> None:
+    from converge.baseline import load_baseline
+    from converge.reads import CommandResult, Facts, ReadGlob
+    from converge.registry import Registry
+
+    shutil.copytree(PROFILES, tmp_path / "profiles")
+    (tmp_path / "web.toml").write_text('[apparmor.profiles."usr.sbin.nginx"]\nmode = "complain"\n'
+                                       'source = "profiles/usr.sbin.nginx"\n')
+    spec = load_baseline(tmp_path / "web.toml", Registry()).tables["apparmor"].spec
+    provider = Registry().get("apparmor")
+    reads = provider.suggest_reads(spec)
+    assert aa_suggest.DENIALS in reads and ReadGlob("/etc/apparmor.d/abstractions/*") in reads
+    log = "# journalctl _TRANSPORT=audit (no serials)\n" + (DATA / "journal.log").read_text(encoding="utf-8")
+    host = host_policy()
+    answers: dict[object, object] = {read: {path: text for path, text in host.items() if Path(path).match(read.pattern)}
+                                     for read in reads if isinstance(read, ReadGlob)}
+    answers[aa_suggest.DENIALS] = CommandResult(aa_suggest.DENIALS.argv, 0, log, "")
+    found = provider.suggest(spec, Facts(answers), None)  # type: ignore[arg-type]
+    assert [(p.kind, p.resource) for p in found] == [("stale", "/usr/sbin/nginx: owner /run/nginx.pid rw,")]
+
+
+def test_suggest_cli_in_a_test_host_without_records_proposes_nothing(test_host: TestHost, tmp_path: Path) -> None:
+    shutil.copytree(PROFILES, tmp_path / "profiles")
+    baseline = tmp_path / "web.toml"
+    baseline.write_text('[apparmor.profiles."usr.sbin.nginx"]\nmode = "complain"\nsource = "profiles/usr.sbin.nginx"\n')
+    done = test_host.converge("suggest", str(baseline), "--only", "apparmor", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    (host,) = json.loads(done.stdout)["hosts"]
+    assert host["suggestions"] == [] and host["errors"] == [] and host["skipped"] == []

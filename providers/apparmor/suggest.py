@@ -30,17 +30,20 @@ HELPER = Path(__file__).with_name("aa_helper.py")
 SYSTEM_PYTHON = "/usr/bin/python3"
 PACKAGES = "python3-apparmor python3-libapparmor apparmor-utils apparmor"
 # Every source a host may keep the records in, each section named by a `# ` line: audit.log through
-# ausearch --raw, the kernel log through journald (printk form, with the serial), journald's audit
-# transport only when the kernel log has none (it has no serial to drop duplicates by), dmesg only
-# without journald. Never fails: no records is an answer.
+# ausearch --raw (AVC, and the older kernels' APPARMOR_* types, asked apart so that an auditd that
+# knows no such name still answers for AVC); the kernel log through journald (printk form, with the serial), else journald's
+# audit transport (no serial to drop duplicates by), else dmesg (a host without a journal). Never
+# fails: no records is an answer.
 DENIALS = RunCommand(("sh", "-c",
     "if command -v ausearch >/dev/null 2>&1; then echo '# ausearch --raw';"
-    " ausearch -m AVC,APPARMOR_ALLOWED,APPARMOR_DENIED,APPARMOR_STATUS --raw 2>/dev/null | grep 'apparmor='; fi;"
+    " { ausearch -m AVC --raw; ausearch -m APPARMOR_ALLOWED,APPARMOR_DENIED,APPARMOR_STATUS --raw; } 2>/dev/null"
+    " | grep 'apparmor='; fi;"
+    " kernel=''; audit='';"
     " if command -v journalctl >/dev/null 2>&1; then"
     " kernel=$(journalctl -k -o cat --no-pager -q 2>/dev/null | grep 'apparmor=');"
+    " [ -n \"$kernel\" ] || audit=$(journalctl _TRANSPORT=audit -o short --no-pager -q 2>/dev/null | grep 'apparmor='); fi;"
     " if [ -n \"$kernel\" ]; then echo '# journalctl -k (may be rate-limited)'; printf '%s\\n' \"$kernel\";"
-    " else echo '# journalctl _TRANSPORT=audit (no serials, no times)';"
-    " journalctl _TRANSPORT=audit -o short --no-pager -q 2>/dev/null | grep 'apparmor='; fi;"
+    " elif [ -n \"$audit\" ]; then echo '# journalctl _TRANSPORT=audit (no serials)'; printf '%s\\n' \"$audit\";"
     " else echo '# dmesg (may be rate-limited)'; dmesg 2>/dev/null | grep 'apparmor='; fi; exit 0"))
 # What the library reads besides the profiles: abstractions, tunables and abi (two levels deep, as
 # Debian ships them), local/ includes, and the top-level profiles (the targets of px).
