@@ -288,3 +288,25 @@ def test_suggest_cli_in_a_test_host_without_records_proposes_nothing(test_host: 
     assert done.returncode == 0, done.stdout + done.stderr
     (host,) = json.loads(done.stdout)["hosts"]
     assert host["suggestions"] == [] and host["errors"] == [] and host["skipped"] == []
+
+
+def test_sensitive_paths_are_matched_by_the_librarys_own_path_expressions() -> None:
+    """No public record of a confined read of /etc/shadow that no deny rule stops was found: the
+    refusal of sensitive paths is checked on the library's rule objects directly."""
+    script = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import aa_helper\n"
+        "from apparmor.rule.file import FileRule\n"
+        "paths = json.loads(sys.argv[2])\n"
+        "rules = {p: FileRule(p, 'r', None, FileRule.ALL, owner=True, log_event=True) for p in sys.argv[3:]}\n"
+        "print(json.dumps({p: aa_helper._sensitive('file', r, paths, []) for p, r in rules.items()}))\n")
+    done = subprocess.run([aa_suggest.SYSTEM_PYTHON, "-I", "-c", script, str(aa_suggest.HELPER.parent),
+                           json.dumps(list(aa_suggest.SENSITIVE_PATHS)), "/etc/shadow", "/etc/gshadow-",
+                           "/etc/sudoers.d/90-cloud-init-users", "/root/.ssh/authorized_keys",
+                           "/etc/ssh/ssh_host_ed25519_key", "/etc/passwd", "/run/nginx.pid", "/etc/ssh/sshd_config"],
+                          capture_output=True, text=True, check=True)
+    verdicts = json.loads(done.stdout)
+    assert verdicts["/etc/shadow"] == "sensitive path /etc/shadow (/etc/{,g}shadow{,-})"
+    for path in ("/etc/gshadow-", "/etc/sudoers.d/90-cloud-init-users", "/root/.ssh/authorized_keys",
+                 "/etc/ssh/ssh_host_ed25519_key"):
+        assert verdicts[path], path
+    assert verdicts["/etc/passwd"] is verdicts["/run/nginx.pid"] is verdicts["/etc/ssh/sshd_config"] is None

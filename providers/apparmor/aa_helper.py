@@ -195,10 +195,15 @@ def _severity(aa: Any, sev_db: Any, profile: str, policy: Policy, rule: Any) -> 
     return None if value == sev_db.NOT_IMPLEMENTED else value
 
 
-def _sensitive(rule_type: str, rule: Any, paths: list[str], capabilities: list[str]) -> str | None:
+def _sensitive(rule_type: str, rule: Any, patterns: list[str], capabilities: list[str]) -> str | None:
+    """Whether the rule grants a sensitive path (an AppArmor pattern of `patterns` matches the
+    logged path the rule names) or capability."""
     if rule_type == "file" and not rule.all_paths:
-        hits = [path for path in paths if rule.path.match(path)]
-        return f"sensitive path {hits[0]}" if hits else None
+        from apparmor.aare import AARE
+
+        path = rule.path.orig_regex or rule.path.regex
+        hits = [pattern for pattern in patterns if AARE(pattern, True).match(path)]
+        return f"sensitive path {path} ({hits[0]})" if hits else None
     if rule_type == "capability":
         names = sorted(set(getattr(rule, "capability", set())) & set(capabilities))
         return "capability " + " ".join(names) if names else None

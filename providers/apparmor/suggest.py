@@ -51,10 +51,10 @@ POLICY_GLOBS = tuple(f"{PROFILE_DIR}/{pattern}" for pattern in (
     "*", "abstractions/*", "abstractions/*/*", "tunables/*", "tunables/*/*", "abi/*", "local/*"))
 
 # Never proposed: what a confined service reading or writing them would turn into a way out.
-SENSITIVE_PATHS = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/sudoers",
-                   "/etc/sudoers.d/converge", "/etc/security/opasswd", "/root/.ssh/authorized_keys",
-                   "/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/ssh_host_rsa_key", "/etc/apparmor.d/converge",
-                   "/sys/kernel/security/apparmor/.load", "/proc/kcore", "/dev/mem", "/dev/kmem", "/boot/vmlinuz")
+SENSITIVE_PATHS = ("/etc/{,g}shadow{,-}", "/etc/sudoers", "/etc/sudoers.d/**", "/etc/security/opasswd",
+                   "/etc/ssh/ssh_host_*", "/root/**", "/home/*/.ssh/**", "/etc/apparmor{,.d}/**",
+                   "/sys/kernel/security/**", "/proc/kcore", "/proc/sysrq-trigger", "/dev/mem", "/dev/kmem",
+                   "/dev/port", "/boot/**", "/etc/ld.so.preload")
 SENSITIVE_CAPABILITIES = ("sys_admin", "sys_module", "sys_rawio", "sys_ptrace", "mac_admin", "mac_override",
                           "dac_override", "dac_read_search", "bpf")
 HIGH_SEVERITY = 7
