@@ -290,6 +290,31 @@ def test_suggest_cli_in_a_test_host_without_records_proposes_nothing(test_host: 
     assert host["suggestions"] == [] and host["errors"] == [] and host["skipped"] == []
 
 
+def test_cli_closed_loop_suggest_write_apply_suggest_again(test_host: TestHost, tmp_path: Path) -> None:
+    """The host's audit.log holds the real records; suggest --write, apply the overlay (the real
+    apparmor_parser compiles it first), and a second suggest finds the records covered."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    shutil.copytree(PROFILES, tmp_path / "profiles")
+    baseline = tmp_path / "web.toml"
+    baseline.write_text('[apparmor.profiles.resolvconf]\nmode = "complain"\nsource = "profiles/resolvconf"\n')
+    test_host.run(["mkdir", "-p", "/var/log/audit"])
+    test_host.write("/var/log/audit/audit.log", (DATA / "audit.log").read_text(encoding="utf-8"))
+    first = test_host.converge("suggest", str(baseline), "--json", "--write")
+    assert first.returncode == 2, first.stdout + first.stderr
+    (host,) = json.loads(first.stdout)["hosts"]
+    assert [(s["kind"], s["resource"]) for s in host["suggestions"]] == [
+        ("profile-rule", "resolvconf: owner /etc/resolvconf.conf r,")]
+    assert host["suggestions"][0]["evidence"]["count"] == 2
+    assert f"wrote {tmp_path / 'web.suggested.toml'}" in first.stderr
+    assert (tmp_path / "apparmor" / "resolvconf.diff").read_text().startswith("--- a/profiles/resolvconf\n")
+    applied = test_host.converge("apply", str(tmp_path / "web.suggested.toml"), "--yes")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "  owner /etc/resolvconf.conf r," in (test_host.read("/etc/apparmor.d/resolvconf") or "")
+    again = test_host.converge("suggest", str(tmp_path / "web.suggested.toml"), "--json")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert [s["kind"] for s in json.loads(again.stdout)["hosts"][0]["suggestions"]] == ["stale"]
+
+
 def test_sensitive_paths_are_matched_by_the_librarys_own_path_expressions() -> None:
     """No public record of a confined read of /etc/shadow that no deny rule stops was found: the
     refusal of sensitive paths is checked on the library's rule objects directly."""

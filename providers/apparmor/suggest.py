@@ -29,15 +29,16 @@ from converge.suggest import Suggestion
 HELPER = Path(__file__).with_name("aa_helper.py")
 SYSTEM_PYTHON = "/usr/bin/python3"
 PACKAGES = "python3-apparmor python3-libapparmor apparmor-utils apparmor"
-# Every source a host may keep the records in, each section named by a `# ` line: audit.log through
-# ausearch --raw (AVC, and the older kernels' APPARMOR_* types, asked apart so that an auditd that
-# knows no such name still answers for AVC); the kernel log through journald (printk form, with the serial), else journald's
-# audit transport (no serial to drop duplicates by), else dmesg (a host without a journal). Never
-# fails: no records is an answer.
+# Every source a host may keep the records in, each section named by a `# ` line: auditd's own
+# files, read directly (Debian 12's ausearch, auditd 3.0.9, skips AppArmor's AVC records as
+# "Malformed event skipped, rc=9" and the APPARMOR_* types as unparsed, so it would hide them all);
+# the kernel log through journald (printk form, with the serial), else journald's audit transport
+# (no serial to drop duplicates by), else dmesg (a host without a journal). Never fails: no records
+# is an answer.
 DENIALS = RunCommand(("sh", "-c",
-    "if command -v ausearch >/dev/null 2>&1; then echo '# ausearch --raw';"
-    " { ausearch -m AVC --raw; ausearch -m APPARMOR_ALLOWED,APPARMOR_DENIED,APPARMOR_STATUS --raw; } 2>/dev/null"
-    " | grep 'apparmor='; fi;"
+    "logs=$(ls -r /var/log/audit/audit.log.[0-9]* 2>/dev/null) ;"
+    " if [ -r /var/log/audit/audit.log ]; then echo '# /var/log/audit/audit.log';"
+    " for log in $logs /var/log/audit/audit.log; do grep -a 'apparmor=' \"$log\"; done; fi;"
     " kernel=''; audit='';"
     " if command -v journalctl >/dev/null 2>&1; then"
     " kernel=$(journalctl -k -o cat --no-pager -q 2>/dev/null | grep 'apparmor=');"
