@@ -25,7 +25,7 @@ DATA = Path(__file__).parent / "data" / "suggest" / "apparmor"
 PROFILES = DATA / "profiles"
 FORMS = ("audit.log", "printk.log", "journal.log")
 MANAGED = ("usr.bin.swtpm", "usr.sbin.nginx", "snap.nextcloud.php-fpm", "dbus-session", "resolvconf", "who",
-           "snap.microk8s.hook.disconnect-plug-network-control")
+           "snap.microk8s.hook.disconnect-plug-network-control", "ubuntu_pro_esm_cache")
 # The swtpm package ships this empty include with its profile.
 SWTPM_LOCAL = "/etc/apparmor.d/local/usr.bin.swtpm"
 NGINX_TROUBLESHOOTING_EDIT = ("/run/nginx.pid rwk,", "deny /run/nginx.pid x,")  # nap-apparmor's troubleshooting.md
@@ -87,7 +87,8 @@ def test_every_form_reaches_libapparmor_only_once_normalised(tmp_path: Path) -> 
     assert any(line.startswith("audit: type=1400") for line in refused)
     # ... and parses every one of them in the form converge hands it
     assert all(event["parsed"] for event in fixed)
-    assert {event["profile"] for event in fixed} >= {"swtpm", "/usr/sbin/nginx", "lspci", "dbus-session", "who"}
+    assert {event["profile"] for event in fixed} >= {"swtpm", "/usr/sbin/nginx", "lspci", "dbus-session", "who",
+                                                     "ubuntu_pro_esm_cache//ps"}
 
 
 def test_normalised_line_drops_class_and_the_enriched_tail() -> None:
@@ -113,7 +114,7 @@ def test_one_record_seen_twice_counts_once_but_zero_serials_are_not_one_event() 
 def test_since_keeps_only_newer_records_and_status_records_give_the_last_load() -> None:
     records = parse_records((DATA / "printk.log").read_text(encoding="utf-8"), "x")
     newer = aa_suggest.apparmor_records(records, 1651529747.0)
-    assert {r.get("profile") for r in newer if r.time and r.time > 1} == {"swtpm", "who"}
+    assert {r.get("profile") for r in newer if r.time and r.time > 1} == {"swtpm", "who", "ubuntu_pro_esm_cache//ps"}
     assert aa_suggest.last_loads(records) == {"libvirt-a382f0b5-97dc-4ae9-a1b6-5f83efd27dd7": 1625860396.588}
 
 
@@ -131,6 +132,16 @@ def test_profile_rule_is_the_exact_rule_the_records_need(proposals: list[Suggest
     capability = one(proposals, "dbus-session: capability net_admin,")
     assert capability.kind == "profile-rule" and capability.evidence["severity"] == 8
     assert any("severity 8 of 10" in note and "high" in note for note in capability.notes)
+
+
+def test_a_child_profiles_rule_goes_into_its_own_block(proposals: list[Suggestion]) -> None:
+    node = one(proposals, "ubuntu_pro_esm_cache//ps: /sys/devices/system/node/ r,")  # fsuid 1000000, ouid 0: not owner
+    assert node.kind == "profile-rule" and node.evidence["profile"] == "ubuntu_pro_esm_cache//ps"
+    amended = node.files["apparmor/ubuntu_pro_esm_cache"].split("\n")
+    child, close = amended.index("  profile ps {"), amended.index("  }")
+    assert amended[close - 1] == "    /sys/devices/system/node/ r," and child < close
+    for capability in ("dac_read_search", "dac_override"):
+        assert one(proposals, f"ubuntu_pro_esm_cache//ps: capability {capability},").kind == "refused"
 
 
 def test_abstractions_are_offered_never_chosen(proposals: list[Suggestion]) -> None:

@@ -146,7 +146,7 @@ class Managed:
     source: str
     text: str
     mode: str
-    rules: dict[str, list[str]] = field(default_factory=dict)  # profile or hat name -> lines to add
+    rules: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (profile, hat) -> lines to add
 
 
 def managed_profiles(spec: AppArmorSpec) -> dict[str, Managed]:
@@ -224,7 +224,7 @@ def classify(group: dict[str, Any], records: Sequence[AuditRecord], managed: Man
             notes.append(f"exec: ix, aa-logprof's default (logprof.conf allows '{exec_info['choices']}'); ux is never proposed")
     if group["allowed"]:
         notes.append(f"partly allowed already: {group['allowed']}")
-    managed.rules.setdefault(group["hat"] if group["hat"] != group["profile"] else group["profile"], []).append(missing)
+    managed.rules.setdefault((group["profile"], group["hat"]), []).append(missing)
     out.append(Suggestion("apparmor", "profile-rule", f"{where}: {missing}", {}, evidence, tuple(notes)))
     return out
 
@@ -245,22 +245,29 @@ def _block_end(lines: Sequence[str], start: int) -> int:
     raise ProviderError(f"the profile block opened at line {start + 1} is never closed")
 
 
-def amended_text(text: str, rules: Mapping[str, Sequence[str]], where: str) -> str:
-    """The profile text with the proposed rules added at the end of their profile or hat block."""
+def amended_text(text: str, rules: Mapping[tuple[str, str], Sequence[str]], where: str) -> str:
+    """The profile text with the proposed rules added at the end of their profile's block, or of
+    the child profile or hat block inside it (rules are keyed by profile and hat)."""
     lines = text.split("\n")
     insertions: list[tuple[int, list[str]]] = []
     headers = profile_headers(text)
-    for name, added in rules.items():
-        header = next((h for h in headers if h.name == name), None)
-        if header is None:
-            raise ProviderError(f"{where}: no profile or hat named {name!r} in the text")
-        end = _block_end(lines, header.line)
+    for (profile, hat), added in rules.items():
+        parent = next((h for h in headers if h.depth == 0 and h.name == profile), None)
+        if parent is None:
+            raise ProviderError(f"{where}: no profile named {profile!r} in the text")
+        header = parent
+        if hat != profile:
+            end = _block_end(lines, parent.line)
+            header = next((h for h in headers if h.depth == 1 and h.name == hat and parent.line < h.line < end), None)
+            if header is None:
+                raise ProviderError(f"{where}: no child profile or hat {hat!r} in profile {profile!r}")
+        close = _block_end(lines, header.line)
         indent = re.match(r"\s*", lines[header.line]).group(0) + "  "  # type: ignore[union-attr]
         block = [f"{indent}# proposed by converge suggest from the host's records: review before applying"]
         block += [f"{indent}{rule}" for rule in dict.fromkeys(added)]
-        insertions.append((end, block))
-    for end, block in sorted(insertions, reverse=True):
-        lines[end:end] = block
+        insertions.append((close, block))
+    for close, block in sorted(insertions, reverse=True):
+        lines[close:close] = block
     return "\n".join(lines)
 
 
