@@ -22,7 +22,7 @@ from typing import Any
 
 from converge.auditlog import AuditRecord, parse_records
 from converge.provider import Facts, ProviderError, Read, ReadGlob, RunCommand
-from converge.providers.apparmor.parse import profile_headers
+from converge.providers.apparmor.parse import Header, profile_headers
 from converge.providers.apparmor.spec import PROFILE_DIR, AppArmorSpec, SourceFile
 from converge.suggest import Suggestion
 
@@ -255,12 +255,12 @@ def amended_text(text: str, rules: Mapping[tuple[str, str], Sequence[str]], wher
         parent = next((h for h in headers if h.depth == 0 and h.name == profile), None)
         if parent is None:
             raise ProviderError(f"{where}: no profile named {profile!r} in the text")
-        header = parent
+        header: Header | None = parent
         if hat != profile:
             end = _block_end(lines, parent.line)
             header = next((h for h in headers if h.depth == 1 and h.name == hat and parent.line < h.line < end), None)
-            if header is None:
-                raise ProviderError(f"{where}: no child profile or hat {hat!r} in profile {profile!r}")
+        if header is None:
+            raise ProviderError(f"{where}: no child profile or hat {hat!r} in profile {profile!r}")
         close = _block_end(lines, header.line)
         indent = re.match(r"\s*", lines[header.line]).group(0) + "  "  # type: ignore[union-attr]
         block = [f"{indent}# proposed by converge suggest from the host's records: review before applying"]
