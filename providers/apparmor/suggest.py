@@ -69,6 +69,12 @@ def suggest_reads() -> list[Read]:
 
 
 # ---- records ------------------------------------------------------------------------------------
+def has_serial(record: AuditRecord) -> bool:
+    """Whether the record's audit stamp names its event (journald keeps none; some kernels print
+    audit(0.000:0) for every record)."""
+    return record.event is not None and int(record.event.rpartition(":")[2]) != 0
+
+
 def apparmor_records(records: Sequence[AuditRecord], since: float | None) -> list[AuditRecord]:
     """The AppArmor records of a log, each once (ausearch and the kernel log may both hold one; the
     audit serial says so), from `since` on (records without a time are kept)."""
@@ -79,13 +85,28 @@ def apparmor_records(records: Sequence[AuditRecord], since: float | None) -> lis
             continue
         if since is not None and record.time is not None and record.time < since:
             continue
-        if record.event is not None and int(record.event.rpartition(":")[2]) != 0:  # some print audit(0.000:0)
-            key = (record.node, record.event)
+        if has_serial(record):
+            key = (record.node, str(record.event))
             if key in seen:
                 continue
             seen.add(key)
         out.append(record)
     return out
+
+
+def host_records(text: str, since: float | None) -> tuple[list[AuditRecord], list[str]]:
+    """The records of the DENIALS read, each once, with the source each came from (its section)."""
+    sections: list[tuple[str, list[str]]] = [("unnamed source", [])]
+    for line in text.split("\n"):  # never splitlines: auditd's ENRICHED lines hold \x1d
+        if line.startswith("# "):
+            sections.append((line[2:], []))
+        else:
+            sections[-1][1].append(line)
+    tagged = [(record, name) for name, lines in sections
+              for record in parse_records("\n".join(lines), f"the host's AppArmor records ({name})")]
+    kept = {id(record) for record in apparmor_records([record for record, _ in tagged], since)}
+    chosen = [(record, name) for record, name in tagged if id(record) in kept]
+    return [record for record, _ in chosen], [name for _, name in chosen]
 
 
 def libapparmor_line(record: AuditRecord) -> str:
@@ -157,11 +178,12 @@ def managed_profiles(spec: AppArmorSpec) -> dict[str, Managed]:
     return found
 
 
-def _evidence(group: dict[str, Any], records: Sequence[AuditRecord]) -> dict[str, Any]:
+def _evidence(group: dict[str, Any], records: Sequence[AuditRecord], sources: Sequence[str]) -> dict[str, Any]:
     chosen = [records[i] for i in group["records"]]
     times = [r.time for r in chosen if r.time is not None]
     return {
-        "count": len(chosen), "events": sorted({r.event for r in chosen if r.event}),
+        "count": len(chosen), "events": sorted({r.event for r in chosen if has_serial(r)}),
+        "sources": sorted({sources[i] for i in group["records"]}) if sources else [],
         "profile": group["profile"] if group["hat"] == group["profile"] else f"{group['profile']}//{group['hat']}",
         "comm": sorted({r.fields["comm"] for r in chosen if r.get("comm")}),
         "operation": sorted({r.fields["operation"] for r in chosen if r.get("operation")}),
@@ -183,9 +205,9 @@ def _severity_note(severity: Any) -> list[str]:
 
 
 def classify(group: dict[str, Any], records: Sequence[AuditRecord], managed: Managed,
-             loads: Mapping[str, float]) -> list[Suggestion]:
+             loads: Mapping[str, float], sources: Sequence[str] = ()) -> list[Suggestion]:
     """The group's suggestions: its intended part, its stale part, and its proposal or refusal."""
-    evidence = _evidence(group, records)
+    evidence = _evidence(group, records, sources)
     where = evidence["profile"]
     out = []
     base = [f"records: {', '.join(MODES.get(mode, mode) for mode in group['aamodes'])}"]
@@ -291,7 +313,7 @@ def profile_files(managed: Managed) -> tuple[dict[str, str], dict[str, Any]]:
 
 
 def analyse(records: Sequence[AuditRecord], managed: Mapping[str, Managed], host_files: Mapping[str, str],
-            ) -> list[Suggestion]:
+            sources: Sequence[str] = ()) -> list[Suggestion]:
     """Every suggestion for the records of the managed profiles."""
     if not records or not managed:
         return []
@@ -307,7 +329,7 @@ def analyse(records: Sequence[AuditRecord], managed: Mapping[str, Managed], host
         owner = managed.get(group.get("file") or "")
         if owner is None or group["unknown_profile"]:
             continue  # a profile the baseline does not manage from source: not this baseline's to fix
-        out += [(owner, each) for each in classify(group, records, owner, loads)]
+        out += [(owner, each) for each in classify(group, records, owner, loads, sources)]
     managed_names = {name for each in managed.values() for name in names_of(each)}
     for index, event in enumerate(answer["records"]):
         record = records[index]
@@ -332,10 +354,8 @@ def _with_files(suggestion: Suggestion, files: dict[str, str], table: dict[str, 
 
 def suggest(spec: AppArmorSpec, facts: Facts, since: float | None) -> list[Suggestion]:
     """Every proposal for the host's AppArmor records since `since`."""
-    text = facts.command(*DENIALS.argv).stdout
-    records = apparmor_records(parse_records(text, "the host's AppArmor records"), since)
-    managed = managed_profiles(spec)
+    records, sources = host_records(facts.command(*DENIALS.argv).stdout, since)
     host_files: dict[str, str] = {}
     for pattern in POLICY_GLOBS:
         host_files.update(facts.glob(pattern))
-    return analyse(records, managed, host_files)
+    return analyse(records, managed_profiles(spec), host_files, sources)
