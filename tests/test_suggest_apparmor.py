@@ -25,7 +25,7 @@ DATA = Path(__file__).parent / "data" / "suggest" / "apparmor"
 PROFILES = DATA / "profiles"
 FORMS = ("audit.log", "printk.log", "journal.log")
 MANAGED = ("usr.bin.swtpm", "usr.sbin.nginx", "snap.nextcloud.php-fpm", "dbus-session", "resolvconf", "who",
-           "snap.microk8s.hook.disconnect-plug-network-control", "ubuntu_pro_esm_cache")
+           "snap.microk8s.hook.disconnect-plug-network-control", "ubuntu_pro_esm_cache", "usr.bin.docker")
 # The swtpm package ships this empty include with its profile.
 SWTPM_LOCAL = "/etc/apparmor.d/local/usr.bin.swtpm"
 NGINX_TROUBLESHOOTING_EDIT = ("/run/nginx.pid rwk,", "deny /run/nginx.pid x,")  # nap-apparmor's troubleshooting.md
@@ -197,6 +197,12 @@ def test_refused_for_sensitive_capabilities_and_paths(proposals: list[Suggestion
     assert "capability sys_admin: never proposed" in admin.notes[-1]
     module = one(proposals, "snap.microk8s.hook.disconnect-plug-network-control: capability sys_module,")
     assert module.kind == "refused" and not module.files
+
+
+def test_records_the_library_has_no_rule_for_are_said_not_dropped(proposals: list[Suggestion]) -> None:
+    mount = one(proposals, "/usr/bin/docker: mount (not analysed)")  # audit.log without class=
+    assert mount.kind == "refused" and mount.evidence["events"] == ["1444521663.545:61650"]
+    assert "no rule out of 'mount' records (failed srcname match)" in mount.notes[0]
 
 
 def test_records_of_profiles_the_baseline_does_not_manage_are_not_its_business(proposals: list[Suggestion]) -> None:

@@ -7,7 +7,7 @@ global state, so one process per host. It imports nothing of converge. JSON in o
 in:  {"profile_dir": DIR,            # a copy of the host's /etc/apparmor.d, the baseline's profiles in it
       "records": [LINE, ...],        # one record each, in the form libapparmor parses
       "sensitive_paths": [PATH], "sensitive_capabilities": [NAME]}
-out: {"records": [{"parsed": bool, "profile": NAME, "aamode": "PERMITTING"|"REJECTING"}],
+out: {"records": [{"parsed": bool, "profile": NAME, "aamode": "PERMITTING"|"REJECTING", "rules": N}],
       "groups": [{"profile", "hat", "type", "rule", "records": [index], "aamodes": [...],
                   "allowed": RULE|null, "intended": RULE|null, "missing": RULE|null,
                   "severity": N|"unknown"|null, "includes": [NAME], "globs": [RULE],
@@ -245,6 +245,7 @@ def _parse(aa: Any, lines: list[str]) -> tuple[list[dict[str, Any]], list[list[t
                     for hat in log[aamode][profile]:
                         for rule_type in RULE_TYPES:
                             found += [(profile, hat, rule_type, rule) for rule in log[aamode][profile][hat][rule_type].rules]
+        events[-1]["rules"] = len(found)
         rules.append(found)
     return events, rules
 

@@ -330,16 +330,36 @@ def analyse(records: Sequence[AuditRecord], managed: Mapping[str, Managed], host
         if owner is None or group["unknown_profile"]:
             continue  # a profile the baseline does not manage from source: not this baseline's to fix
         out += [(owner, each) for each in classify(group, records, owner, loads, sources)]
-    managed_names = {name for each in managed.values() for name in names_of(each)}
-    for index, event in enumerate(answer["records"]):
-        record = records[index]
-        if not event["parsed"] and record.get("apparmor") in ("ALLOWED", "DENIED") and \
-                record.get("profile").split("//")[0] in managed_names:
-            out.append((None, Suggestion("apparmor", "refused", f"{record.get('profile')}: unparsed record", {},
-                                         {"count": 1, "records": [record.line]},
-                                         ("libapparmor could not parse this record: not analysed",))))
+    out += [(None, each) for each in not_analysed(records, answer["records"], managed, sources)]
     written = {name: profile_files(each) for name, each in managed.items() if each.rules}
     return [_with_files(s, *written[owner.name]) if owner and s.kind == "profile-rule" else s for owner, s in out]
+
+
+def not_analysed(records: Sequence[AuditRecord], events: Sequence[dict[str, Any]], managed: Mapping[str, Managed],
+                 sources: Sequence[str]) -> list[Suggestion]:
+    """Records of a managed profile the library turns into no rule (a record libapparmor cannot
+    parse; mount, unix, pivot_root and other rules its 3.0 log parser does not know; a
+    disconnected path): said, never dropped silently, never proposed."""
+    names = {name for each in managed.values() for name in names_of(each)}
+    groups: dict[tuple[str, str], list[int]] = {}
+    for index, (record, event) in enumerate(zip(records, events, strict=True)):
+        if record.get("apparmor") not in ("ALLOWED", "DENIED") or record.get("profile").split("//")[0] not in names:
+            continue
+        if event["parsed"] and event.get("rules"):
+            continue
+        reason = record.get("operation") if event["parsed"] else "unparsed"
+        groups.setdefault((record.get("profile"), reason), []).append(index)
+    out = []
+    for (profile, operation), indexes in groups.items():
+        group = {"records": indexes, "profile": profile, "hat": profile, "rule": None, "severity": None}
+        info = sorted({records[i].get("info") for i in indexes if records[i].get("info")})
+        why = ("libapparmor cannot parse these records" if operation == "unparsed" else
+               f"AppArmor's library turns no rule out of {operation!r} records"
+               + (f" ({'; '.join(info)})" if info else ""))
+        out.append(Suggestion("apparmor", "refused", f"{profile}: {operation} (not analysed)", {},
+                              _evidence(group, records, sources),
+                              (f"{why}: not analysed and never proposed; write the rule by hand",)))
+    return out
 
 
 def names_of(managed: Managed) -> set[str]:
