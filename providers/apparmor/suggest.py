@@ -356,9 +356,12 @@ def not_analysed(records: Sequence[AuditRecord], events: Sequence[dict[str, Any]
         why = ("libapparmor cannot parse these records" if operation == "unparsed" else
                f"AppArmor's library turns no rule out of {operation!r} records"
                + (f" ({'; '.join(info)})" if info else ""))
+        notes = [f"{why}: not analysed and never proposed; write the rule by hand"]
+        if any("disconnected path" in each for each in info):
+            notes.append("a disconnected path (the library ignores such records): the profile may need "
+                         "flags=(attach_disconnected)")
         out.append(Suggestion("apparmor", "refused", f"{profile}: {operation} (not analysed)", {},
-                              _evidence(group, records, sources),
-                              (f"{why}: not analysed and never proposed; write the rule by hand",)))
+                              _evidence(group, records, sources), tuple(notes)))
     return out
 
 
