@@ -205,6 +205,16 @@ def test_records_the_library_has_no_rule_for_are_said_not_dropped(proposals: lis
     assert "no rule out of 'mount' records (failed srcname match)" in mount.notes[0]
 
 
+def test_a_host_file_the_library_cannot_read_is_left_out_and_said() -> None:
+    host = host_policy()
+    host["/etc/apparmor.d/bwrap"] = (DATA / "host" / "bwrap").read_text(encoding="utf-8")  # AppArmor 4 syntax
+    found = analyse(managed(), host)
+    passwd = one(found, "swtpm: owner /etc/passwd r,")
+    assert passwd.kind == "profile-rule"
+    (note,) = [note for note in passwd.notes if "could not read" in note]
+    assert note.startswith("AppArmor's library could not read 1 of the host's files, left out: bwrap: ") and "userns" in note
+
+
 def test_records_of_profiles_the_baseline_does_not_manage_are_not_its_business(proposals: list[Suggestion]) -> None:
     assert not [p for p in proposals if p.resource.startswith(("lspci", "briar-desktop", "snap.openra.ra"))]
 

@@ -16,7 +16,7 @@ import re
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -324,12 +324,15 @@ def analyse(records: Sequence[AuditRecord], managed: Mapping[str, Managed], host
                              "sensitive_paths": list(SENSITIVE_PATHS),
                              "sensitive_capabilities": list(SENSITIVE_CAPABILITIES)})
     loads = last_loads(records)
+    unread = [f"AppArmor's library could not read {len(answer['skipped'])} of the host's files, left out: "
+              + "; ".join(answer["skipped"][:3])] if answer.get("skipped") else []
     out: list[tuple[Managed | None, Suggestion]] = []
     for group in answer["groups"]:
         owner = managed.get(group.get("file") or "")
         if owner is None or group["unknown_profile"]:
             continue  # a profile the baseline does not manage from source: not this baseline's to fix
-        out += [(owner, each) for each in classify(group, records, owner, loads, sources)]
+        out += [(owner, replace(each, notes=(*each.notes, *unread)))
+                for each in classify(group, records, owner, loads, sources)]
     out += [(None, each) for each in not_analysed(records, answer["records"], managed, sources)]
     written = {name: profile_files(each) for name, each in managed.items() if each.rules}
     return [_with_files(s, *written[owner.name]) if owner and s.kind == "profile-rule" else s for owner, s in out]
