@@ -162,7 +162,7 @@ def test_exec_is_ix_by_default_px_when_the_target_has_a_profile_never_ux(proposa
     host["/etc/apparmor.d/bin.ip"] = "profile ip /bin/ip {\n}\n"  # the host has a profile for the target
     with_target = analyse(managed(), host)
     ip = one(with_target, "snap.nextcloud.php-fpm: /bin/ip Px,")
-    assert "Px, aa-logprof's default when the target has a profile" in " ".join(ip.notes)
+    assert "exec: Px, aa-logprof's default when the target has a profile (the host's /etc/apparmor.d/bin.ip)" in ip.notes
     assert not [p for p in [*proposals, *with_target] if " ux" in p.resource.lower() or "Ux," in p.resource]
 
 

@@ -179,7 +179,7 @@ def _exec_choice(aa: Any, target: str) -> dict[str, Any]:
         mode = "ix"
     else:
         mode = None
-    return {"choices": choices, "mode": mode, "target_profile": target_file if has_profile else None}
+    return {"choices": choices, "mode": mode, "target_profile": os.path.basename(target_file) if has_profile else None}
 
 
 def _exec_rule(target: str, mode: str) -> Any:

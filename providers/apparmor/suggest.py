@@ -241,7 +241,8 @@ def classify(group: dict[str, Any], records: Sequence[AuditRecord], managed: Man
         notes.append("broader alternatives, not chosen: " + ", ".join(group["globs"]))
     if exec_info:
         if exec_info["mode"] == "Px":
-            notes.append(f"exec: Px, aa-logprof's default when the target has a profile ({exec_info['target_profile']})")
+            notes.append(f"exec: Px, aa-logprof's default when the target has a profile (the host's "
+                         f"{PROFILE_DIR}/{exec_info['target_profile']})")
         else:
             notes.append(f"exec: ix, aa-logprof's default (logprof.conf allows '{exec_info['choices']}'); ux is never proposed")
     if group["allowed"]:
