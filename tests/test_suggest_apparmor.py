@@ -366,3 +366,18 @@ def test_sensitive_paths_are_matched_by_the_librarys_own_path_expressions() -> N
                  "/etc/ssh/ssh_host_ed25519_key"):
         assert verdicts[path], path
     assert verdicts["/etc/passwd"] is verdicts["/run/nginx.pid"] is verdicts["/etc/ssh/sshd_config"] is None
+
+
+def test_exec_of_a_program_anyone_may_have_written_is_refused() -> None:
+    profiles = managed()
+    exec_tmp = [r for r in records_of("printk.log") if r.get("operation") == "exec"]
+    assert aa_suggest.SENSITIVE_EXEC_PATHS[0] == "/tmp/**"
+    found = aa_suggest.analyse(exec_tmp, profiles, host_policy())
+    assert {p.kind for p in found} == {"profile-rule"}  # /bin/df, /bin/ip: system programs
+    script = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import aa_helper\n"
+        "rule = aa_helper._exec_rule('/tmp/tmp.c5hrJ5UrsF', 'ix')\n"
+        "print(json.dumps(aa_helper._sensitive('file', rule, json.loads(sys.argv[2]), [])))\n")
+    done = subprocess.run([aa_suggest.SYSTEM_PYTHON, "-I", "-c", script, str(aa_suggest.HELPER.parent),
+                           json.dumps(list(aa_suggest.SENSITIVE_EXEC_PATHS))], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == "sensitive path /tmp/tmp.c5hrJ5UrsF (/tmp/**)"

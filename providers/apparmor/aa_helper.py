@@ -6,7 +6,7 @@ global state, so one process per host. It imports nothing of converge. JSON in o
 
 in:  {"profile_dir": DIR,            # a copy of the host's /etc/apparmor.d, the baseline's profiles in it
       "records": [LINE, ...],        # one record each, in the form libapparmor parses
-      "sensitive_paths": [PATH], "sensitive_capabilities": [NAME]}
+      "sensitive_paths": [PATTERN], "sensitive_exec_paths": [PATTERN], "sensitive_capabilities": [NAME]}
 out: {"records": [{"parsed": bool, "profile": NAME, "aamode": "PERMITTING"|"REJECTING", "rules": N}],
       "groups": [{"profile", "hat", "type", "rule", "records": [index], "aamodes": [...],
                   "allowed": RULE|null, "intended": RULE|null, "missing": RULE|null,
@@ -342,7 +342,8 @@ def answer(request: dict[str, Any]) -> dict[str, Any]:  # noqa: PLR0915 - one pa
             elif result["exec"]["mode"]:
                 proposal = _exec_rule(target, result["exec"]["mode"])
                 result["missing"] = proposal.get_clean()
-                result["sensitive"] = _sensitive("file", proposal, request.get("sensitive_paths", []), [])
+                result["sensitive"] = _sensitive("file", proposal, [*request.get("sensitive_paths", []),
+                                                                    *request.get("sensitive_exec_paths", [])], [])
             out.append(result)
             continue
         rule = group["rules"][0]

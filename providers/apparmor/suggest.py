@@ -56,6 +56,8 @@ SENSITIVE_PATHS = ("/etc/{,g}shadow{,-}", "/etc/sudoers", "/etc/sudoers.d/**", "
                    "/etc/ssh/ssh_host_*", "/root/**", "/home/*/.ssh/**", "/etc/apparmor{,.d}/**",
                    "/sys/kernel/security/**", "/proc/kcore", "/proc/sysrq-trigger", "/dev/mem", "/dev/kmem",
                    "/dev/port", "/boot/**", "/etc/ld.so.preload")
+# Never an exec rule for: programs anyone may have written there.
+SENSITIVE_EXEC_PATHS = ("/tmp/**", "/var/tmp/**", "/dev/shm/**", "/run/user/**", "/home/**")
 SENSITIVE_CAPABILITIES = ("sys_admin", "sys_module", "sys_rawio", "sys_ptrace", "mac_admin", "mac_override",
                           "dac_override", "dac_read_search", "bpf")
 HIGH_SEVERITY = 7
@@ -322,7 +324,7 @@ def analyse(records: Sequence[AuditRecord], managed: Mapping[str, Managed], host
         policy_copy(Path(work), host_files, {m.name: m.text for m in managed.values()})
         answer = run_helper({"profile_dir": work, "records": [libapparmor_line(r) for r in records],
                              "profiles": sorted(managed),
-                             "sensitive_paths": list(SENSITIVE_PATHS),
+                             "sensitive_paths": list(SENSITIVE_PATHS), "sensitive_exec_paths": list(SENSITIVE_EXEC_PATHS),
                              "sensitive_capabilities": list(SENSITIVE_CAPABILITIES)})
     loads = last_loads(records)
     unread = [f"AppArmor's library could not read {len(answer['skipped'])} of the host's files, left out: "
