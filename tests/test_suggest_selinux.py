@@ -4,7 +4,6 @@ Debian's selinux-policy-default as installed on this machine. One helper run ser
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 
 from converge.auditlog import parse_records
 from converge.providers.selinux import suggest as selinux_suggest
-from converge.suggest import HostSuggestions, Suggestion, exit_code, render_json, render_text
+from converge.suggest import HostSuggestions, Suggestion, exit_code, offer_sensitive, render_json, render_text
 
 DATA = Path(__file__).parent / "data" / "suggest"
 POLICY = Path("/etc/selinux/default/policy/policy.33")
@@ -78,21 +77,51 @@ def test_refused_for_sensitive_targets_and_unknown_types(proposals: list[Suggest
     assert unknown.kind == "refused" and "BADTCON" in unknown.notes[0]
 
 
-def test_module_has_exactly_the_observed_access_and_compiles(proposals: list[Suggestion], tmp_path: Path) -> None:
-    (module,) = [p for p in proposals if p.kind == "module"]
-    ((relative, te),) = module.files.items()
-    assert module.table == {"modules": [{"name": relative.split("/")[1][:-3], "source": relative}]}
-    rules = sorted(line for line in te.split("\n") if line.startswith("allow "))
-    assert rules == ["allow logwatch_mail_t sysctl_net_t:file open;", "allow syslogd_t cgroup_t:file write;",
-                     "allow syslogd_t sysctl_net_t:file read;"]
-    assert "*" not in te and "~" not in te and "attribute" not in te and "(" not in te.split("require")[1]
-    if not shutil.which("checkmodule"):
-        pytest.skip("checkmodule not installed")
-    name = module.table["modules"][0]["name"]
+def compiles(te: str, name: str, tmp_path: Path) -> None:
     (tmp_path / f"{name}.te").write_text(te)
     built = subprocess.run(["checkmodule", "-M", "-m", "-o", str(tmp_path / f"{name}.mod"), str(tmp_path / f"{name}.te")],
                            capture_output=True, text=True, check=False)
     assert built.returncode == 0, built.stderr
+
+
+def test_one_module_per_domain_with_exactly_the_observed_access_and_it_compiles(proposals: list[Suggestion],
+                                                                                tmp_path: Path) -> None:
+    modules = {p.table["modules"][0]["name"]: p for p in proposals if p.kind == "module"}
+    assert sorted(modules) == ["converge_logwatch_mail", "converge_syslogd"]
+    rules = {}
+    for name, module in modules.items():
+        ((relative, te),) = module.files.items()
+        assert module.table == {"modules": [{"name": name, "source": relative}]} and relative == f"selinux/{name}.te"
+        rules[name] = sorted(line for line in te.split("\n") if line.startswith("allow "))
+        assert "*" not in te and "~" not in te and "attribute" not in te and "(" not in te.split("require")[1]
+        compiles(te, name, tmp_path)
+    assert rules == {"converge_logwatch_mail": ["allow logwatch_mail_t sysctl_net_t:file open;"],
+                     "converge_syslogd": ["allow syslogd_t cgroup_t:file write;", "allow syslogd_t sysctl_net_t:file read;"]}
+
+
+def test_a_sensitive_access_is_refused_with_its_proposal_withheld_and_offered_only_when_allowed(
+        proposals: list[Suggestion], tmp_path: Path) -> None:
+    shadow = by_access(proposals, "httpd_t shadow_t:file { read }")
+    assert shadow.kind == "refused" and shadow.sensitive == "sensitive target shadow_t"
+    assert shadow.withheld is not None and shadow.withheld.resource == "module:converge_httpd_shadow_file"
+    assert shadow not in offer_sensitive(proposals, True) and offer_sensitive(proposals, False) == proposals
+    (offered,) = [p for p in offer_sensitive(proposals, True) if p.resource == "module:converge_httpd_shadow_file"]
+    assert offered.kind == "module" and offered.sensitive == "sensitive target shadow_t"
+    assert offered.notes[-1].startswith("SENSITIVE (sensitive target shadow_t)")
+    ((_, te),) = offered.files.items()
+    assert [line for line in te.split("\n") if line.startswith("allow ")] == ["allow httpd_t shadow_t:file read;"]
+    compiles(te, "converge_httpd_shadow_file", tmp_path)
+    # the refusal shows what --allow-sensitive would offer; the offer is marked
+    assert "--allow-sensitive would offer: module module:converge_httpd_shadow_file" in render_text(
+        [HostSuggestions("web1", "local", proposals)])
+    assert "SENSITIVE: sensitive target shadow_t" in render_text([HostSuggestions("web1", "local", [offered])])
+    import json
+
+    (record,) = [r for r in json.loads(render_json([HostSuggestions("web1", "local", proposals)]))["hosts"][0]["suggestions"]
+                 if r["resource"] == "httpd_t shadow_t:file { read }"]
+    assert record["sensitive"] == "sensitive target shadow_t" and record["withheld"]["kind"] == "module"
+    assert exit_code([HostSuggestions("web1", "local", [shadow])]) == 0  # a refusal alone proposes nothing
+    assert exit_code([HostSuggestions("web1", "local", [offered])]) == 2
 
 
 def test_text_json_and_exit_code(proposals: list[Suggestion]) -> None:
@@ -104,7 +133,9 @@ def test_text_json_and_exit_code(proposals: list[Suggestion]) -> None:
     import json
 
     record = json.loads(render_json(results))["hosts"][0]["suggestions"][0]
-    assert set(record) == {"provider", "kind", "resource", "table", "evidence", "notes", "files"}
+    assert {"provider", "kind", "resource", "table", "evidence", "notes", "files", "sensitive"} <= set(record)
+    host = json.loads(render_json(results))["hosts"][0]
+    assert (host["status"], host["error"]) == ("ok", None)
 
 
 def test_write_overlay_extends_the_baseline_inside_its_directory(proposals: list[Suggestion], tmp_path: Path) -> None:

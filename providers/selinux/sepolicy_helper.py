@@ -6,11 +6,11 @@ sepolgen is GPL-2. It imports nothing of converge. JSON in on stdin, JSON out on
 
 in:  {"policy": FILE, "file_contexts": FILE | null,
       "groups": [{"scontext", "tcontext", "tclass", "perms": [...], "paths": [...], "generic": bool}],
-      "module": {"name": NAME, "rules": [[source, target, tclass, [perms]]]} | null}
+      "modules": [{"name": NAME, "rules": [[source, target, tclass, [perms]]]}]}
 out: {"groups": [{"verdict", "booleans": [[name, value]], "mls_added", "expected": {path: type},
                   "expected_allowed": {path: bool}, "labels": {dir: type},
                   "candidates": [type], "breadth": {boolean: [rules, domains]}}],
-      "module": TE text | null}
+      "modules": [TE text, one per module asked]}
 """
 
 from __future__ import annotations
@@ -149,8 +149,7 @@ def answer(request: dict[str, Any]) -> dict[str, Any]:
             result["breadth"][name] = _breadth(setools, policy, name)
         results.append(result)
     audit2why.finish()
-    module = request.get("module")
-    return {"groups": results, "module": _module(module["name"], module["rules"]) if module else None}
+    return {"groups": results, "modules": [_module(m["name"], m["rules"]) for m in request.get("modules", [])]}
 
 
 if __name__ == "__main__":
