@@ -17,7 +17,8 @@ from converge.suggest import HostSuggestions, Suggestion, exit_code, offer_sensi
 DATA = Path(__file__).parent / "data" / "suggest"
 POLICY = Path("/etc/selinux/default/policy/policy.33")
 CONTEXTS = Path("/etc/selinux/default/contexts/files/file_contexts")
-FILES = ["raw-syscall.log", "raw-permissive.log", "node.log", "printk.log", "enriched.log", "journal.log", "pages.log"]
+FILES = ["raw-syscall.log", "raw-permissive.log", "node.log", "printk.log", "enriched.log", "journal.log", "pages.log",
+         "labels.log"]
 
 pytestmark = pytest.mark.skipif(not POLICY.exists(), reason="needs Debian's selinux-policy-default")
 
@@ -46,9 +47,12 @@ def test_stale_when_the_current_policy_already_allows(proposals: list[Suggestion
 
 
 def test_relabel_when_file_contexts_name_an_allowed_type(proposals: list[Suggestion]) -> None:
-    relabel = by_access(proposals, "httpd_t samba_share_t:file { getattr }")
-    assert relabel.kind == "relabel" and relabel.resource == "/var/www/html/file1" and relabel.table == {}
-    assert "httpd_sys_content_t" in relabel.notes[0] and relabel.evidence["exe"] == ["/usr/sbin/httpd"]
+    # two files of one access (same contexts, two Red Hat guide records): one relabel each
+    for path, event in (("/var/www/html/file1", "1226874073.147:96"), ("/var/www/html/testfile", "1220706212.937:70")):
+        relabel = by_access(proposals, path)
+        assert relabel.kind == "relabel" and relabel.table == {} and relabel.evidence["events"] == [event]
+        assert "httpd_sys_content_t" in relabel.notes[0] and relabel.evidence["paths"] == [path]
+    assert by_access(proposals, "/var/www/html/file1").evidence["exe"] == ["/usr/sbin/httpd"]
 
 
 def test_port_label_with_a_type_of_the_domain_before_the_broad_boolean(proposals: list[Suggestion]) -> None:
@@ -56,6 +60,27 @@ def test_port_label_with_a_type_of_the_domain_before_the_broad_boolean(proposals
     assert port.kind == "port"
     assert port.table == {"ports": [{"type": "http_port_t", "protocol": "tcp", "port": "8443"}]}
     assert any("http_cache_port_t" in note for note in port.notes)
+    # port_t (a port no module names): http_port_t, not allow_ypbind (2964 rules over 400 domains)
+    bind = by_access(proposals, "httpd_t port_t:tcp_socket { name_bind }")
+    assert bind.kind == "port" and bind.table == {"ports": [{"type": "http_port_t", "protocol": "tcp", "port": "9876"}]}
+    assert "not proposed: boolean allow_ypbind (2964 rules, 400 domains)" in bind.notes
+
+
+def test_fcontext_at_the_first_directory_below_the_policys_own_with_a_type_the_domain_may_use(
+        proposals: list[Suggestion]) -> None:
+    # fedora-selinux/selinux-policy#954: /var/lib is the policy's; /var/lib/shorewall6-lite is not,
+    # and the policy labels the domain's own /var/lib/shorewall shorewall_var_lib_t
+    shorewall = by_access(proposals, "shorewall_t var_lib_t:file { getattr }")
+    assert shorewall.kind == "fcontext" and shorewall.resource == "fcontext:/var/lib/shorewall6-lite(/.*)?"
+    assert shorewall.table == {"fcontexts": [{"path": "/var/lib/shorewall6-lite(/.*)?", "type": "shorewall_var_lib_t"}]}
+    assert shorewall.evidence["count"] == 3 and len(shorewall.evidence["paths"]) == 2
+    # SELinuxProject/refpolicy#675, through audisp-syslog: the read names only the file; its inode's
+    # open names the path. /usr/share is the policy's; cert_t is no library or program label
+    agent = by_access(proposals, "staff_ssh_agent_t usr_t:file { getattr open read }")
+    assert agent.kind == "fcontext"
+    assert agent.table == {"fcontexts": [{"path": "/usr/share/crypto-policies(/.*)?", "type": "cert_t"}]}
+    assert agent.evidence["paths"] == ["/usr/share/crypto-policies/FIPS/opensslcnf.txt"]
+    assert "confirm it covers only this application" in agent.notes[1]
 
 
 def test_boolean_narrowest_first_and_a_pinned_boolean_is_a_conflict(proposals: list[Suggestion]) -> None:

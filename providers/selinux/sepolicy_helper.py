@@ -8,8 +8,10 @@ in:  {"policy": FILE, "file_contexts": FILE | null,
       "groups": [{"scontext", "tcontext", "tclass", "perms": [...], "paths": [...], "generic": bool}],
       "modules": [{"name": NAME, "rules": [[source, target, tclass, [perms]]]}]}
 out: {"groups": [{"verdict", "booleans": [[name, value]], "mls_added", "expected": {path: type},
-                  "expected_allowed": {path: bool}, "labels": {dir: type},
-                  "candidates": [type], "breadth": {boolean: [rules, domains]}}],
+                  "expected_allowed": {path: bool}, "labels": {dir: type}, "known": [dir],
+                  "siblings": {path: type},
+                  "candidates": [type], "executables": [type], "uses": {type: file-context entries},
+                  "breadth": {boolean: [rules, domains]}}],
       "modules": [TE text, one per module asked]}
 """
 
@@ -61,6 +63,8 @@ def _candidates(setools: Any, policy: Any, domain: str, tclass: str, perms: set[
         if not perms <= allowed:
             continue
         attributes = {str(a) for a in policy.lookup_type(name).attributes()}
+        if kind == "file_type" and "non_security_file_type" not in attributes:  # never a security file's label
+            continue
         if kind in attributes:
             found.append(name)
     def shared(name: str) -> int:  # how much of the domain's name the type shares: its own family first
@@ -69,6 +73,52 @@ def _candidates(setools: Any, policy: Any, domain: str, tclass: str, perms: set[
     # then types named in a rule over those reached through an attribute; then the fewest extra
     # permissions granted on them; then the shortest name
     return sorted(found, key=lambda n: (-shared(n), n not in direct, len(granted[n] - perms), len(n), n))
+
+
+_META = set(".^$*+?()[]{}|")
+
+
+def _type_uses(files: list[str]) -> dict[str, int]:
+    """How many file-context entries give each type: the policy's usual labels for data."""
+    uses: dict[str, int] = {}
+    for name in files:
+        try:
+            lines = open(name, encoding="utf-8", errors="replace").read().split("\n")  # noqa: SIM115
+        except OSError:
+            continue
+        for line in lines:
+            spec = line.split("#", 1)[0].split()
+            if len(spec) >= 2 and spec[-1].count(":") >= 2:
+                uses[_type(spec[-1])] = uses.get(_type(spec[-1]), 0) + 1
+    return uses
+
+
+def _known_directories(files: list[str]) -> set[str]:
+    """Directories the policy's file contexts name literally (`/var/lib(/.*)?`, `/srv/.*`) and
+    their parents: the standard ones, under which an application's own directory starts."""
+    known: set[str] = set()
+    for name in files:
+        try:
+            lines = open(name, encoding="utf-8", errors="replace").read().split("\n")  # noqa: SIM115
+        except OSError:
+            continue
+        for line in lines:
+            spec = line.split("#", 1)[0].split()
+            if not spec or not spec[0].startswith("/"):
+                continue
+            regex, literal, index = spec[0], [], 0
+            while index < len(regex) and regex[index] not in _META:
+                if regex[index] == "\\" and index + 1 < len(regex):
+                    index += 1
+                literal.append(regex[index])
+                index += 1
+            text = "".join(literal)
+            rest = regex[index:]
+            directory = text.rstrip("/") if (not rest or rest[0] in "(/" or text.endswith("/")) else text.rsplit("/", 1)[0]
+            while directory:
+                known.add(directory)
+                directory = directory.rsplit("/", 1)[0]
+    return known
 
 
 def _breadth(setools: Any, policy: Any, boolean: str) -> list[int]:
@@ -121,6 +171,9 @@ def answer(request: dict[str, Any]) -> dict[str, Any]:
         except OSError:
             return None
 
+    contexts = request.get("file_contexts")
+    known = _known_directories([contexts, contexts + ".local"]) if contexts else set()
+    uses = _type_uses([contexts, contexts + ".local"]) if contexts else {}
     results = []
     for group in request["groups"]:
         scontext, added_s = _with_level(group["scontext"], mls)
@@ -128,7 +181,9 @@ def answer(request: dict[str, Any]) -> dict[str, Any]:
         tclass, perms = group["tclass"], list(group["perms"])
         verdict, booleans = _verdict(audit2why, scontext, tcontext, tclass, perms)
         result: dict[str, Any] = {"verdict": verdict, "booleans": booleans, "mls_added": added_s or added_t,
-                                  "expected": {}, "expected_allowed": {}, "labels": {}, "candidates": [], "breadth": {}}
+                                  "expected": {}, "expected_allowed": {}, "labels": {}, "known": [], "siblings": {},
+                                  "candidates": [],
+                                  "breadth": {}}
         for path in group.get("paths", []):
             expected = lookup(path)
             if expected is None:
@@ -142,9 +197,21 @@ def answer(request: dict[str, Any]) -> dict[str, Any]:
                 found = lookup(directory)
                 if found:
                     result["labels"][directory] = _type(found)
+                if directory in known:
+                    result["known"].append(directory)
+            # what the policy labels the domain's own directory in the same standard place
+            # (/var/lib/shorewall for /var/lib/shorewall6-lite/...): the type for its data there
+            standard = max(result["known"], key=len, default=None)
+            if standard:
+                sibling = lookup(f"{standard}/{_type(scontext).removesuffix('_t')}")
+                if sibling:
+                    result["siblings"][path] = _type(sibling)
         if group.get("generic"):
             kind = "port_type" if tclass.endswith("_socket") and any(p.startswith("name_") for p in perms) else "file_type"
-            result["candidates"] = _candidates(setools, policy, _type(scontext), tclass, set(perms), kind=kind)[:12]
+            result["candidates"] = _candidates(setools, policy, _type(scontext), tclass, set(perms), kind=kind)
+            result["executables"] = [c for c in result["candidates"]
+                                     if "exec_type" in {str(a) for a in policy.lookup_type(c).attributes()}]
+            result["uses"] = {c: uses.get(c, 0) for c in result["candidates"]}
         for name, _ in booleans:
             result["breadth"][name] = _breadth(setools, policy, name)
         results.append(result)

@@ -75,6 +75,15 @@ class Group:
     def target(self) -> str:
         return self.tcontext.split(":")[2]
 
+    def split(self, chosen: Any) -> tuple[Group, Group]:
+        """The records `chosen(record, event)` picks, and the others, as two groups of the same access."""
+        picked, others = Group(self.scontext, self.tcontext, self.tclass), Group(self.scontext, self.tcontext, self.tclass)
+        for record, event in self.records:
+            into = picked if chosen(record, event) else others
+            into.records.append((record, event))
+            into.perms.update(record.perms)
+        return picked, others
+
     def evidence(self) -> dict[str, Any]:
         times = [r.time for r, _ in self.records if r.time is not None]
         paths = sorted({p for r, e in self.records if (p := record_path(r, e))})
@@ -133,15 +142,49 @@ def run_helper(request: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-def deepest_generic_dir(path: str, labels: dict[str, str], generic: str) -> str:
-    """The shallowest directory of `path` below the last one with a label of its own: where the
-    generic label starts, so one fcontext entry covers the application's tree."""
-    chosen = path.rsplit("/", 1)[0]
-    for directory in sorted(labels, key=len, reverse=True):
-        if labels[directory] != generic:
-            break
-        chosen = directory
-    return chosen
+def pattern_directory(path: str, labels: dict[str, str], known: Sequence[str], generic: str) -> str:
+    """Where an fcontext entry for `path` starts: the first directory below the standard ones (those
+    the policy's file contexts name) that has the generic label, so one entry covers the
+    application's own tree; the file itself when it sits directly in a standard directory."""
+    parts = path.rstrip("/").split("/")
+    for depth in range(2, len(parts)):
+        directory = "/".join(parts[:depth])
+        if directory not in known and labels.get(directory) == generic:
+            return directory
+    return path
+
+
+# Types for a program's working files, not for the data a denial is usually about.
+SCRATCH_WORDS = ("tmp", "tmpfs", "lock", "log", "keytab", "cache", "script", "htaccess", "modules", "config", "runtime")
+# Labels of the system's own programs and libraries.
+SYSTEM_WORDS = ("lib", "shlib", "textrel", "ld", "locale", "bin", "usr", "etc")
+WRITE_PERMS = WRITES | {"lock"}
+
+
+def rank_file_types(candidates: Sequence[str], group: Group, sibling: str | None, executables: Sequence[str],
+                    uses: dict[str, int]) -> list[str]:
+    """The policy's candidate labels, likeliest first: what the policy gives the domain's own
+    directory in the same standard place; then types named for the same kind of place as the
+    generic label (var_lib_t -> *_var_lib_t); then content types (rw ones only for writes); the
+    domain's scratch types and programs' labels last; within each, the type the policy's file
+    contexts use most. Every one is already allowed unconditionally."""
+    place = group.target.removesuffix("_t")
+    writes = bool(group.perms & WRITE_PERMS)
+
+    def rank(name: str) -> int:
+        words = name.removesuffix("_t").split("_")
+        if name == sibling:
+            return 0
+        if place in name and place not in ("default", "var"):
+            return 1
+        if "content" in words and (("rw" in words) == writes):
+            return 2
+        if name in executables or any(word in words for word in SYSTEM_WORDS):
+            return 5
+        if any(word in words for word in SCRATCH_WORDS) and place not in words:
+            return 4
+        return 3
+    return sorted(candidates, key=lambda name: (rank(name), -uses.get(name, 0)))
 
 
 def fc_escape(path: str) -> str:
@@ -155,6 +198,15 @@ def _port_entry(group: Group, port_type: str) -> dict[str, Any]:
     return {"ports": [{"type": port_type, "protocol": protocol, "port": port} for port in ports]}
 
 
+def maker(group: Group, notes: tuple[str, ...]) -> Any:
+    """A constructor of this group's suggestions, with its evidence and the notes every one carries."""
+    evidence = group.evidence()
+
+    def make(kind: str, table: dict[str, Any], *more: str, res: str = evidence["access"]) -> Suggestion:
+        return Suggestion("selinux", kind, res, table, evidence, (*notes, *more))
+    return make
+
+
 EXEC_PERMS = frozenset({"execmem", "execstack", "execheap", "execmod"})
 
 
@@ -166,13 +218,10 @@ def analyse(groups: Sequence[Group], answers: Sequence[dict[str, Any]], pinned: 
     leftover: list[Group] = []
     sensitive_left: list[tuple[Group, str]] = []
     for group, answer in zip(groups, answers, strict=True):
-        evidence = group.evidence()
         notes = ("contexts had no MLS level; analysed at s0",) if answer["mls_added"] else ()
 
-        def make(kind: str, table: dict[str, Any], *more: str, res: str = evidence["access"],
-                 evidence: dict[str, Any] = evidence, notes: tuple[str, ...] = notes) -> Suggestion:
-            return Suggestion("selinux", kind, res, table, evidence, (*notes, *more))
-
+        make = maker(group, notes)
+        evidence = group.evidence()
         verdict = answer["verdict"]
         if verdict in ("ALLOW", "DONTAUDIT"):
             older = last_load is not None and (evidence["last"] or 0) < last_load
@@ -183,14 +232,20 @@ def analyse(groups: Sequence[Group], answers: Sequence[dict[str, Any]], pinned: 
             out.append(make("refused", {}, f"audit2why: {verdict} (a type or class this host's policy does not know): "
                             "not analysed"))
             continue
-        relabel = [(p, e) for p, e in answer["expected"].items()
-                   if e.split(":")[2] != group.target and answer["expected_allowed"].get(p)]
+        relabel = {p: e.split(":")[2] for p, e in answer["expected"].items()
+                   if e.split(":")[2] != group.target and answer["expected_allowed"].get(p)}
         if relabel:
-            path, expected = relabel[0]
-            out.append(make("relabel", {}, f"{path} is {group.target}, the policy's file contexts say "
-                            f"{expected.split(':')[2]}, which is allowed: restorecon (host drift, not a baseline change)",
-                            res=path))
-            continue
+            # each file restorecon fixes is drift of its own; the group's other files go on down the chain
+            fixed, rest = group.split(lambda record, event, relabel=relabel: record_path(record, event) in relabel
+                                      or record_path(record, event) is None)
+            for path in sorted(relabel):
+                theirs, fixed = fixed.split(lambda record, event, path=path: record_path(record, event) in (path, None))
+                out.append(maker(theirs, notes)("relabel", {}, f"{path} is {group.target}, the policy's file contexts say "
+                                         f"{relabel[path]}, which is allowed: restorecon (host drift, not a baseline "
+                                         "change)", res=path))
+            if not rest.records:
+                continue
+            group, make = rest, maker(rest, notes)
         proposal = _label_or_boolean(group, answer, pinned, make)
         reason = sensitive(group)
         if reason is None or (proposal is not None and proposal.kind == "boolean" and group.perms & EXEC_PERMS):
@@ -218,7 +273,7 @@ def _label_or_boolean(group: Group, answer: dict[str, Any], pinned: dict[str, bo
     """A port or fcontext label, else a boolean (or the conflict with a pinned one), else None."""
     evidence = group.evidence()
     booleans = sorted(answer["booleans"], key=lambda b: tuple(answer["breadth"].get(b[0], [0, 0])))
-    candidates = answer["candidates"]
+    candidates = [c for c in answer["candidates"] if c not in GENERIC and c not in SENSITIVE_TARGETS]
     if group.tclass.endswith("_socket"):  # a port label names a service: only the domain's own family
         stem = group.source.removesuffix("_t")[:4]
         candidates = [c for c in candidates if c.startswith(stem)]
@@ -231,11 +286,15 @@ def _label_or_boolean(group: Group, answer: dict[str, Any], pinned: dict[str, bo
         return suggestion
     if group.target in GENERIC and candidates and evidence["paths"]:
         path = evidence["paths"][0]
-        directory = deepest_generic_dir(path, answer["labels"], group.target)
+        candidates = rank_file_types(candidates, group, answer["siblings"].get(path), answer["executables"],
+                                     answer["uses"])
+        directory = pattern_directory(path, answer["labels"], answer["known"], group.target)
         pattern = f"{fc_escape(directory)}(/.*)?" if directory != path else fc_escape(path)
+        where = (f"pattern at {directory}, the first directory of {path} below the policy's own that is "
+                 f"{group.target}: confirm it covers only this application" if directory != path else
+                 f"{path} sits in a directory the policy labels itself: the file alone")
         suggestion = make("fcontext", {"fcontexts": [{"path": pattern, "type": candidates[0]}]},
-                          f"{group.source} may use unconditionally: {', '.join(candidates[:5])}",
-                          f"pattern at {directory}, the first directory of {path} labelled {group.target}: confirm it",
+                          f"{group.source} may use unconditionally: {', '.join(candidates[:5])}", where,
                           res=f"fcontext:{pattern}")
         return suggestion
     if booleans:
