@@ -56,14 +56,18 @@ def test_relabel_when_file_contexts_name_an_allowed_type(proposals: list[Suggest
 
 
 def test_port_label_with_a_type_of_the_domain_before_the_broad_boolean(proposals: list[Suggestion]) -> None:
-    port = by_access(proposals, "httpd_t unreserved_port_t:tcp_socket { name_bind }")
-    assert port.kind == "port"
-    assert port.table == {"ports": [{"type": "http_port_t", "protocol": "tcp", "port": "8443"}]}
-    assert any("http_cache_port_t" in note for note in port.notes)
     # port_t (a port no module names): http_port_t, not allow_ypbind (2964 rules over 400 domains)
     bind = by_access(proposals, "httpd_t port_t:tcp_socket { name_bind }")
     assert bind.kind == "port" and bind.table == {"ports": [{"type": "http_port_t", "protocol": "tcp", "port": "9876"}]}
+    assert "httpd_t may use unconditionally: http_port_t, http_cache_port_t" in bind.notes
     assert "not proposed: boolean allow_ypbind (2964 rules, 400 domains)" in bind.notes
+
+
+def test_a_port_the_policy_labels_with_an_allowed_type_now_is_stale(proposals: list[Suggestion]) -> None:
+    # the nginx record (pages.log) has 8443 unreserved_port_t; Debian's policy labels 8443 http_port_t
+    port = by_access(proposals, "httpd_t unreserved_port_t:tcp_socket { name_bind }")
+    assert port.kind == "stale" and port.table == {}
+    assert "8443 is http_port_t" in port.notes[0] and "predate the label" in port.notes[0]
 
 
 def test_fcontext_at_the_first_directory_below_the_policys_own_with_a_type_the_domain_may_use(
@@ -154,7 +158,7 @@ def test_text_json_and_exit_code(proposals: list[Suggestion]) -> None:
     assert exit_code(results) == 2 and exit_code([HostSuggestions("web1", "local", [])]) == 0
     assert exit_code([HostSuggestions("web1", "local", proposals, errors=["x"])]) == 1
     text = render_text(results)
-    assert "+ port     httpd_t unreserved_port_t:tcp_socket { name_bind }" in text
+    assert "+ port     httpd_t port_t:tcp_socket { name_bind }" in text
     import json
 
     record = json.loads(render_json(results))["hosts"][0]["suggestions"][0]
@@ -174,7 +178,7 @@ def test_write_overlay_extends_the_baseline_inside_its_directory(proposals: list
     overlay = tomllib.loads(written[0].read_text())
     assert written[0] == tmp_path / "web.suggested.toml" and overlay["baseline"]["extends"] == ["web.toml"]
     assert overlay["selinux"]["ports"][0]["type"] == "ssh_port_t"  # arrays written whole: extends replaces them
-    assert {"type": "http_port_t", "protocol": "tcp", "port": "8443"} in overlay["selinux"]["ports"]
+    assert {"type": "http_port_t", "protocol": "tcp", "port": "9876"} in overlay["selinux"]["ports"]
     assert overlay["selinux"]["booleans"]["dovecot_can_connect_db"] is True
     assert all(path.is_relative_to(tmp_path) for path in written) and written[1].suffix == ".te"
     load_baseline(written[0], Registry())  # the overlay is a valid baseline

@@ -5,11 +5,11 @@ libraries are Debian packages only (python3-selinux, python3-setools, python3-se
 sepolgen is GPL-2. It imports nothing of converge. JSON in on stdin, JSON out on stdout:
 
 in:  {"policy": FILE, "file_contexts": FILE | null,
-      "groups": [{"scontext", "tcontext", "tclass", "perms": [...], "paths": [...], "generic": bool}],
+      "groups": [{"scontext", "tcontext", "tclass", "perms": [...], "paths": [...], "ports": [...], "generic": bool}],
       "modules": [{"name": NAME, "rules": [[source, target, tclass, [perms]]]}]}
 out: {"groups": [{"verdict", "booleans": [[name, value]], "mls_added", "expected": {path: type},
                   "expected_allowed": {path: bool}, "labels": {dir: type}, "known": [dir],
-                  "siblings": {path: type},
+                  "siblings": {path: type}, "port_labels": {port: type}, "port_allowed": {port: bool},
                   "candidates": [type], "executables": [type], "uses": {type: file-context entries},
                   "breadth": {boolean: [rules, domains]}}],
       "modules": [TE text, one per module asked]}
@@ -121,6 +121,13 @@ def _known_directories(files: list[str]) -> set[str]:
     return known
 
 
+def _port_label(policy: Any, protocol: str, port: int) -> str | None:
+    for portcon in policy.portcons():
+        if str(portcon.protocol) == protocol and portcon.ports.low <= port <= portcon.ports.high:
+            return str(portcon.context.type_)
+    return None
+
+
 def _breadth(setools: Any, policy: Any, boolean: str) -> list[int]:
     rules = list(setools.TERuleQuery(policy, ruletype=["allow"], boolean=[boolean]).results())
     domains: set[str] = set()
@@ -147,6 +154,47 @@ def _module(name: str, rules: list[list[Any]]) -> str:
     text = io.StringIO()
     output.ModuleWriter().write(generator.get_module(), text)
     return text.getvalue()
+
+
+def _path_facts(result: dict[str, Any], paths: list[str], lookup: Any, audit2why: Any, *, scontext: str,
+                known: set[str]) -> None:
+    """Each file's label by the policy's file contexts and whether that one is allowed; the labels and
+    standard directories on its way; what the policy labels the domain's own directory beside it."""
+    tclass, perms = result["tclass"], result["perms"]
+    for path in paths:
+        expected = lookup(path)
+        if expected is None:
+            continue
+        result["expected"][path] = expected
+        allowed, _ = _verdict(audit2why, scontext, expected, tclass, perms)
+        result["expected_allowed"][path] = allowed == "ALLOW"
+        parts = path.rstrip("/").split("/")
+        for depth in range(2, len(parts)):
+            directory = "/".join(parts[:depth])
+            found = lookup(directory)
+            if found:
+                result["labels"][directory] = _type(found)
+            if directory in known:
+                result["known"].append(directory)
+        # (/var/lib/shorewall for /var/lib/shorewall6-lite/...): the type for the domain's data there
+        standard = max(result["known"], key=len, default=None)
+        if standard:
+            sibling = lookup(f"{standard}/{_type(scontext).removesuffix('_t')}")
+            if sibling:
+                result["siblings"][path] = _type(sibling)
+
+
+def _port_facts(result: dict[str, Any], ports: list[str], policy: Any, audit2why: Any, *, scontext: str, mls: bool) -> None:
+    """What the policy labels each port now (its first portcon covering it, as the kernel looks it up)
+    and whether that label is allowed: a port labelled since the records were made is fixed."""
+    tclass, perms = result["tclass"], result["perms"]
+    protocol = {"tcp_socket": "tcp", "udp_socket": "udp", "sctp_socket": "sctp", "dccp_socket": "dccp"}.get(tclass)
+    for port in ports:
+        label = _port_label(policy, protocol, int(port)) if protocol and str(port).isdigit() else None
+        if label:
+            result["port_labels"][str(port)] = label
+            allowed, _ = _verdict(audit2why, scontext, f"system_u:object_r:{label}" + (":s0" if mls else ""), tclass, perms)
+            result["port_allowed"][str(port)] = allowed == "ALLOW"
 
 
 def answer(request: dict[str, Any]) -> dict[str, Any]:
@@ -181,31 +229,11 @@ def answer(request: dict[str, Any]) -> dict[str, Any]:
         tclass, perms = group["tclass"], list(group["perms"])
         verdict, booleans = _verdict(audit2why, scontext, tcontext, tclass, perms)
         result: dict[str, Any] = {"verdict": verdict, "booleans": booleans, "mls_added": added_s or added_t,
-                                  "expected": {}, "expected_allowed": {}, "labels": {}, "known": [], "siblings": {},
-                                  "candidates": [],
-                                  "breadth": {}}
-        for path in group.get("paths", []):
-            expected = lookup(path)
-            if expected is None:
-                continue
-            result["expected"][path] = expected
-            allowed, _ = _verdict(audit2why, scontext, expected, tclass, perms)
-            result["expected_allowed"][path] = allowed == "ALLOW"
-            parts = path.rstrip("/").split("/")
-            for depth in range(2, len(parts)):
-                directory = "/".join(parts[:depth])
-                found = lookup(directory)
-                if found:
-                    result["labels"][directory] = _type(found)
-                if directory in known:
-                    result["known"].append(directory)
-            # what the policy labels the domain's own directory in the same standard place
-            # (/var/lib/shorewall for /var/lib/shorewall6-lite/...): the type for its data there
-            standard = max(result["known"], key=len, default=None)
-            if standard:
-                sibling = lookup(f"{standard}/{_type(scontext).removesuffix('_t')}")
-                if sibling:
-                    result["siblings"][path] = _type(sibling)
+                                  "tclass": tclass, "perms": perms, "expected": {}, "expected_allowed": {},
+                                  "labels": {}, "known": [], "siblings": {}, "port_labels": {}, "port_allowed": {},
+                                  "candidates": [], "executables": [], "uses": {}, "breadth": {}}
+        _path_facts(result, group.get("paths", []), lookup, audit2why, scontext=scontext, known=known)
+        _port_facts(result, group.get("ports", []), policy, audit2why, scontext=scontext, mls=mls)
         if group.get("generic"):
             kind = "port_type" if tclass.endswith("_socket") and any(p.startswith("name_") for p in perms) else "file_type"
             result["candidates"] = _candidates(setools, policy, _type(scontext), tclass, set(perms), kind=kind)

@@ -228,6 +228,13 @@ def analyse(groups: Sequence[Group], answers: Sequence[dict[str, Any]], pinned: 
             out.append(make("stale", {}, f"audit2why: {verdict.lower()}ed by the host's current policy"
                             + ("; older than the last policy load" if older else "")))
             continue
+        relabelled_ports = {port: label for port, label in answer["port_labels"].items()
+                            if label != group.target and answer["port_allowed"].get(port)}
+        if relabelled_ports and set(relabelled_ports) == set(evidence["ports"]):
+            labels = ", ".join(f"{port} is {label}" for port, label in sorted(relabelled_ports.items()))
+            out.append(make("stale", {}, f"the policy labels the port(s) differently now ({labels}), which is allowed: "
+                            f"the records predate the label"))
+            continue
         if verdict.startswith("BAD"):
             out.append(make("refused", {}, f"audit2why: {verdict} (a type or class this host's policy does not know): "
                             "not analysed"))
@@ -344,7 +351,7 @@ def analyse_with_helper(groups: Sequence[Group], *, policy_file: str, contexts: 
                         host: str, last_load: float | None, source: str) -> list[Suggestion]:
     request = {"policy": policy_file, "file_contexts": contexts, "modules": [], "groups": [
         {"scontext": g.scontext, "tcontext": g.tcontext, "tclass": g.tclass, "perms": sorted(g.perms),
-         "paths": g.evidence()["paths"], "generic": g.target in GENERIC} for g in groups]}
+         "paths": g.evidence()["paths"], "ports": g.evidence()["ports"], "generic": g.target in GENERIC} for g in groups]}
     answer = run_helper(request)
     out, leftover, sensitive_left = analyse(groups, answer["groups"], pinned, last_load)
     wanted: list[tuple[str, list[Group], str | None]] = []
