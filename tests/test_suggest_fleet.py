@@ -22,7 +22,7 @@ def test_suggest_reads_every_host_with_plans_ssh_options(network: SSHNetwork) ->
     network.controller.write("/root/web.toml", BASELINE)
     targets = [arg for host in (*known, unknown) for arg in ("-H", f"root@{host.address}")]
 
-    first = network.converge("suggest", "/root/web.toml", "--json", "--forks", "3", "--timeout", "5", *targets)
+    first = network.converge("suggest", "/root/web.toml", "--json", "--forks", "3", *targets)
     assert first.returncode == 1, first.stdout + first.stderr
     hosts = json.loads(first.stdout)["hosts"]
     assert [h["status"] for h in hosts] == ["ok", "ok", "error"]
