@@ -116,6 +116,7 @@ class VirtualMachine:
             "-append", f"console=ttyS0 panic=-1 loglevel=4 {self.mac.value}",
             "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
             "-virtfs", f"local,path={self.share},mount_tag=session,security_model=none,readonly=on",
+            "-virtfs", f"local,path={image.modules},mount_tag=modules,security_model=none,readonly=on",
             "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{self.port}-:22",
             "-device", "virtio-net-pci,netdev=net0",
         ]
@@ -169,7 +170,7 @@ class VirtualMachine:
     def converge(self, *args: str, host: str | None = None) -> subprocess.CompletedProcess[str]:
         """converge on this machine, reaching the VM over SSH (`-H` defaults to the VM's ssh:// target)."""
         environment = {**os.environ, "HOME": str(self.home), "NO_COLOR": "1"}
-        target = ["-H", host or self.target] if args and args[0] in ("plan", "apply") else []
+        target = ["-H", host or self.target] if args and args[0] in ("plan", "apply", "suggest") else []
         return subprocess.run([sys.executable, "-m", "converge", *args, *target],
                               capture_output=True, text=True, env=environment, check=False)
 
