@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.fixtures import selinux_vm
+from tests.vm.fixtures import apparmor_vm, selinux_vm
 from tests.vm.machine import VirtualMachine
 
 pytestmark = pytest.mark.vm
-__all__ = ["selinux_vm"]  # a fixture, used by name
+__all__ = ["apparmor_vm", "selinux_vm"]  # fixtures, used by name
 
 WEB_ROOT = "/srv"
 SITE_FILE = "/srv/site/index.html"
@@ -140,7 +140,7 @@ def test_suggest_from_real_denials_then_apply_makes_the_service_work(web_server:
     assert suggested.returncode == 2, suggested.stdout + suggested.stderr
     transcript = suggested.stdout
     assert "+ port     httpd_t unreserved_port_t:tcp_socket { name_bind }" in transcript
-    assert "+ fcontext httpd_t var_t:file" in transcript
+    assert "+ fcontext fcontext:/srv/site(/.*)?" in transcript
     assert "+ boolean  boolean:" in transcript
     assert "! refused  httpd_t shadow_t:file" in transcript
     assert "sensitive target shadow_t" in transcript
@@ -150,23 +150,98 @@ def test_suggest_from_real_denials_then_apply_makes_the_service_work(web_server:
     table = tomllib.loads(overlay.read_text())["selinux"]
     assert table["mode"] == "permissive"
     assert table["ports"] == [{"type": "http_port_t", "protocol": "tcp", "port": str(WEB_PORT)}]
-    ((pattern, label),) = ((fc["path"], fc["type"]) for fc in table["fcontexts"])
-    assert pattern.startswith(WEB_ROOT) and label.startswith("httpd_"), table["fcontexts"]
+    # The site's own directory, with the policy's label for web content.
+    assert table["fcontexts"] == [{"path": "/srv/site(/.*)?", "type": "httpd_sys_content_t"}]
     ((boolean, on),) = table["booleans"].items()
     assert on is True and boolean.startswith("httpd_can_network_connect"), table["booleans"]
 
     applied = vm.converge("apply", "--yes", str(overlay))
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert ": converged" in applied.stdout
-    assert f"restorecon -R {pattern.removesuffix('(/.*)?')}: relabelled" in applied.stdout
+    assert "restorecon -R /srv/site: relabelled" in applied.stdout
 
     enforcing = _fields(vm.run(f"setenforce 1\necho mode=$(getenforce)\n{ACTIONS}"
                                f"echo site_label=$(stat -c %C {SITE_FILE})\n"
                                f"echo shadow_denied=$(dmesg | grep -c 'denied .* name=\"shadow\" .*permissive=0')\n"
                                "setenforce 0").stdout)
     assert enforcing["mode"] == "Enforcing"
-    assert enforcing["site_label"].split(":")[2] == label
+    assert enforcing["site_label"].split(":")[2] == "httpd_sys_content_t"
     assert enforcing["served"] == "converge web"  # the port label: bound; the fcontext: read
     assert (enforcing["connect"], enforcing["read_site"]) == ("0", "0")  # the boolean
     assert enforcing["read_shadow"] == "1"  # the refused access stays refused
     assert int(enforcing["shadow_denied"]) >= 1
+
+
+# ---- AppArmor ------------------------------------------------------------------------------------
+# The shipped nginx profile; a copy of `cat` at /usr/sbin/nginx stands in for nginx (the profile
+# attaches by that path), as in test_vm_apparmor.py. The site moved to /srv/www, which the profile
+# does not cover: in complain mode the read is allowed and logged, /etc/shadow is refused even
+# there (the profile's own deny rule).
+SHIPPED_PROFILE = Path(__file__).resolve().parent.parent / "baselines" / "apparmor" / "profiles" / "usr.sbin.nginx"
+PROFILE_FILE = "usr.sbin.nginx"
+MOVED_SITE = "/srv/www/index.html"
+
+NGINX_ACTIONS = f"""
+echo "profile=$(grep '^nginx ' /sys/kernel/security/apparmor/profiles)"
+echo "site=$(/usr/sbin/nginx {MOVED_SITE} 2>&1)"
+echo "shadow=$(/usr/sbin/nginx /etc/shadow 2>&1 >/dev/null)"
+"""
+
+
+@pytest.fixture
+def nginx_stand_in(apparmor_vm: VirtualMachine) -> Iterator[VirtualMachine]:
+    """`cat` as /usr/sbin/nginx and a site under /srv/www; all removed, the profile unloaded, after."""
+    apparmor_vm.run(f"""
+set -e
+cp /usr/bin/cat /usr/sbin/nginx
+mkdir -p {MOVED_SITE.rsplit('/', 1)[0]}
+echo 'moved site' > {MOVED_SITE}
+# suggest reads dmesg here (no journald) with `grep apparmor=`, which also matches the kernel's
+# "Command line: ... apparmor=1" line, and then fails on it as an unknown record: start clean.
+dmesg --clear
+""")
+    yield apparmor_vm
+    apparmor_vm.run(f"""
+apparmor_parser -R /etc/apparmor.d/{PROFILE_FILE} 2>/dev/null
+rm -f /etc/apparmor.d/{PROFILE_FILE} /usr/sbin/nginx
+rm -rf /srv/www
+""", check=False)
+    assert "nginx " not in apparmor_vm.run("cat /sys/kernel/security/apparmor/profiles").stdout
+
+
+def test_suggest_from_complain_mode_records_then_enforce(nginx_stand_in: VirtualMachine, tmp_path: Path) -> None:
+    vm = nginx_stand_in
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / PROFILE_FILE).write_bytes(SHIPPED_PROFILE.read_bytes())
+    baseline = tmp_path / "nginx.toml"
+    baseline.write_text(f'[apparmor.profiles."{PROFILE_FILE}"]\nmode = "complain"\nsource = "profiles/{PROFILE_FILE}"\n')
+    complain = vm.converge("apply", "--yes", str(baseline))
+    assert complain.returncode == 0, complain.stdout + complain.stderr
+
+    since = vm.run("date -u +%Y-%m-%dT%H:%M:%S+00:00").stdout.strip()
+    learning = _fields(vm.run(NGINX_ACTIONS).stdout)
+    assert learning["profile"] == "nginx (complain)"
+    assert learning["site"] == "moved site"  # complain mode: allowed, and logged
+    assert learning["shadow"].endswith("Permission denied")  # the profile's deny rule, even in complain mode
+
+    suggested = vm.converge("suggest", str(baseline), "--since", since, "--write")
+    print(suggested.stdout)  # the transcript: pytest -s shows it
+    assert suggested.returncode == 2, suggested.stdout + suggested.stderr
+    assert f"+ profile-rule nginx: owner {MOVED_SITE} r," in suggested.stdout
+    # A deny rule is not audited: no record, nothing to propose or refuse.
+    assert "/etc/shadow" not in suggested.stdout
+
+    overlay = tmp_path / "nginx.suggested.toml"
+    table = tomllib.loads(overlay.read_text())["apparmor"]["profiles"][PROFILE_FILE]
+    assert table == {"mode": "complain", "source": f"apparmor/{PROFILE_FILE}"}
+    amended = (tmp_path / "apparmor" / PROFILE_FILE).read_text()
+    assert f"owner {MOVED_SITE} r," in amended and "deny /etc/shadow rwklx," in amended
+    # Reviewed: enforce it.
+    overlay.write_text(overlay.read_text().replace('mode = "complain"', 'mode = "enforce"'))
+
+    enforce = vm.converge("apply", "--yes", str(overlay))
+    assert enforce.returncode == 0, enforce.stdout + enforce.stderr
+    enforced = _fields(vm.run(NGINX_ACTIONS).stdout)
+    assert enforced["profile"] == "nginx (enforce)"
+    assert enforced["site"] == "moved site"  # the proposed rule
+    assert enforced["shadow"].endswith("Permission denied")
