@@ -8,6 +8,7 @@ import subprocess
 import tomllib
 from pathlib import Path
 
+import click
 import pytest
 
 from converge.auditlog import parse_records
@@ -182,3 +183,31 @@ def test_write_overlay_extends_the_baseline_inside_its_directory(proposals: list
     assert overlay["selinux"]["booleans"]["dovecot_can_connect_db"] is True
     assert all(path.is_relative_to(tmp_path) for path in written) and written[1].suffix == ".te"
     load_baseline(written[0], Registry())  # the overlay is a valid baseline
+
+
+def test_suggest_takes_plans_ssh_and_fleet_options() -> None:
+    from converge.cli import cli
+
+    def options(command: str) -> dict[str, object]:
+        return {p.name: p.default for p in cli.commands[command].params if isinstance(p, click.Option)}
+
+    plan, suggest = options("plan"), options("suggest")
+    shared = ("targets", "inventory", "limit", "forks", "timeout", "become", "identity", "trust_new_host_keys", "ssh_config")
+    assert all(name in plan and suggest[name] == plan[name] for name in shared), (plan, suggest)
+
+
+def test_an_unreachable_host_is_an_error_of_its_own_and_the_others_are_still_read(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from converge.cli import cli
+
+    (tmp_path / "web.toml").write_text('[selinux]\npolicy = "default"\n')
+    # two hosts nothing listens for, read at once (--forks), each with plan's --timeout
+    result = CliRunner().invoke(cli, ["suggest", str(tmp_path / "web.toml"), "--json", "--timeout", "2", "--forks", "2",
+                                      "-H", "ssh://root@127.0.0.1:9", "-H", "ssh://root@127.0.0.1:7"])
+    assert result.exit_code == 1, result.output
+    import json
+
+    hosts = json.loads(result.output)["hosts"]
+    assert [h["target"] for h in hosts] == ["ssh://root@127.0.0.1:9", "ssh://root@127.0.0.1:7"]
+    assert all(h["status"] == "error" and h["error"] for h in hosts)

@@ -41,10 +41,13 @@ def _type(context: str) -> str:
     return context.split(":")[2]
 
 
-def _candidates(setools: Any, policy: Any, domain: str, tclass: str, perms: set[str], *, kind: str) -> list[str]:
+def _candidates(setools: Any, policy: Any, domain: str, tclass: str, perms: set[str], *,
+                kind: str) -> tuple[list[str], list[str]]:
     """Types `domain` may use for exactly these perms unconditionally, of the target's kind
-    (port_type or file_type): the labels that would make the access legal without a new rule."""
+    (port_type or file_type): the labels that would make the access legal without a new rule;
+    and which of them label programs (exec_type)."""
     granted: dict[str, set[str]] = {}
+    types: dict[str, Any] = {}
     direct: set[str] = set()
     for rule in setools.TERuleQuery(policy, ruletype=["allow"], source=domain, tclass=[tclass], perms=perms).results():
         try:
@@ -54,25 +57,30 @@ def _candidates(setools: Any, policy: Any, domain: str, tclass: str, perms: set[
             pass
         target = rule.target
         expanded = list(target.expand()) if isinstance(target, setools.policyrep.TypeAttribute) else [target]
+        rule_perms = {str(p) for p in rule.perms}
         for each in expanded:
-            granted.setdefault(str(each), set()).update(str(p) for p in rule.perms)
+            name = str(each)
+            granted.setdefault(name, set()).update(rule_perms)
+            types[name] = each
             if each is target:
-                direct.add(str(each))
-    found = []
+                direct.add(name)
+    found, executables = [], []
     for name, allowed in granted.items():
         if not perms <= allowed:
             continue
-        attributes = {str(a) for a in policy.lookup_type(name).attributes()}
+        attributes = {str(a) for a in types[name].attributes()}
         if kind == "file_type" and "non_security_file_type" not in attributes:  # never a security file's label
             continue
         if kind in attributes:
             found.append(name)
+            if "exec_type" in attributes:
+                executables.append(name)
     def shared(name: str) -> int:  # how much of the domain's name the type shares: its own family first
         return next((i for i, (a, b) in enumerate(zip(name, domain, strict=False)) if a != b), min(len(name), len(domain)))
 
     # then types named in a rule over those reached through an attribute; then the fewest extra
     # permissions granted on them; then the shortest name
-    return sorted(found, key=lambda n: (-shared(n), n not in direct, len(granted[n] - perms), len(n), n))
+    return sorted(found, key=lambda n: (-shared(n), n not in direct, len(granted[n] - perms), len(n), n)), executables
 
 
 _META = set(".^$*+?()[]{}|")
@@ -128,14 +136,21 @@ def _port_label(policy: Any, protocol: str, port: int) -> str | None:
     return None
 
 
-def _breadth(setools: Any, policy: Any, boolean: str) -> list[int]:
-    rules = list(setools.TERuleQuery(policy, ruletype=["allow"], boolean=[boolean]).results())
-    domains: set[str] = set()
-    for rule in rules:
+def _breadth(setools: Any, policy: Any, booleans: set[str]) -> dict[str, list[int]]:
+    """For each boolean: how many allow rules its conditionals hold, over how many source types
+    (one pass over the conditional rules of them all)."""
+    rules: dict[str, int] = dict.fromkeys(booleans, 0)
+    domains: dict[str, set[str]] = {name: set() for name in booleans}
+    if not booleans:
+        return {}
+    for rule in setools.TERuleQuery(policy, ruletype=["allow"], boolean=sorted(booleans)).results():
         source = rule.source
         expanded = source.expand() if isinstance(source, setools.policyrep.TypeAttribute) else [source]
-        domains.update(str(each) for each in expanded)
-    return [len(rules), len(domains)]
+        names = {str(each) for each in expanded}
+        for boolean in {str(b) for b in rule.conditional.booleans} & booleans:
+            rules[boolean] += 1
+            domains[boolean] |= names
+    return {name: [rules[name], len(domains[name])] for name in booleans}
 
 
 def _module(name: str, rules: list[list[Any]]) -> str:
@@ -236,13 +251,13 @@ def answer(request: dict[str, Any]) -> dict[str, Any]:
         _port_facts(result, group.get("ports", []), policy, audit2why, scontext=scontext, mls=mls)
         if group.get("generic"):
             kind = "port_type" if tclass.endswith("_socket") and any(p.startswith("name_") for p in perms) else "file_type"
-            result["candidates"] = _candidates(setools, policy, _type(scontext), tclass, set(perms), kind=kind)
-            result["executables"] = [c for c in result["candidates"]
-                                     if "exec_type" in {str(a) for a in policy.lookup_type(c).attributes()}]
+            result["candidates"], result["executables"] = _candidates(setools, policy, _type(scontext), tclass,
+                                                                      set(perms), kind=kind)
             result["uses"] = {c: uses.get(c, 0) for c in result["candidates"]}
-        for name, _ in booleans:
-            result["breadth"][name] = _breadth(setools, policy, name)
         results.append(result)
+    breadth = _breadth(setools, policy, {name for result in results for name, _ in result["booleans"]})
+    for result in results:
+        result["breadth"] = {name: breadth[name] for name, _ in result["booleans"]}
     audit2why.finish()
     return {"groups": results, "modules": [_module(m["name"], m["rules"]) for m in request.get("modules", [])]}
 
