@@ -25,7 +25,7 @@ DATA = Path(__file__).parent / "data" / "suggest" / "apparmor"
 PROFILES = DATA / "profiles"
 FORMS = ("audit.log", "printk.log", "journal.log")
 MANAGED = ("usr.bin.swtpm", "usr.sbin.nginx", "snap.nextcloud.php-fpm", "dbus-session", "resolvconf", "who",
-           "snap.microk8s.hook.disconnect-plug-network-control", "ubuntu_pro_esm_cache")
+           "snap.microk8s.hook.disconnect-plug-network-control", "ubuntu_pro_esm_cache", "usr.bin.docker")
 # The swtpm package ships this empty include with its profile.
 SWTPM_LOCAL = "/etc/apparmor.d/local/usr.bin.swtpm"
 NGINX_TROUBLESHOOTING_EDIT = ("/run/nginx.pid rwk,", "deny /run/nginx.pid x,")  # nap-apparmor's troubleshooting.md
@@ -162,7 +162,7 @@ def test_exec_is_ix_by_default_px_when_the_target_has_a_profile_never_ux(proposa
     host["/etc/apparmor.d/bin.ip"] = "profile ip /bin/ip {\n}\n"  # the host has a profile for the target
     with_target = analyse(managed(), host)
     ip = one(with_target, "snap.nextcloud.php-fpm: /bin/ip Px,")
-    assert "Px, aa-logprof's default when the target has a profile" in " ".join(ip.notes)
+    assert "exec: Px, aa-logprof's default when the target has a profile (the host's /etc/apparmor.d/bin.ip)" in ip.notes
     assert not [p for p in [*proposals, *with_target] if " ux" in p.resource.lower() or "Ux," in p.resource]
 
 
@@ -197,6 +197,22 @@ def test_refused_for_sensitive_capabilities_and_paths(proposals: list[Suggestion
     assert "capability sys_admin: never proposed" in admin.notes[-1]
     module = one(proposals, "snap.microk8s.hook.disconnect-plug-network-control: capability sys_module,")
     assert module.kind == "refused" and not module.files
+
+
+def test_records_the_library_has_no_rule_for_are_said_not_dropped(proposals: list[Suggestion]) -> None:
+    mount = one(proposals, "/usr/bin/docker: mount (not analysed)")  # audit.log without class=
+    assert mount.kind == "refused" and mount.evidence["events"] == ["1444521663.545:61650"]
+    assert "no rule out of 'mount' records (failed srcname match)" in mount.notes[0]
+
+
+def test_a_host_file_the_library_cannot_read_is_left_out_and_said() -> None:
+    host = host_policy()
+    host["/etc/apparmor.d/bwrap"] = (DATA / "host" / "bwrap").read_text(encoding="utf-8")  # AppArmor 4 syntax
+    found = analyse(managed(), host)
+    passwd = one(found, "swtpm: owner /etc/passwd r,")
+    assert passwd.kind == "profile-rule"
+    (note,) = [note for note in passwd.notes if "could not read" in note]
+    assert note.startswith("AppArmor's library could not read 1 of the host's files, left out: bwrap: ") and "userns" in note
 
 
 def test_records_of_profiles_the_baseline_does_not_manage_are_not_its_business(proposals: list[Suggestion]) -> None:
@@ -350,3 +366,18 @@ def test_sensitive_paths_are_matched_by_the_librarys_own_path_expressions() -> N
                  "/etc/ssh/ssh_host_ed25519_key"):
         assert verdicts[path], path
     assert verdicts["/etc/passwd"] is verdicts["/run/nginx.pid"] is verdicts["/etc/ssh/sshd_config"] is None
+
+
+def test_exec_of_a_program_anyone_may_have_written_is_refused() -> None:
+    profiles = managed()
+    exec_tmp = [r for r in records_of("printk.log") if r.get("operation") == "exec"]
+    assert aa_suggest.SENSITIVE_EXEC_PATHS[0] == "/tmp/**"
+    found = aa_suggest.analyse(exec_tmp, profiles, host_policy())
+    assert {p.kind for p in found} == {"profile-rule"}  # /bin/df, /bin/ip: system programs
+    script = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import aa_helper\n"
+        "rule = aa_helper._exec_rule('/tmp/tmp.c5hrJ5UrsF', 'ix')\n"
+        "print(json.dumps(aa_helper._sensitive('file', rule, json.loads(sys.argv[2]), [])))\n")
+    done = subprocess.run([aa_suggest.SYSTEM_PYTHON, "-I", "-c", script, str(aa_suggest.HELPER.parent),
+                           json.dumps(list(aa_suggest.SENSITIVE_EXEC_PATHS))], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == "sensitive path /tmp/tmp.c5hrJ5UrsF (/tmp/**)"

@@ -6,8 +6,8 @@ global state, so one process per host. It imports nothing of converge. JSON in o
 
 in:  {"profile_dir": DIR,            # a copy of the host's /etc/apparmor.d, the baseline's profiles in it
       "records": [LINE, ...],        # one record each, in the form libapparmor parses
-      "sensitive_paths": [PATH], "sensitive_capabilities": [NAME]}
-out: {"records": [{"parsed": bool, "profile": NAME, "aamode": "PERMITTING"|"REJECTING"}],
+      "sensitive_paths": [PATTERN], "sensitive_exec_paths": [PATTERN], "sensitive_capabilities": [NAME]}
+out: {"records": [{"parsed": bool, "profile": NAME, "aamode": "PERMITTING"|"REJECTING", "rules": N}],
       "groups": [{"profile", "hat", "type", "rule", "records": [index], "aamodes": [...],
                   "allowed": RULE|null, "intended": RULE|null, "missing": RULE|null,
                   "severity": N|"unknown"|null, "includes": [NAME], "globs": [RULE],
@@ -43,12 +43,11 @@ def _expansions(path: str, variables: dict[str, set[str]], depth: int = 0) -> li
     match = _VARIABLE.search(path)
     if not match or depth > 8:
         return [re.sub("/{2,}", "/", path)]
-    name = match.group(1)
-    values = sorted(variables.get(f"@{{{name}}}", variables.get(name, set())))
+    values = sorted(variables.get(match.group(0), set()))
+    if not values:
+        return [path]  # an undefined variable: left as it is, so coverage stays the library's own
     out: list[str] = []
-    for value in values or [match.group(0)]:
-        if not values:
-            return [path]  # an undefined variable: keep it; coverage stays the library's own
+    for value in values:
         out += _expansions(path[:match.start()] + value + path[match.end():], variables, depth + 1)
         if len(out) > MAX_EXPANSIONS:
             break
@@ -61,7 +60,7 @@ class Policy:
     def __init__(self, aa: Any, profile_dir: str) -> None:
         self.aa = aa
         self.profile_dir = profile_dir
-        self._expanded: dict[tuple[str, str], list[Any]] = {}
+        self._expanded: dict[tuple[int, ...], list[Any]] = {}
 
     def storage(self, profile: str, hat: str) -> Any:
         return self.aa.aa[profile][hat] if self.aa.aa.get(profile) and self.aa.aa[profile].get(hat) else None
@@ -81,9 +80,9 @@ class Policy:
             sets.append(self.aa.include[incname][incname][rule_type])
         return sets
 
-    def expanded_rules(self, key: str, rulesets: list[Any], variables: dict[str, set[str]]) -> list[Any]:
+    def expanded_rules(self, rulesets: list[Any], variables: dict[str, set[str]]) -> list[Any]:
         """File rules whose path holds variables, once per expansion (see the module's docstring)."""
-        cache_key = (key, str(id(rulesets[0])) if rulesets else "")
+        cache_key = tuple(id(ruleset) for ruleset in rulesets)
         if cache_key in self._expanded:
             return self._expanded[cache_key]
         from apparmor.aare import AARE  # type: ignore[import-not-found]
@@ -102,8 +101,7 @@ class Policy:
         self._expanded[cache_key] = found
         return found
 
-    def covered(self, storage: Any, rule_type: str, rule: Any, variables: dict[str, set[str]], *, deny: bool,
-                key: str) -> bool:
+    def covered(self, storage: Any, rule_type: str, rule: Any, variables: dict[str, set[str]], *, deny: bool) -> bool:
         """Whether the profile (with its includes) allows, or with deny=True denies, all of `rule`."""
         probe = copy.deepcopy(rule)
         probe.deny = deny
@@ -114,7 +112,7 @@ class Policy:
                 return True
         if rule_type != "file":
             return False
-        return any(each.is_covered(probe, True) for each in self.expanded_rules(key, rulesets, variables))
+        return any(each.is_covered(probe, True) for each in self.expanded_rules(rulesets, variables))
 
 
 def _file_rule_with(rule: Any, perms: set[str]) -> Any:
@@ -124,27 +122,26 @@ def _file_rule_with(rule: Any, perms: set[str]) -> Any:
                     log_event=True)
 
 
-def _split_file(policy: Policy, storage: Any, rule: Any, variables: dict[str, set[str]], *, key: str) -> dict[str, Any]:
+def _split_file(policy: Policy, storage: Any, rule: Any, variables: dict[str, set[str]]) -> dict[str, Any]:
     """A logged file access split by permission: what the profile allows, denies, and lacks."""
     parts: dict[str, set[str]] = {"allowed": set(), "intended": set(), "missing": set()}
     for perm in sorted(rule.perms):
         single = _file_rule_with(rule, {perm})
-        if policy.covered(storage, "file", single, variables, deny=True, key=key):
+        if policy.covered(storage, "file", single, variables, deny=True):
             parts["intended"].add(perm)
-        elif policy.covered(storage, "file", single, variables, deny=False, key=key):
+        elif policy.covered(storage, "file", single, variables, deny=False):
             parts["allowed"].add(perm)
         else:
             parts["missing"].add(perm)
     return {name: (_file_rule_with(rule, perms) if perms else None) for name, perms in parts.items()}
 
 
-def _classify(policy: Policy, storage: Any, rule_type: str, rule: Any, variables: dict[str, set[str]], *,
-              key: str) -> dict[str, Any]:
+def _classify(policy: Policy, storage: Any, rule_type: str, rule: Any, variables: dict[str, set[str]]) -> dict[str, Any]:
     if rule_type == "file" and not rule.all_paths and rule.perms:
-        return _split_file(policy, storage, rule, variables, key=key)
-    if policy.covered(storage, rule_type, rule, variables, deny=True, key=key):
+        return _split_file(policy, storage, rule, variables)
+    if policy.covered(storage, rule_type, rule, variables, deny=True):
         return {"allowed": None, "intended": rule, "missing": None}
-    if policy.covered(storage, rule_type, rule, variables, deny=False, key=key):
+    if policy.covered(storage, rule_type, rule, variables, deny=False):
         return {"allowed": rule, "intended": None, "missing": None}
     return {"allowed": None, "intended": None, "missing": rule}
 
@@ -162,7 +159,7 @@ def _includes(policy: Policy, storage: Any, rule_type: str, rule: Any, variables
             continue
         ruleset = data[incname][rule_type]
         if rule_type == "file" and any(
-                each.is_covered(rule, True) for each in policy.expanded_rules(incname, [ruleset], variables)):
+                each.is_covered(rule, True) for each in policy.expanded_rules([ruleset], variables)):
             found.add(relative)
     return sorted(found)
 
@@ -179,7 +176,7 @@ def _exec_choice(aa: Any, target: str) -> dict[str, Any]:
         mode = "ix"
     else:
         mode = None
-    return {"choices": choices, "mode": mode, "target_profile": target_file if has_profile else None}
+    return {"choices": choices, "mode": mode, "target_profile": os.path.basename(target_file) if has_profile else None}
 
 
 def _exec_rule(target: str, mode: str) -> Any:
@@ -245,6 +242,7 @@ def _parse(aa: Any, lines: list[str]) -> tuple[list[dict[str, Any]], list[list[t
                     for hat in log[aamode][profile]:
                         for rule_type in RULE_TYPES:
                             found += [(profile, hat, rule_type, rule) for rule in log[aamode][profile][hat][rule_type].rules]
+        events[-1]["rules"] = len(found)
         rules.append(found)
     return events, rules
 
@@ -334,14 +332,15 @@ def answer(request: dict[str, Any]) -> dict[str, Any]:  # noqa: PLR0915 - one pa
             sev_db.set_variables(variables)
             result["severity"] = sev_db.rank_path(target, "x")
             deny = FileRule(target, None, "x", FileRule.ALL, owner=False, log_event=True, deny=True)
-            if policy.covered(storage, "file", deny, variables, deny=True, key=profile):
+            if policy.covered(storage, "file", deny, variables, deny=True):
                 result["intended"] = deny.get_clean()
-            elif policy.covered(storage, "file", probe, variables, deny=False, key=profile):
+            elif policy.covered(storage, "file", probe, variables, deny=False):
                 result["allowed"] = result["rule"]
             elif result["exec"]["mode"]:
                 proposal = _exec_rule(target, result["exec"]["mode"])
                 result["missing"] = proposal.get_clean()
-                result["sensitive"] = _sensitive("file", proposal, request.get("sensitive_paths", []), [])
+                result["sensitive"] = _sensitive("file", proposal, [*request.get("sensitive_paths", []),
+                                                                    *request.get("sensitive_exec_paths", [])], [])
             out.append(result)
             continue
         rule = group["rules"][0]
@@ -351,7 +350,7 @@ def answer(request: dict[str, Any]) -> dict[str, Any]:  # noqa: PLR0915 - one pa
                 merged.discard("a")  # as collapse_log: a is part of w
             rule = _file_rule_with(rule, merged)
         result["rule"] = rule.get_clean()
-        parts = _classify(policy, storage, rule_type, rule, variables, key=profile)
+        parts = _classify(policy, storage, rule_type, rule, variables)
         for name, part in parts.items():
             result[name] = part.get_clean() if part is not None else None
         missing = parts["missing"]

@@ -16,7 +16,7 @@ import re
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -56,6 +56,8 @@ SENSITIVE_PATHS = ("/etc/{,g}shadow{,-}", "/etc/sudoers", "/etc/sudoers.d/**", "
                    "/etc/ssh/ssh_host_*", "/root/**", "/home/*/.ssh/**", "/etc/apparmor{,.d}/**",
                    "/sys/kernel/security/**", "/proc/kcore", "/proc/sysrq-trigger", "/dev/mem", "/dev/kmem",
                    "/dev/port", "/boot/**", "/etc/ld.so.preload")
+# Never an exec rule for: programs anyone may have written there.
+SENSITIVE_EXEC_PATHS = ("/tmp/**", "/var/tmp/**", "/dev/shm/**", "/run/user/**", "/home/**")
 SENSITIVE_CAPABILITIES = ("sys_admin", "sys_module", "sys_rawio", "sys_ptrace", "mac_admin", "mac_override",
                           "dac_override", "dac_read_search", "bpf")
 HIGH_SEVERITY = 7
@@ -241,7 +243,8 @@ def classify(group: dict[str, Any], records: Sequence[AuditRecord], managed: Man
         notes.append("broader alternatives, not chosen: " + ", ".join(group["globs"]))
     if exec_info:
         if exec_info["mode"] == "Px":
-            notes.append(f"exec: Px, aa-logprof's default when the target has a profile ({exec_info['target_profile']})")
+            notes.append(f"exec: Px, aa-logprof's default when the target has a profile (the host's "
+                         f"{PROFILE_DIR}/{exec_info['target_profile']})")
         else:
             notes.append(f"exec: ix, aa-logprof's default (logprof.conf allows '{exec_info['choices']}'); ux is never proposed")
     if group["allowed"]:
@@ -321,25 +324,51 @@ def analyse(records: Sequence[AuditRecord], managed: Mapping[str, Managed], host
         policy_copy(Path(work), host_files, {m.name: m.text for m in managed.values()})
         answer = run_helper({"profile_dir": work, "records": [libapparmor_line(r) for r in records],
                              "profiles": sorted(managed),
-                             "sensitive_paths": list(SENSITIVE_PATHS),
+                             "sensitive_paths": list(SENSITIVE_PATHS), "sensitive_exec_paths": list(SENSITIVE_EXEC_PATHS),
                              "sensitive_capabilities": list(SENSITIVE_CAPABILITIES)})
     loads = last_loads(records)
+    unread = [f"AppArmor's library could not read {len(answer['skipped'])} of the host's files, left out: "
+              + "; ".join(answer["skipped"][:3])] if answer.get("skipped") else []
     out: list[tuple[Managed | None, Suggestion]] = []
     for group in answer["groups"]:
         owner = managed.get(group.get("file") or "")
         if owner is None or group["unknown_profile"]:
             continue  # a profile the baseline does not manage from source: not this baseline's to fix
-        out += [(owner, each) for each in classify(group, records, owner, loads, sources)]
-    managed_names = {name for each in managed.values() for name in names_of(each)}
-    for index, event in enumerate(answer["records"]):
-        record = records[index]
-        if not event["parsed"] and record.get("apparmor") in ("ALLOWED", "DENIED") and \
-                record.get("profile").split("//")[0] in managed_names:
-            out.append((None, Suggestion("apparmor", "refused", f"{record.get('profile')}: unparsed record", {},
-                                         {"count": 1, "records": [record.line]},
-                                         ("libapparmor could not parse this record: not analysed",))))
+        out += [(owner, replace(each, notes=(*each.notes, *unread)))
+                for each in classify(group, records, owner, loads, sources)]
+    out += [(None, each) for each in not_analysed(records, answer["records"], managed, sources)]
     written = {name: profile_files(each) for name, each in managed.items() if each.rules}
     return [_with_files(s, *written[owner.name]) if owner and s.kind == "profile-rule" else s for owner, s in out]
+
+
+def not_analysed(records: Sequence[AuditRecord], events: Sequence[dict[str, Any]], managed: Mapping[str, Managed],
+                 sources: Sequence[str]) -> list[Suggestion]:
+    """Records of a managed profile the library turns into no rule (a record libapparmor cannot
+    parse; mount, unix, pivot_root and other rules its 3.0 log parser does not know; a
+    disconnected path): said, never dropped silently, never proposed."""
+    names = {name for each in managed.values() for name in names_of(each)}
+    groups: dict[tuple[str, str], list[int]] = {}
+    for index, (record, event) in enumerate(zip(records, events, strict=True)):
+        if record.get("apparmor") not in ("ALLOWED", "DENIED") or record.get("profile").split("//")[0] not in names:
+            continue
+        if event["parsed"] and event.get("rules"):
+            continue
+        reason = record.get("operation") if event["parsed"] else "unparsed"
+        groups.setdefault((record.get("profile"), reason), []).append(index)
+    out = []
+    for (profile, operation), indexes in groups.items():
+        group = {"records": indexes, "profile": profile, "hat": profile, "rule": None, "severity": None}
+        info = sorted({records[i].get("info") for i in indexes if records[i].get("info")})
+        why = ("libapparmor cannot parse these records" if operation == "unparsed" else
+               f"AppArmor's library turns no rule out of {operation!r} records"
+               + (f" ({'; '.join(info)})" if info else ""))
+        notes = [f"{why}: not analysed and never proposed; write the rule by hand"]
+        if any("disconnected path" in each for each in info):
+            notes.append("a disconnected path (the library ignores such records): the profile may need "
+                         "flags=(attach_disconnected)")
+        out.append(Suggestion("apparmor", "refused", f"{profile}: {operation} (not analysed)", {},
+                              _evidence(group, records, sources), tuple(notes)))
+    return out
 
 
 def names_of(managed: Managed) -> set[str]:
