@@ -1,7 +1,8 @@
 """A qemu guest running Debian's kernel over this machine's root, with an sshd on a 127.0.0.1 port.
 
 The guest boots under TCG (KVM guests hang on these machines), mounts the machine's root read-only
-over 9p under a tmpfs overlay, and starts sshd with keys generated for the session. converge
+over 9p under a tmpfs overlay (the kernel package's modules over a second 9p share as its
+/lib/modules/VERSION), and starts sshd with keys generated for the session. converge
 reaches it like any remote host through a private HOME whose ~/.ssh holds the key, a config for
 the VM's alias and a known_hosts entry for its host key.
 """
