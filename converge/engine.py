@@ -17,7 +17,7 @@ from converge.baseline import Baseline, ProviderTable
 from converge.errors import ConvergeError
 from converge.hosts import Connection, ConnectOptions, Host, connect
 from converge.operations import from_json, to_json
-from converge.plan import Change, HostPlan, Skipped
+from converge.plan import Change, HostPlan, NotApplicable, Skipped
 from converge.provider import Captured, Capturing, ConnectionGuard, Provider, ProviderPlan
 from converge.reads import Facts, Read, describe_read
 from converge.registry import Registry
@@ -120,6 +120,11 @@ def plan_from_facts(run: HostRun, facts: Facts, registry: Registry) -> HostRun:
             live = provider.live(table.spec, facts)
             provider_plan = provider.diff(table.spec, live)
             run.plan.warnings += provider.warnings(table.spec, live)
+            for resource, why in provider.not_applicable(table.spec, live).items():
+                if table.required:
+                    run.plan.errors.append(f"{provider.name}: required by the baseline, but {resource}: {why}")
+                else:
+                    run.plan.not_applicable.append(NotApplicable(provider.name, resource, why))
         except ConvergeError as error:
             run.plan.errors.append(f"{provider.name}: {error}")
             continue

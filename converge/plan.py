@@ -93,6 +93,15 @@ class Skipped:
     reason: str
 
 
+@dataclass(frozen=True)
+class NotApplicable:
+    """A declared resource this host cannot have: left alone, with the reason."""
+
+    provider: str
+    resource: str
+    reason: str
+
+
 @dataclass
 class HostPlan:
     """What converge found on one host: its changes, or why it could not plan it."""
@@ -101,6 +110,7 @@ class HostPlan:
     target: str
     changes: list[Change] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    not_applicable: list[NotApplicable] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     # The providers the baseline declares for this host (reports list each), and the baseline's
@@ -124,6 +134,9 @@ class HostPlan:
             "changes": [change.as_json() for change in self.changes],
             "skipped": [{"provider": s.provider, "reason": s.reason} for s in self.skipped],
         }
+        if self.not_applicable:
+            record["not_applicable"] = [{"provider": n.provider, "resource": n.resource, "reason": n.reason}
+                                        for n in self.not_applicable]
         if self.warnings:
             record["warnings"] = self.warnings
         if self.operations:
@@ -210,6 +223,8 @@ def render_text(plans: Sequence[HostPlan], *, color: bool) -> str:
                 lines += _change_lines(change, width, color)
         for skipped in plan.skipped:
             lines.append(f"  {skipped.provider}: skipped: {printable(skipped.reason)}")
+        for item in plan.not_applicable:
+            lines.append(f"  {item.provider}: {printable(item.resource)}: {printable(item.reason)}")
         for warning in plan.warnings:
             text = f"  warning: {printable(warning)}"
             lines.append(click.style(text, fg="yellow") if color else text)

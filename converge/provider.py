@@ -103,6 +103,12 @@ class Provider(ABC, Generic[SpecT, LiveT]):
         """Things an admin should know that no change of ours can fix."""
         return []
 
+    def not_applicable(self, spec: SpecT, live: LiveT) -> dict[str, str]:
+        """The declared resources this host cannot have (a container cannot set a kernel-global
+        key), by name, with the reason; plan leaves them alone, or fails when the table says
+        `required = true`."""
+        return {}
+
     def apply(self, host: Host, plan: ProviderPlan) -> list[str]:
         """Carry out `plan.operations`, exactly; returns what was done. Override only to report
         more (a count from a tool's output), never to compute other work."""

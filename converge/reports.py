@@ -134,6 +134,8 @@ def render_html(plans: Sequence[HostPlan]) -> str:
             parts.append(f"<p>baseline {esc(plan.baseline[0])}, sha256 <code>{esc(plan.baseline[1])}</code></p>")
         parts += [f'<p class="error">error: {esc(error)}</p>' for error in plan.errors]
         parts += [f'<p class="skipped">{esc(s.provider)}: skipped: {esc(s.reason)}</p>' for s in plan.skipped]
+        parts += [f'<p class="skipped">{esc(n.provider)}: <code>{esc(n.resource)}</code>: {esc(n.reason)}</p>'
+                  for n in plan.not_applicable]
         if plan.changes:
             parts.append("<table><tr><th>provider</th><th>resource</th><th>action</th><th>before</th><th>after</th>"
                          "<th>notes</th></tr>")

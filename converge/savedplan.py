@@ -28,7 +28,7 @@ from converge.baseline import SOURCE_KEY, Baseline, load_baseline
 from converge.engine import HostRun, LockRequest, changed_reads, in_parallel, new_host_plan, replan_saved
 from converge.errors import ConvergeError
 from converge.hosts import ConnectOptions, connect
-from converge.plan import Change, HostPlan, Skipped
+from converge.plan import Change, HostPlan, NotApplicable, Skipped
 from converge.reads import Read, read_from_json, read_to_json
 from converge.registry import Registry
 
@@ -93,6 +93,8 @@ def document(runs: Sequence[HostRun], only: Collection[str]) -> dict[str, Any]:
             if facts else [],
             "errors": run.plan.errors, "warnings": run.plan.warnings,
             "skipped": [{"provider": s.provider, "reason": s.reason} for s in run.plan.skipped],
+            "not_applicable": [{"provider": n.provider, "resource": n.resource, "reason": n.reason}
+                               for n in run.plan.not_applicable],
             "providers": [{
                 "provider": p.provider.name,
                 "changes": [change.record() for change in p.plan.changes],
@@ -181,6 +183,8 @@ def _hosts(data: dict[str, Any], workdir: Path, registry: Registry) -> list[Save
         plan = new_host_plan(entry["host"], entry["target"], baseline, data["only"])
         plan.warnings, plan.errors = list(entry["warnings"]), list(entry["errors"])
         plan.skipped = [Skipped(s["provider"], s["reason"]) for s in entry["skipped"]]
+        plan.not_applicable = [NotApplicable(n["provider"], n["resource"], n["reason"])
+                               for n in entry.get("not_applicable", [])]
         providers = {p["provider"]: ([Change.from_record(c) for c in p["changes"]], list(p["operations"]))
                      for p in entry["providers"]}
         fingerprints = {read_from_json(item["read"]): str(item["sha256"]) for item in entry["reads"]}

@@ -45,7 +45,8 @@ def baseline_schema(registry: Registry) -> dict[str, Any]:
         if name != META_TABLE and schema.get("type") == "object":
             schema.setdefault("properties", {})[REQUIRED_KEY] = {
                 "type": "boolean", "default": False,
-                "description": "An error, not a skip, when the host lacks this subsystem.",
+                "description": ("An error, not a skip, when the host lacks this subsystem "
+                                "or cannot have a declared resource (a container)."),
             }
         if name != META_TABLE:
             schema["description"] = registry.get(name).summary

@@ -5,6 +5,9 @@ The engine knows no subsystem: a provider that can read denials implements `Sugg
 presence reads), collects the providers' `Suggestion`s, renders them (text, or JSON as
 `hosts[].suggestions[]`) and, with `--write`, writes an overlay `<name>.suggested.toml` that
 `extends` the baseline plus any generated file, only inside the baseline's directory.
+A provider never drops a sensitive access silently: it returns it `refused`, with the proposal it
+would have made attached (`withheld`) and the reason (`sensitive`); only `--allow-sensitive` offers
+that proposal, marked sensitive with the reason.
 Exit codes: 0 nothing to propose, 2 proposals, 1 an error on some host.
 """
 
@@ -13,7 +16,7 @@ from __future__ import annotations
 import json
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -45,10 +48,35 @@ class Suggestion:
     notes: tuple[str, ...] = ()
     # Files --write creates next to the baseline (a .te module, a profile diff), by relative path.
     files: dict[str, str] = field(default_factory=dict)
+    # Why the access is sensitive (a refused one, and the withheld proposal once offered), or None.
+    sensitive: str | None = None
+    # On a refused one: the proposal that would have been made, offered only with --allow-sensitive.
+    withheld: Suggestion | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {"provider": self.provider, "kind": self.kind, "resource": self.resource, "table": self.table,
-                "evidence": self.evidence, "notes": list(self.notes), "files": sorted(self.files)}
+        record = {"provider": self.provider, "kind": self.kind, "resource": self.resource, "table": self.table,
+                  "evidence": self.evidence, "notes": list(self.notes), "files": sorted(self.files),
+                  "sensitive": self.sensitive}
+        if self.withheld is not None:
+            record["withheld"] = {"kind": self.withheld.kind, "resource": self.withheld.resource,
+                                  "table": self.withheld.table, "notes": list(self.withheld.notes),
+                                  "files": sorted(self.withheld.files)}
+        return record
+
+
+def offer_sensitive(suggestions: Sequence[Suggestion], allow: bool) -> list[Suggestion]:
+    """With --allow-sensitive, each refused proposal that has a withheld one becomes that proposal,
+    marked sensitive with the reason; without it, nothing changes."""
+    if not allow:
+        return list(suggestions)
+    offered = []
+    for s in suggestions:
+        if s.kind == "refused" and s.withheld is not None:
+            reason = s.sensitive or "sensitive"
+            s = replace(s.withheld, sensitive=reason, evidence=s.withheld.evidence or s.evidence,
+                        notes=(*s.withheld.notes, f"SENSITIVE ({reason}): offered only because of --allow-sensitive"))
+        offered.append(s)
+    return offered
 
 
 @runtime_checkable
@@ -90,7 +118,8 @@ def boot_time(stat: str | None) -> float | None:
     return None
 
 
-def suggest_host(host: Any, baseline: Baseline, registry: Any, only: Sequence[str], since: str | None) -> HostSuggestions:
+def suggest_host(host: Any, baseline: Baseline, registry: Any, only: Sequence[str], since: str | None, *,
+                 allow_sensitive: bool = False) -> HostSuggestions:
     """Read the host once for every suggesting provider of the baseline and collect proposals."""
     result = HostSuggestions(host.name, host.target)
     chosen: list[tuple[str, Any, Any]] = []
@@ -118,7 +147,7 @@ def suggest_host(host: Any, baseline: Baseline, registry: Any, only: Sequence[st
             result.skipped.append(f"{name}: {reason}")
             continue
         try:
-            result.suggestions += provider.suggest(spec, facts, start)
+            result.suggestions += offer_sensitive(provider.suggest(spec, facts, start), allow_sensitive)
         except ConvergeError as error:
             result.errors.append(f"{name}: {error}")
     return result
@@ -131,7 +160,8 @@ def exit_code(results: Sequence[HostSuggestions]) -> int:
 
 
 def render_json(results: Sequence[HostSuggestions]) -> str:
-    hosts = [{"host": r.host, "target": r.target, "suggestions": [s.as_json() for s in r.suggestions],
+    hosts = [{"host": r.host, "target": r.target, "status": "error" if r.errors else "ok",
+              "error": "; ".join(r.errors) or None, "suggestions": [s.as_json() for s in r.suggestions],
               "errors": r.errors, "skipped": r.skipped} for r in results]
     return json.dumps({"version": 1, "hosts": hosts, "exit_code": exit_code(results)}, indent=2, ensure_ascii=False)
 
@@ -150,7 +180,8 @@ def render_text(results: Sequence[HostSuggestions]) -> str:
             lines.append(f"  skipped {skipped}")
         for s in r.suggestions:
             symbol = SYMBOL.get(s.kind, "+")
-            lines.append(f"  {symbol} {s.kind:<8} {s.resource}")
+            lines.append(f"  {symbol} {s.kind:<8} {s.resource}" + (f"   SENSITIVE: {s.sensitive}" if s.sensitive and
+                                                                   s.kind != "refused" else ""))
             if s.table:
                 lines.append(f"             [{s.provider}] {json.dumps(s.table, sort_keys=True)}")
             ev = s.evidence
@@ -160,6 +191,8 @@ def render_text(results: Sequence[HostSuggestions]) -> str:
                 shown.append("events " + " ".join(ev["events"][:3]) + (" …" if len(ev["events"]) > 3 else ""))
             lines.append("             " + " · ".join(shown))
             lines += [f"             {note}" for note in s.notes]
+            if s.withheld is not None:
+                lines.append(f"             --allow-sensitive would offer: {s.withheld.kind} {s.withheld.resource}")
     return "\n".join(lines) + "\n"
 
 
@@ -210,37 +243,70 @@ def write_overlay(baseline: Baseline, results: Sequence[HostSuggestions]) -> lis
     return [overlay, *written]
 
 
+def suggest_fleet(jobs: Sequence[Any], registry: Any, *, only: Sequence[str], since: str | None, options: Any,
+                  forks: int, allow_sensitive: bool = False) -> list[HostSuggestions]:
+    """Connect to and read every host, `forks` at a time, as plan does; one host's failure never stops another."""
+    from converge.engine import in_parallel
+    from converge.hosts import connect
+
+    def suggest_one(job: Any) -> HostSuggestions:
+        try:
+            host = connect(job.target, options, name=job.name)
+        except ConvergeError as error:
+            return HostSuggestions(job.name or job.target, job.target, errors=[str(error)])
+        try:
+            return suggest_host(host, job.baseline, registry, only, since, allow_sensitive=allow_sensitive)
+        except Exception as error:  # a provider bug on one host must not stop the fleet
+            return HostSuggestions(host.name, host.target, errors=[f"internal error: {type(error).__name__}: {error}"])
+        finally:
+            host.close()
+
+    results: list[HostSuggestions] = in_parallel(jobs, suggest_one, forks)
+    return results
+
+
 @click.command("suggest")
 @click.argument("baseline_path", metavar="[BASELINE]", type=click.Path(path_type=Path, dir_okay=False), required=False)
 @click.option("-H", "--host", "targets", multiple=True, metavar="TARGET", help="Host to read (default local). Repeatable.")
 @click.option("-i", "--inventory", type=click.Path(path_type=Path, dir_okay=False), help="Inventory file of hosts.")
 @click.option("--limit", multiple=True, metavar="PATTERN", help="Only inventory hosts or groups matching (glob).")
+@click.option("--forks", type=click.IntRange(1, 500), default=20, show_default=True, help="Hosts read at once.")
+# The same SSH options as plan (converge.cli.connection_options; that module imports this one, so
+# they are repeated here, and tests/test_suggest_selinux.py checks that they stay the same).
+@click.option("--timeout", type=click.FloatRange(0.1), default=10.0, show_default=True, help="SSH connect timeout (s).")
+@click.option("--become", is_flag=True, help="Run privileged reads through sudo for a non-root SSH user.")
+@click.option("--identity", type=click.Path(exists=True, dir_okay=False), help="SSH private key to try first.")
+@click.option("--trust-new-host-keys", is_flag=True, help="Accept and record host keys not in known_hosts yet.")
+@click.option("--ssh-config", type=click.Path(dir_okay=False), help="SSH config file (default ~/.ssh/config).")
 @click.option("--only", multiple=True, type=click.Choice(["selinux", "apparmor"]), help="Only this provider's denials.")
 @click.option("--since", metavar="boot|ISO-TIME", help="Only records from then on.")
+@click.option("--allow-sensitive", is_flag=True,
+              help="Offer the proposals refused as sensitive (capabilities, shadow_t, ...), marked with the reason.")
 @click.option("--json", "as_json", is_flag=True, help="Print hosts[].suggestions[] as JSON.")
 @click.option("--write", "write", is_flag=True, help="Write <name>.suggested.toml and generated files next to the baseline.")
 def suggest_command(baseline_path: Path | None, *, targets: tuple[str, ...], inventory: Path | None, limit: tuple[str, ...],
-                    only: tuple[str, ...], since: str | None, as_json: bool, write: bool) -> None:
+                    forks: int, timeout: float, become: bool, identity: str | None, trust_new_host_keys: bool,
+                    ssh_config: str | None, only: tuple[str, ...], since: str | None, allow_sensitive: bool,
+                    as_json: bool, write: bool) -> None:
     """Propose baseline changes from SELinux and AppArmor denials; read-only on every host."""
+    import sys
+
     from converge.cli import _jobs
-    from converge.hosts import ConnectOptions, connect
+    from converge.hosts import ConnectOptions
     from converge.registry import Registry
 
     registry = Registry()
     jobs = _jobs(baseline_path, targets, inventory, limit, registry)
-    results = []
-    for job in jobs:
-        try:
-            host = connect(job.target, ConnectOptions(), name=job.name)
-        except ConvergeError as error:
-            results.append(HostSuggestions(job.name or job.target, job.target, errors=[str(error)]))
-            continue
-        try:
-            results.append(suggest_host(host, job.baseline, registry, only, since))
-        finally:
-            host.close()
+    options = ConnectOptions(timeout, become, identity, trust_new_host_keys, ssh_config, interactive=sys.stdin.isatty())
+    results = suggest_fleet(jobs, registry, only=only, since=since, options=options, forks=forks,
+                            allow_sensitive=allow_sensitive)
     click.echo(render_json(results) if as_json else render_text(results), nl=False)
-    if write and jobs:
-        for path in write_overlay(jobs[0].baseline, results):
-            click.echo(f"wrote {path}", err=True)
+    if write:
+        # one overlay per baseline, from the hosts that use it (an inventory may give hosts different ones)
+        by_baseline: dict[Path, tuple[Baseline, list[HostSuggestions]]] = {}
+        for job, result in zip(jobs, results, strict=True):
+            by_baseline.setdefault(job.baseline.path.resolve(), (job.baseline, []))[1].append(result)
+        for baseline, theirs in by_baseline.values():
+            for path in write_overlay(baseline, theirs):
+                click.echo(f"wrote {path}", err=True)
     raise SystemExit(exit_code(results))

@@ -16,7 +16,7 @@ class Recording(LocalHost):
         self.done: list[dict[str, object]] = []
 
     def run(self, argv: Sequence[str], *, input: str | None = None, check: bool = True) -> CommandResult:
-        self.done.append({"op": "run", "argv": list(argv)})
+        self.done.append({"op": "run", "argv": list(argv), "input": input})
         return super().run(argv, input=input, check=check)
 
     def write_file(self, path: str, content: str, *, mode: int = 0o644) -> str | None:

@@ -139,7 +139,7 @@ def test_the_baseline_converges_in_one_apply_and_then_is_in_sync(host: TestHost,
     operations = [op for op in host_plan["operations"] if op["provider"] == "selinux"]
     assert [op.get("argv", [op["op"], op.get("path")])[0:2] for op in operations] == [
         ["write", "/var/lib/converge/selinux/build/mynginx.te"], ["checkmodule", "-M"], ["semodule_package", "-o"],
-        ["write", "/etc/selinux/config"], ["setsebool", "-P"], ["semanage", "import"], ["restorecon", "-R"],
+        ["write", "/etc/selinux/config"], ["setsebool", "-P"], ["semanage", "import"], ["setfiles", "-v"],
         ["semodule", "-i"], ["sh", "-c"], ["rm", "-rf"],
     ]
     assert operations[5]["input"] == (

@@ -40,6 +40,7 @@ try:
 except ConvergeError as error:
     result = f"error: {error}"
 planned = [{k: v for k, v in to_json(op).items() if k in ("op", "argv", "path", "content")}
+           | ({"input": to_json(op).get("input")} if to_json(op)["op"] == "run" else {})
            for op in provider_run.plan.operations]
 print(json.dumps({"planned": planned, "done": host.done, "result": result}))
 """

@@ -25,8 +25,10 @@ def test_the_shipped_kernel_baseline_plans_in_a_network_namespace_without_the_in
     code, host, stderr = _plan(test_host, KERNEL_BASELINE)
     assert code == 2, (host, stderr)
     assert host["status"] == "ok" and host["error"] is None, host
-    warnings = [w for w in host["warnings"] if w.startswith("net.core.bpf_jit_harden:")]
-    assert len(warnings) == 1 and ON_THE_HOST in warnings[0] and "network namespace" in warnings[0], host["warnings"]
+    left = [item for item in host["not_applicable"] if item["resource"] == "net.core.bpf_jit_harden"]
+    assert len(left) == 1 and left[0]["provider"] == "sysctl", host
+    assert ON_THE_HOST in left[0]["reason"] and "network namespace" in left[0]["reason"], left
+    assert not any("bpf_jit_harden" in warning for warning in host.get("warnings", [])), host
     resources = {change["resource"] for change in host["changes"]}
     assert "net.core.bpf_jit_harden" not in resources
     assert "kernel.kptr_restrict" in resources or "net.ipv4.conf.all.accept_redirects" in resources
@@ -35,7 +37,19 @@ def test_the_shipped_kernel_baseline_plans_in_a_network_namespace_without_the_in
     assert apply.returncode == 0, apply.stdout + apply.stderr
     drop_in = test_host.read("/etc/sysctl.d/99-zz-converge.conf") or ""
     assert "bpf_jit_harden" not in drop_in and "net.ipv4.conf.all.accept_redirects = 0" in drop_in
-    assert test_host.converge("plan", str(KERNEL_BASELINE)).returncode == 0
+    replan = test_host.converge("plan", str(KERNEL_BASELINE))
+    assert replan.returncode == 0 and "sysctl: net.core.bpf_jit_harden: not applicable here" in replan.stdout, replan.stdout
+
+
+def test_a_required_table_with_a_key_this_host_cannot_set_is_an_error(test_host: TestHost, tmp_path: Path) -> None:
+    baseline = tmp_path / "b.toml"
+    baseline.write_text("[sysctl]\nrequired = true\nnet.core.bpf_jit_harden = 2\nnet.ipv4.conf.all.accept_redirects = 0\n")
+    code, host, _ = _plan(test_host, baseline)
+    assert code == 1 and host["status"] == "error", host
+    assert "sysctl: required by the baseline, but net.core.bpf_jit_harden: not applicable here" in str(host["error"]), host
+    assert "not_applicable" not in host
+    apply = test_host.converge("apply", str(baseline), "--yes")
+    assert apply.returncode == 1 and test_host.read("/etc/sysctl.d/99-zz-converge.conf") is None, apply.stdout
 
 
 def test_a_missing_key_that_is_not_initial_namespace_only_is_still_an_error(test_host: TestHost, tmp_path: Path) -> None:
@@ -53,8 +67,8 @@ def test_a_key_under_a_read_only_proc_sys_is_not_applicable_and_left_alone(test_
     code, host, stderr = _plan(test_host, baseline)
     assert code == 2, (host, stderr)
     assert [change["resource"] for change in host["changes"]] == ["net.ipv4.conf.all.accept_redirects"]
-    assert any(w.startswith("kernel.dmesg_restrict:") and "read-only" in w and ON_THE_HOST in w
-               for w in host["warnings"]), host["warnings"]
+    assert [(item["resource"], "read-only" in item["reason"] and ON_THE_HOST in item["reason"])
+            for item in host["not_applicable"]] == [("kernel.dmesg_restrict", True)], host
     apply = test_host.converge("apply", str(baseline), "--yes")
     assert apply.returncode == 0, apply.stdout + apply.stderr
     assert test_host.sysctl("kernel.dmesg_restrict") == "0"

@@ -68,7 +68,7 @@ def _apply(host: TestHost, tmp_path: Path, *sabotage: str) -> dict[str, Any]:
 def as_done(operation: dict[str, Any]) -> dict[str, Any]:
     """What the host sees of an operation: the command, or the file and its content."""
     if operation["op"] == "run":
-        return {"op": "run", "argv": operation["argv"]}
+        return {"op": "run", "argv": operation["argv"], "input": operation.get("input")}
     return {key: operation[key] for key in ("op", "path", "content") if key in operation}
 
 
@@ -105,7 +105,7 @@ def test_a_command_failing_mid_list_restores_the_files_the_plan_read_and_reloads
     assert "what was done before it was undone" in result["error"]
     planned = [as_done(op) for op in result["planned"]]
     failing = planned.index({"op": "run", "argv": ["ufw", "delete", "allow", "in", "proto", "tcp", "from", "any",
-                                                    "to", "any", "port", "3306"]})
+                                                    "to", "any", "port", "3306"], "input": None})
     undo = [as_done(step) for step in result["planned"][0]["undo"]]
     assert result["done"] == planned[:failing + 1] + undo
     assert [step.get("path") or " ".join(step["argv"]) for step in undo] == [

@@ -28,6 +28,7 @@ from converge.providers.apparmor import kernel
 from converge.providers.apparmor.kernel import KERNEL_PROFILES, PARSER, KernelState
 from converge.providers.apparmor.parse import PARSER_ERROR, flags_mode, profile_headers, with_mode_flags
 from converge.providers.apparmor.spec import PROFILE_DIR, AppArmorSpec, ProfileSpec
+from converge.suggest import Suggestion
 
 # ---- constants and reads --------------------------------------------------------------------
 DISABLE_DIR = f"{PROFILE_DIR}/disable"
@@ -301,3 +302,14 @@ class AppArmorProvider(Provider[AppArmorSpec, AppArmorLive]):
     @staticmethod
     def profile_reads(names: Iterable[str]) -> list[Read]:
         return profile_reads(names)
+
+    # ---- suggest (converge.suggest.Suggesting): proposals from ALLOWED/DENIED records, suggest.py
+    def suggest_reads(self, spec: AppArmorSpec) -> Sequence[Read]:
+        from converge.providers.apparmor import suggest
+
+        return suggest.suggest_reads()
+
+    def suggest(self, spec: AppArmorSpec, facts: Facts, since: float | None) -> list[Suggestion]:
+        from converge.providers.apparmor import suggest
+
+        return suggest.suggest(spec, facts, since)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from converge.provider import Change, Operation, Remove, Run, Write, restore
 
-from .kernel import runtime_mode_operations
+from .kernel import relabel_argv, runtime_mode_operations
 from .parse import edit_config, parse_config
 from .spec import FILE_TYPE_FLAG, FileContext, Module, Port, SelinuxSpec
 
@@ -211,7 +211,8 @@ def _record_operations(spec: SelinuxSpec, live: SelinuxLive, changes: Sequence[C
     permissive = sum(c.kind == "permissive" for c in changes)
     roots = sorted({fcontexts[c.name].relabel_root() for c in changes if c.kind == "fcontext"})
     # -i: a path that does not exist yet has nothing to relabel.
-    relabel = [Run(("restorecon", "-R", "-v", "-i", *roots), says=f"restorecon -R {' '.join(roots)}")] if roots else []
+    # (restorecon where the kernel has SELinux, else setfiles: kernel.relabel_argv)
+    relabel = [Run(relabel_argv(live.kernel, live.policy, roots), says=f"restorecon -R {' '.join(roots)}")] if roots else []
     # Every token was matched against a pattern without whitespace or quotes, so semanage's
     # whitespace split gives back exactly these argv lists.
     says = (f"semanage import: {counts[0]} file context(s), {counts[1]} port(s)"

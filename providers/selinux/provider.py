@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,12 +13,14 @@ from converge.provider import (
     CommandResult,
     Facts,
     Host,
+    Operation,
     Provider,
     ProviderError,
     ProviderPlan,
     Read,
     ReadFile,
     ReadGlob,
+    Run,
     RunCommand,
     Side,
     Which,
@@ -33,6 +36,8 @@ from .kernel import (
     boolean_path,
     kernel_reads,
     parse_kernel_state,
+    relabel_argv,
+    relabel_check,
     runtime_mode_operations,
 )
 from .operations import AUTORELABEL, CONFIG, DEVEL_MAKEFILE, MODULE_RECORDS, PRIORITY, change_name, plan_operations
@@ -94,6 +99,8 @@ class SelinuxLive:
     module_kinds: dict[str, str] = field(default_factory=dict)  # name -> pp or cil, at semodule's priority
     devel_makefile: bool = False  # selinux-policy-dev's Makefile, which builds reference-policy modules
     permissive: set[str] = field(default_factory=set)  # the local permissive domains
+    # relabel root -> its files whose label differs from the policy's: (path, current, expected)
+    label_drift: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
 
     @property
     def config_mode(self) -> str | None:
@@ -118,6 +125,8 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
             reads.append(BOOLEANS_LIST)
         if spec.fcontexts:
             reads += [ReadGlob(FILE_CONTEXTS_GLOB), ReadGlob(FILE_CONTEXTS_LOCAL_GLOB)]
+            if drift_roots(spec):
+                reads.append(relabel_check(spec.policy, drift_roots(spec)))
         if spec.ports:
             reads += [ReadGlob(PORTS_LOCAL_GLOB), PORTS_LIST]
         if spec.modules:
@@ -166,7 +175,7 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
             booleans, *self._live_fcontexts(spec, facts, policy), *self._live_ports(spec, facts, policy),
             *self._live_modules(spec, facts),
             any(m.kind == "refpolicy" for m in spec.modules) and facts.file(DEVEL_MAKEFILE) is not None,
-            self._live_permissive(spec, facts))
+            self._live_permissive(spec, facts), live_label_drift(spec, facts))
 
     @staticmethod
     def _live_fcontexts(spec: SelinuxSpec, facts: Facts, policy: str) -> tuple[dict[tuple[str, str], str | None],
@@ -221,8 +230,10 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
                 f"{', '.join(unbuildable)}: a reference-policy module (policy_module) is built with {DEVEL_MAKEFILE}, "
                 "which this host lacks: install selinux-policy-dev (Debian, Ubuntu; selinux-policy-devel on Fedora, "
                 "RHEL), or declare the module's prebuilt .pp")
-        changes = [*self._mode_changes(spec, live), *booleans, *records, *modules]
-        return ProviderPlan(changes, plan_operations(spec, live, booleans, records, modules))
+        drift = drift_changes(spec, live, records)
+        changes = [*self._mode_changes(spec, live), *booleans, *records, *modules, *drift]
+        return ProviderPlan(changes, [*plan_operations(spec, live, booleans, records, modules),
+                                      *drift_operations(live, drift)])
 
     def _mode_changes(self, spec: SelinuxSpec, live: SelinuxLive) -> list[Change]:
         changes = []
@@ -362,6 +373,66 @@ class SelinuxProvider(Provider[SelinuxSpec, SelinuxLive]):
         return suggest.suggest(policy, dict(spec.booleans), facts, since, "")
 
 
+# ---- label drift: files under a managed file context whose label is not the policy's. A change of
+# its own (`relabel N files`) for each relabel root whose file contexts this plan leaves as they are
+# (a changed one is relabelled after its import); the kernel part (restorecon, else setfiles) is kernel.py's.
+WOULD_RELABEL = re.compile(r"^Would relabel (.+) from (\S+) to (\S+)$")
+SHOWN_FILES = 3
+
+
+def drift_roots(spec: SelinuxSpec) -> list[str]:
+    return sorted({fcontext.relabel_root() for fcontext in spec.fcontexts if fcontext.ensure == "present"})
+
+
+def live_label_drift(spec: SelinuxSpec, facts: Facts) -> dict[str, list[tuple[str, str, str]]]:
+    roots = drift_roots(spec)
+    if not spec.fcontexts or not roots:
+        return {}
+    check = relabel_check(spec.policy, roots)
+    result = facts.command(*check.argv)
+    if not result.ok:
+        reason = result.stderr.strip() or result.stdout.strip()
+        raise ProviderError(f"checking the labels under {', '.join(roots)} failed: {reason}")
+    drift: dict[str, list[tuple[str, str, str]]] = {}
+    for line in result.stdout.split("\n"):
+        found = WOULD_RELABEL.match(line.strip())
+        if found:
+            path = found.group(1)
+            root = max((r for r in roots if path == r or path.startswith(r.rstrip("/") + "/")), key=len, default=None)
+            if root is not None:
+                drift.setdefault(root, []).append((path, found.group(2), found.group(3)))
+    return drift
+
+
+def drift_changes(spec: SelinuxSpec, live: SelinuxLive, records: Sequence[Change]) -> list[Change]:
+    changed = {c.name for c in records if c.kind == "fcontext"}
+    # the import's own restorecon relabels these
+    relabelled = {f.relabel_root() for f in spec.fcontexts if change_name("fcontext", f.key) in changed}
+    changes = []
+    for root, files in sorted(live.label_drift.items()):
+        if root in relabelled:
+            continue
+        shown = [f"{path}: {_type_of(now)} -> {_type_of(then)}" for path, now, then in files[:SHOWN_FILES]]
+        more = [f"... and {len(files) - SHOWN_FILES} more"] if len(files) > SHOWN_FILES else []
+        changes.append(Change("selinux", "relabel", root, "update", len(files), 0,
+                              (f"relabel {len(files)} file(s) whose label is not the policy's", *shown, *more)))
+    return changes
+
+
+def _type_of(context: str) -> str:
+    parts = context.split(":")
+    return parts[2] if len(parts) > 2 else context
+
+
+def drift_operations(live: SelinuxLive, drift: Sequence[Change]) -> list[Operation]:
+    """One relabel of every drifted root, last; nothing to undo (it puts the policy's labels back)."""
+    roots = [change.name for change in drift]
+    if not roots:
+        return []
+    count = sum(len(live.label_drift[root]) for root in roots)
+    return [Run(relabel_argv(live.kernel, live.policy, roots), says=f"relabelled {count} file(s) under {', '.join(roots)}")]
+
+
 class _RelabelCount(Host):
     """The host apply runs on, counting the files restorecon says it relabelled; nothing else changes."""
 
@@ -371,7 +442,7 @@ class _RelabelCount(Host):
 
     def run(self, argv: Sequence[str], *, input: str | None = None, check: bool = True) -> CommandResult:
         result = self._host.run(argv, input=input, check=check)
-        if list(argv[:1]) == ["restorecon"]:
+        if list(argv[:1]) in (["restorecon"], ["setfiles"]):
             self.relabelled += count_relabelled(result.stdout)
         return result
 

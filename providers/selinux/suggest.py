@@ -9,10 +9,11 @@ order (stale, relabel, label, boolean, module) and what it refuses to propose.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,15 @@ from converge.suggest import Suggestion
 HELPER = Path(__file__).with_name("sepolicy_helper.py")
 SYSTEM_PYTHON = "/usr/bin/python3"
 PACKAGES = "python3-selinux python3-setools python3-sepolgen"
-# One read whatever the host has: ausearch --raw (audit.log with SYSCALL/PATH), else the kernel log
-# from journald, else dmesg; the first line names the source. Never fails (no records is an answer).
+# One read whatever the host has: ausearch --raw (audit.log with SYSCALL/PATH) where auditd logs,
+# else the kernel log from a running journald, else dmesg; the first line names the source. Never
+# fails (no records is an answer).
 DENIALS = RunCommand(("sh", "-c",
-    "if command -v ausearch >/dev/null 2>&1; then echo '# ausearch --raw';"
+    "if command -v ausearch >/dev/null 2>&1 && [ -s /var/log/audit/audit.log ]; then echo '# ausearch --raw';"
     " ausearch -m AVC,USER_AVC,SELINUX_ERR,MAC_POLICY_LOAD --raw 2>/dev/null;"
-    " elif command -v journalctl >/dev/null 2>&1; then echo '# journalctl -k (no PATH records; may be rate-limited)';"
+    # journalctl without a running journald (its socket) reads an empty journal: dmesg then
+    " elif command -v journalctl >/dev/null 2>&1 && [ -S /run/systemd/journal/socket ]; then"
+    " echo '# journalctl -k (no PATH records; may be rate-limited)';"
     " journalctl -k -o cat --no-pager -q 2>/dev/null;"
     " else echo '# dmesg (no PATH records; may be rate-limited)'; dmesg 2>/dev/null; fi; exit 0"))
 RUNTIME_POLICY = "/sys/fs/selinux/policy"
@@ -73,6 +77,15 @@ class Group:
     @property
     def target(self) -> str:
         return self.tcontext.split(":")[2]
+
+    def split(self, chosen: Any) -> tuple[Group, Group]:
+        """The records `chosen(record, event)` picks, and the others, as two groups of the same access."""
+        picked, others = Group(self.scontext, self.tcontext, self.tclass), Group(self.scontext, self.tcontext, self.tclass)
+        for record, event in self.records:
+            into = picked if chosen(record, event) else others
+            into.records.append((record, event))
+            into.perms.update(record.perms)
+        return picked, others
 
     def evidence(self) -> dict[str, Any]:
         times = [r.time for r, _ in self.records if r.time is not None]
@@ -132,15 +145,60 @@ def run_helper(request: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-def deepest_generic_dir(path: str, labels: dict[str, str], generic: str) -> str:
-    """The shallowest directory of `path` below the last one with a label of its own: where the
-    generic label starts, so one fcontext entry covers the application's tree."""
-    chosen = path.rsplit("/", 1)[0]
-    for directory in sorted(labels, key=len, reverse=True):
-        if labels[directory] != generic:
-            break
-        chosen = directory
-    return chosen
+def pattern_directory(path: str, labels: dict[str, str], known: Sequence[str], generic: str) -> str:
+    """Where an fcontext entry for `path` starts: the first directory below the standard ones (those
+    the policy's file contexts name) that has the generic label, so one entry covers the
+    application's own tree; the file itself when it sits directly in a standard directory."""
+    parts = path.rstrip("/").split("/")
+    for depth in range(2, len(parts)):
+        directory = "/".join(parts[:depth])
+        if directory not in known and labels.get(directory) == generic:
+            return directory
+    return path
+
+
+# Types for a program's working files, not for the data a denial is usually about.
+SCRATCH_WORDS = ("tmp", "tmpfs", "lock", "log", "keytab", "cache", "script", "htaccess", "modules", "config", "runtime")
+# Labels of the system's own programs and libraries.
+SYSTEM_WORDS = ("lib", "shlib", "textrel", "ld", "locale", "bin", "usr", "etc")
+WRITE_PERMS = WRITES | {"lock"}
+
+
+def rank_file_types(candidates: Sequence[str], group: Group, sibling: str | None, executables: Sequence[str],
+                    uses: dict[str, int]) -> list[str]:
+    """The policy's candidate labels, likeliest first: what the policy gives the domain's own
+    directory in the same standard place; then types named for the same kind of place as the
+    generic label (var_lib_t -> *_var_lib_t); then content types (rw ones only for writes); the
+    domain's scratch types and programs' labels last; within each, the type the policy's file
+    contexts use most. Every one is already allowed unconditionally."""
+    place = group.target.removesuffix("_t")
+    writes = bool(group.perms & WRITE_PERMS)
+
+    def rank(name: str) -> int:
+        words = name.removesuffix("_t").split("_")
+        if name == sibling:
+            return 0
+        if place in name and place not in ("default", "var"):
+            return 1
+        if "content" in words and (("rw" in words) == writes):
+            return 2
+        if name in executables or any(word in words for word in SYSTEM_WORDS):
+            return 5
+        if any(word in words for word in SCRATCH_WORDS) and place not in words:
+            return 4
+        return 3
+    return sorted(candidates, key=lambda name: (rank(name), -uses.get(name, 0)))
+
+
+def fc_escape(path: str) -> str:
+    """A literal path as a file_contexts regular expression (semanage fcontext takes regexes)."""
+    return re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", path)
+
+
+def extent(breadth: Sequence[int]) -> str:
+    """What a boolean enables, as the helper measured it: type pairs, rules, domains, target types."""
+    pairs, rules, domains, targets = breadth
+    return f"{rules} rules, {domains} domains, {targets} target types: {pairs} type pairs"
 
 
 def _port_entry(group: Group, port_type: str) -> dict[str, Any]:
@@ -149,84 +207,129 @@ def _port_entry(group: Group, port_type: str) -> dict[str, Any]:
     return {"ports": [{"type": port_type, "protocol": protocol, "port": port} for port in ports]}
 
 
-def analyse(groups: Sequence[Group], answers: Sequence[dict[str, Any]], pinned: dict[str, bool],  # noqa: PLR0915
-            host: str, last_load: float | None) -> tuple[list[Suggestion], list[Group]]:
-    """Each group's proposal, narrowest kind first; also the groups left for a module."""
+def maker(group: Group, notes: tuple[str, ...]) -> Any:
+    """A constructor of this group's suggestions, with its evidence and the notes every one carries."""
+    evidence = group.evidence()
+
+    def make(kind: str, table: dict[str, Any], *more: str, res: str = evidence["access"]) -> Suggestion:
+        return Suggestion("selinux", kind, res, table, evidence, (*notes, *more))
+    return make
+
+
+EXEC_PERMS = frozenset({"execmem", "execstack", "execheap", "execmod"})
+
+
+def analyse(groups: Sequence[Group], answers: Sequence[dict[str, Any]], pinned: dict[str, bool],
+            last_load: float | None) -> tuple[list[Suggestion], list[Group], list[tuple[Group, str]]]:
+    """Each group's proposal, narrowest kind first; also the groups left for a module, and the
+    sensitive groups no label or boolean fixes (refused, with a module of their own withheld)."""
     out: list[Suggestion] = []
     leftover: list[Group] = []
+    sensitive_left: list[tuple[Group, str]] = []
     for group, answer in zip(groups, answers, strict=True):
+        notes = ("contexts had no MLS level; analysed at s0",) if answer["mls_added"] else ()
+
+        make = maker(group, notes)
         evidence = group.evidence()
-        notes = ["contexts had no MLS level; analysed at s0"] if answer["mls_added"] else []
-        resource = evidence["access"]
-
-        def add(kind: str, table: dict[str, Any], *more: str, res: str = resource,
-                evidence: dict[str, Any] = evidence, notes: list[str] = notes) -> None:
-            out.append(Suggestion("selinux", kind, res, table, evidence, (*notes, *more)))
-
         verdict = answer["verdict"]
         if verdict in ("ALLOW", "DONTAUDIT"):
             older = last_load is not None and (evidence["last"] or 0) < last_load
-            add("stale", {}, f"audit2why: {verdict.lower()}ed by the host's current policy"
-                + ("; older than the last policy load" if older else ""))
+            out.append(make("stale", {}, f"audit2why: {verdict.lower()}ed by the host's current policy"
+                            + ("; older than the last policy load" if older else "")))
+            continue
+        relabelled_ports = {port: label for port, label in answer["port_labels"].items()
+                            if label != group.target and answer["port_allowed"].get(port)}
+        if relabelled_ports and set(relabelled_ports) == set(evidence["ports"]):
+            labels = ", ".join(f"{port} is {label}" for port, label in sorted(relabelled_ports.items()))
+            out.append(make("stale", {}, f"the policy labels the port(s) differently now ({labels}), which is allowed: "
+                            f"the records predate the label"))
             continue
         if verdict.startswith("BAD"):
-            add("refused", {}, f"audit2why: {verdict} (a type or class this host's policy does not know): not analysed")
+            out.append(make("refused", {}, f"audit2why: {verdict} (a type or class this host's policy does not know): "
+                            "not analysed"))
             continue
-        relabel = [(p, e) for p, e in answer["expected"].items()
-                   if e.split(":")[2] != group.target and answer["expected_allowed"].get(p)]
+        relabel = {p: e.split(":")[2] for p, e in answer["expected"].items()
+                   if e.split(":")[2] != group.target and answer["expected_allowed"].get(p)}
         if relabel:
-            path, expected = relabel[0]
-            add("relabel", {}, f"{path} is {group.target}, the policy's file contexts say {expected.split(':')[2]}, "
-                "which is allowed: restorecon (host drift, not a baseline change)", res=path)
-            continue
-        reason = sensitive(group)
-        if reason and not group.perms & {"execmem", "execstack", "execheap", "execmod"}:
-            add("refused", {}, f"{reason}: never proposed without --allow-sensitive")
-            continue
-        booleans = sorted(answer["booleans"], key=lambda b: tuple(answer["breadth"].get(b[0], [0, 0])))
-        candidates = answer["candidates"]
-        if group.tclass.endswith("_socket"):  # a port label names a service: only the domain's own family
-            stem = group.source.removesuffix("_t")[:4]
-            candidates = [c for c in candidates if c.startswith(stem)]
-        if group.target in GENERIC and candidates and evidence["ports"] and group.tclass.endswith("_socket"):
-            more = [f"{group.source} may use unconditionally: {', '.join(candidates[:5])}"]
-            if booleans:
-                rules, domains = answer["breadth"][booleans[0][0]]
-                more.append(f"not proposed: boolean {booleans[0][0]} ({rules} rules, {domains} domains)")
-            add("port", _port_entry(group, candidates[0]), *more)
-            continue
-        if group.target in GENERIC and candidates and evidence["paths"]:
-            path = evidence["paths"][0]
-            directory = deepest_generic_dir(path, answer["labels"], group.target)
-            add("fcontext", {"fcontexts": [{"path": f"{directory}(/.*)?", "type": candidates[0]}]},
-                f"{group.source} may use unconditionally: {', '.join(candidates[:5])}",
-                f"pattern at {directory}, the first directory labelled {group.target}: confirm it")
-            continue
-        if booleans:
-            name, value = booleans[0]
-            want = bool(value)
-            if name in pinned and pinned[name] != want:
-                add("refused", {}, f"boolean {name} allows it, but the baseline pins {name} = {str(pinned[name]).lower()}")
+            # each file restorecon fixes is drift of its own; the group's other files go on down the chain
+            fixed, rest = group.split(lambda record, event, relabel=relabel: record_path(record, event) in relabel
+                                      or record_path(record, event) is None)
+            for path in sorted(relabel):
+                theirs, fixed = fixed.split(lambda record, event, path=path: record_path(record, event) in (path, None))
+                out.append(maker(theirs, notes)("relabel", {}, f"{path} is {group.target}, the policy's file contexts say "
+                                         f"{relabel[path]}, which is allowed: restorecon (host drift, not a baseline "
+                                         "change)", res=path))
+            if not rest.records:
                 continue
-            ranked = ", ".join(f"{b} ({answer['breadth'][b][0]} rules, {answer['breadth'][b][1]} domains)"
-                               for b, _ in booleans)
-            add("boolean", {"booleans": {name: want}}, f"booleans that allow it, narrowest first: {ranked}",
-                res=f"boolean:{name}")
+            group, make = rest, maker(rest, notes)
+        proposal = _label_or_boolean(group, answer, pinned, make)
+        reason = sensitive(group)
+        if reason is None or (proposal is not None and proposal.kind == "boolean" and group.perms & EXEC_PERMS):
+            # an exec* permission a boolean grants (httpd_execmem) is the policy's own narrow switch
+            if proposal is not None:
+                out.append(proposal)
+            elif verdict == "TERULE":
+                leftover.append(group)
+            else:
+                out.append(make("refused", {}, f"audit2why: {verdict}: a constraint or role rule, explained only, "
+                                "never generated"))
             continue
-        if reason:
-            add("refused", {}, f"{reason}: never proposed without --allow-sensitive")
-            continue
-        if verdict == "TERULE":
-            leftover.append(group)
+        refusal = f"{reason}: never proposed without --allow-sensitive"
+        if proposal is not None and proposal.kind != "refused":
+            out.append(replace(make("refused", {}, refusal), sensitive=reason, withheld=proposal))
+        elif proposal is None and verdict == "TERULE":
+            sensitive_left.append((group, reason))
         else:
-            add("refused", {}, f"audit2why: {verdict}: a constraint or role rule, explained only, never generated")
-    return out, leftover
+            out.append(replace(make("refused", {}, refusal, *(proposal.notes if proposal else ())), sensitive=reason))
+    return out, leftover, sensitive_left
 
 
-def module_name(host: str, groups: Sequence[Group]) -> str:
-    domain = sorted({g.source for g in groups})[0].removesuffix("_t")
-    safe = "".join(c if c.isalnum() else "_" for c in host)
-    return f"converge_{safe}_{domain}" if safe else f"converge_{domain}"
+def _label_or_boolean(group: Group, answer: dict[str, Any], pinned: dict[str, bool],
+                      make: Any) -> Suggestion | None:
+    """A port or fcontext label, else a boolean (or the conflict with a pinned one), else None."""
+    evidence = group.evidence()
+    booleans = sorted(answer["booleans"], key=lambda b: tuple(answer["breadth"].get(b[0], [0, 0, 0, 0])))
+    candidates = [c for c in answer["candidates"] if c not in GENERIC and c not in SENSITIVE_TARGETS]
+    if group.tclass.endswith("_socket"):  # a port label names a service: only the domain's own family
+        stem = group.source.removesuffix("_t")[:4]
+        candidates = [c for c in candidates if c.startswith(stem)]
+    if group.target in GENERIC and candidates and evidence["ports"] and group.tclass.endswith("_socket"):
+        more = [f"{group.source} may use unconditionally: {', '.join(candidates[:5])}"]
+        if booleans:
+            more.append(f"not proposed: boolean {booleans[0][0]} ({extent(answer['breadth'][booleans[0][0]])})")
+        suggestion: Suggestion = make("port", _port_entry(group, candidates[0]), *more)
+        return suggestion
+    if group.target in GENERIC and candidates and evidence["paths"]:
+        path = evidence["paths"][0]
+        candidates = rank_file_types(candidates, group, answer["siblings"].get(path), answer["executables"],
+                                     answer["uses"])
+        directory = pattern_directory(path, answer["labels"], answer["known"], group.target)
+        pattern = f"{fc_escape(directory)}(/.*)?" if directory != path else fc_escape(path)
+        where = (f"pattern at {directory}, the first directory of {path} below the policy's own that is "
+                 f"{group.target}: confirm it covers only this application" if directory != path else
+                 f"{path} sits in a directory the policy labels itself: the file alone")
+        suggestion = make("fcontext", {"fcontexts": [{"path": pattern, "type": candidates[0]}]},
+                          f"{group.source} may use unconditionally: {', '.join(candidates[:5])}", where,
+                          res=f"fcontext:{pattern}")
+        return suggestion
+    if booleans:
+        name, value = booleans[0]
+        want = bool(value)
+        if name in pinned and pinned[name] != want:
+            suggestion = make("refused", {}, f"boolean {name} allows it, but the baseline pins {name} = "
+                              f"{str(pinned[name]).lower()}")
+            return suggestion
+        ranked = ", ".join(f"{b} ({extent(answer['breadth'][b])})" for b, _ in booleans)
+        suggestion = make("boolean", {"booleans": {name: want}}, f"booleans that allow it, narrowest first: {ranked}",
+                          res=f"boolean:{name}")
+        return suggestion
+    return None
+
+
+def module_name(domain: str, suffix: str = "") -> str:
+    """One module per domain, whichever hosts its denials came from: `converge_httpd`."""
+    safe = "".join(c if c.isalnum() else "_" for c in domain.removesuffix("_t"))
+    return f"converge_{safe}{'_' + suffix if suffix else ''}"
 
 
 def suggest(policy: str, pinned: dict[str, bool], facts: Facts, since: float | None, host: str) -> list[Suggestion]:
@@ -253,22 +356,37 @@ def suggest(policy: str, pinned: dict[str, bool], facts: Facts, since: float | N
 
 def analyse_with_helper(groups: Sequence[Group], *, policy_file: str, contexts: str | None, pinned: dict[str, bool],
                         host: str, last_load: float | None, source: str) -> list[Suggestion]:
-    request = {"policy": policy_file, "file_contexts": contexts, "module": None, "groups": [
+    request = {"policy": policy_file, "file_contexts": contexts, "modules": [], "groups": [
         {"scontext": g.scontext, "tcontext": g.tcontext, "tclass": g.tclass, "perms": sorted(g.perms),
-         "paths": g.evidence()["paths"], "generic": g.target in GENERIC} for g in groups]}
+         "paths": g.evidence()["paths"], "ports": g.evidence()["ports"], "generic": g.target in GENERIC} for g in groups]}
     answer = run_helper(request)
-    out, leftover = analyse(groups, answer["groups"], pinned, host, last_load)
-    if leftover:
-        name = module_name(host, leftover)
-        rules = [[g.source, g.target, g.tclass, sorted(g.perms)] for g in leftover]
-        te = run_helper({**request, "groups": [], "module": {"name": name, "rules": rules}})["module"]
+    out, leftover, sensitive_left = analyse(groups, answer["groups"], pinned, last_load)
+    wanted: list[tuple[str, list[Group], str | None]] = []
+    by_domain: dict[str, list[Group]] = {}
+    for group in leftover:
+        by_domain.setdefault(group.source, []).append(group)
+    wanted += [(module_name(domain), theirs, None) for domain, theirs in sorted(by_domain.items())]
+    # a sensitive grant is a module of its own, so it is reviewed and removed on its own
+    wanted += [(module_name(g.source, f"{g.target.removesuffix('_t')}_{g.tclass}"), [g], reason)
+               for g, reason in sensitive_left]
+    if not wanted:
+        return out
+    texts = run_helper({**request, "groups": [], "modules": [
+        {"name": name, "rules": [[g.source, g.target, g.tclass, sorted(g.perms)] for g in theirs]}
+        for name, theirs, _ in wanted]})["modules"]
+    for (name, theirs, reason), te in zip(wanted, texts, strict=True):
         header = f"# Generated by converge suggest{' on ' + host if host else ''} from {source}; review before applying.\n"
-        header += "".join(f"#   {g.evidence()['access']} ({len(g.records)} record(s))\n" for g in leftover)
+        header += "".join(f"#   {g.evidence()['access']} ({len(g.records)} record(s))\n" for g in theirs)
         relative = f"selinux/{name}.te"
-        evidence = {"count": sum(len(g.records) for g in leftover),
-                    "groups": [g.evidence() for g in leftover]}
-        out.append(Suggestion("selinux", "module", f"module:{name}",
-                              {"modules": [{"name": name, "source": relative}]}, evidence,
-                              ("no relabel, label or boolean allows these: exactly the observed types and permissions",),
-                              {relative: header + te}))
+        evidence = {"count": sum(len(g.records) for g in theirs), "groups": [g.evidence() for g in theirs]}
+        module = Suggestion("selinux", "module", f"module:{name}", {"modules": [{"name": name, "source": relative}]},
+                            evidence, ("no relabel, label or boolean allows these: exactly the observed types and "
+                                       "permissions",), {relative: header + te})
+        if reason is None:
+            out.append(module)
+        else:
+            (group,) = theirs
+            out.append(Suggestion("selinux", "refused", group.evidence()["access"], {}, group.evidence(),
+                                  (f"{reason}: never proposed without --allow-sensitive",), sensitive=reason,
+                                  withheld=module))
     return out

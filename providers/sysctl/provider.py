@@ -325,10 +325,13 @@ class SysctlProvider(Provider[SysctlSpec, SysctlLive]):
     # ---- warnings -------------------------------------------------------------------------------
 
     def warnings(self, spec: SysctlSpec, live: SysctlLive) -> list[str]:
-        return [f"{key}: {reason}" for key, reason in live.not_applicable.items()] + [
+        return [
             f"{key}: {path} sets {value} and is applied after {DROP_IN} at boot, so {spec.root[key]} will not survive a reboot"
             for key, (path, value) in live.set_after.items() if value != spec.root[key]
         ]
+
+    def not_applicable(self, spec: SysctlSpec, live: SysctlLive) -> dict[str, str]:
+        return dict(live.not_applicable)
 
     # ---- capture -----------------------------------------------------------------------------
 
