@@ -462,3 +462,49 @@ def test_ux_and_exec_from_world_writable_directories_are_never_offered(proposals
     assert "not even with --allow-sensitive" in aa_suggest.classify(
         from_tmp, records, profiles["snap.nextcloud.php-fpm"], {})[0].notes[-1]
     assert not profiles["snap.nextcloud.php-fpm"].rules and not profiles["snap.nextcloud.php-fpm"].sensitive_rules
+
+
+# ---- several hosts --------------------------------------------------------------------------------
+def test_two_hosts_proposals_for_one_profile_are_merged_on_its_source(compiling_host: TestHost, tmp_path: Path) -> None:
+    """nextcloud-snap#1270's two exec records as two hosts: web1 logged /bin/df, web2 /bin/df and
+    /bin/ip. The written profile has each line once, marked with its hosts; the diff is against the
+    baseline's source; the real parser compiles it and the library finds both hosts' records covered."""
+    from converge.baseline import load_baseline
+    from converge.registry import Registry
+    from converge.suggest import merged_files, write_overlay
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    shutil.copytree(PROFILES, tmp_path / "profiles")
+    (tmp_path / "web.toml").write_text('[apparmor.profiles."snap.nextcloud.php-fpm"]\nmode = "complain"\n'
+                                       'source = "profiles/snap.nextcloud.php-fpm"\n')
+    baseline = load_baseline(tmp_path / "web.toml", Registry())
+    spec = baseline.tables["apparmor"].spec
+    execs = [r for r in records_of("printk.log") if r.get("operation") == "exec"]
+    assert [r.get("name") for r in execs] == ["/bin/df", "/bin/ip"]
+    hosts = []
+    for name, theirs in (("web1", execs[:1]), ("web2", execs)):
+        found = aa_suggest.analyse(theirs, aa_suggest.managed_profiles(spec), host_policy())
+        hosts.append(HostSuggestions(name, "local", found))
+    assert [p.resource for p in hosts[0].suggestions] == ["snap.nextcloud.php-fpm: /bin/df mrix,"]
+    assert [p.resource for p in hosts[1].suggestions] == ["snap.nextcloud.php-fpm: /bin/df mrix,",
+                                                          "snap.nextcloud.php-fpm: /bin/ip mrix,"]
+    notes: list[str] = []
+    written = write_overlay(baseline, hosts, notes)
+    assert {p.relative_to(tmp_path).as_posix() for p in written[1:]} == {"apparmor/snap.nextcloud.php-fpm",
+                                                                       "apparmor/snap.nextcloud.php-fpm.diff"}
+    amended = (tmp_path / "apparmor" / "snap.nextcloud.php-fpm").read_text()
+    added = [line for line in amended.split("\n") if "mrix," in line]
+    assert added == ["  /bin/df mrix,  # from web1, web2", "  /bin/ip mrix,  # from web2"]
+    assert notes == ["apparmor/snap.nextcloud.php-fpm: /bin/df mrix, from web1, web2",
+                     "apparmor/snap.nextcloud.php-fpm: /bin/ip mrix, from web2"]
+    diff = (tmp_path / "apparmor" / "snap.nextcloud.php-fpm.diff").read_text()
+    assert diff.startswith("--- a/profiles/snap.nextcloud.php-fpm\n")
+    subprocess.run(["git", "-C", str(tmp_path), "apply", "apparmor/snap.nextcloud.php-fpm.diff"], check=True)
+    assert (tmp_path / "profiles" / "snap.nextcloud.php-fpm").read_text() == amended
+    assert merged_files(hosts[::-1])[0]["apparmor/snap.nextcloud.php-fpm"].count("mrix,") == 2  # each line once
+    compiled = compiling_host.run(list(COMPILE_ARGV), input=amended, check=False)
+    assert compiled.returncode == 0, compiled.stderr
+    again = aa_suggest.analyse(execs, {"snap.nextcloud.php-fpm": aa_suggest.Managed(
+        "snap.nextcloud.php-fpm", str(tmp_path / "profiles" / "snap.nextcloud.php-fpm"), amended, "complain")},
+        host_policy())
+    assert [p.kind for p in again] == ["stale", "stale"]
