@@ -5,6 +5,7 @@ Debian's selinux-policy-default as installed on this machine. One helper run ser
 from __future__ import annotations
 
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from converge.auditlog import parse_records
 from converge.providers.selinux import suggest as selinux_suggest
 from converge.suggest import HostSuggestions, Suggestion, exit_code, offer_sensitive, render_json, render_text
+from tests.testhost import TestHost
 
 DATA = Path(__file__).parent / "data" / "suggest"
 POLICY = Path("/etc/selinux/default/policy/policy.33")
@@ -61,7 +63,7 @@ def test_port_label_with_a_type_of_the_domain_before_the_broad_boolean(proposals
     bind = by_access(proposals, "httpd_t port_t:tcp_socket { name_bind }")
     assert bind.kind == "port" and bind.table == {"ports": [{"type": "http_port_t", "protocol": "tcp", "port": "9876"}]}
     assert "httpd_t may use unconditionally: http_port_t, http_cache_port_t" in bind.notes
-    assert "not proposed: boolean allow_ypbind (2964 rules, 400 domains)" in bind.notes
+    assert "not proposed: boolean allow_ypbind (2964 rules, 400 domains, 449 target types: 7968 type pairs)" in bind.notes
 
 
 def test_a_port_the_policy_labels_with_an_allowed_type_now_is_stale(proposals: list[Suggestion]) -> None:
@@ -93,7 +95,7 @@ def test_boolean_narrowest_first_and_a_pinned_boolean_is_a_conflict(proposals: l
     assert dovecot.kind == "boolean" and dovecot.table == {"booleans": {"dovecot_can_connect_db": True}}
     httpd = by_access(proposals, "boolean:httpd_graceful_shutdown")  # 3 rules, 1 domain: narrower than the other two
     assert httpd.evidence["events"] == ["1610043878.967:3142", "1610043878.967:3143"]
-    assert "httpd_can_network_connect (9 rules, 3 domains)" in httpd.notes[0]
+    assert "httpd_can_network_connect (9 rules, 3 domains, 460 target types: 1380 type pairs)" in httpd.notes[0]
     # a connect to 7003 (unreserved_port_t): no port type of httpd's own family; the boolean the
     # baseline pins off is reported as a conflict, never flipped
     pinned = by_access(proposals, "httpd_t unreserved_port_t:tcp_socket { name_connect }")
@@ -259,3 +261,25 @@ def test_files_that_differ_and_cannot_be_merged_are_an_error_never_one_host_lost
     with pytest.raises(ConvergeError, match=r"selinux/x\.te: web1, web2 propose different texts"):
         write_overlay(baseline, [HostSuggestions("web1", "local", mine[:1]), HostSuggestions("web2", "local", mine[1:])])
     assert not (tmp_path / "selinux").exists() and not (tmp_path / "web.suggested.toml").exists()
+
+
+def test_a_boolean_over_every_port_type_ranks_after_the_one_over_the_port_in_question() -> None:
+    # As the VM tier's httpd_t connect to zabbix_port_t (10051) found: httpd_can_network_connect
+    # holds fewer rules but one of them is on the port_type attribute, every port of the policy.
+    answer = selinux_suggest.run_helper({"policy": str(POLICY), "groups": [{
+        "scontext": "system_u:system_r:httpd_t:s0", "tcontext": "system_u:object_r:zabbix_port_t:s0",
+        "tclass": "tcp_socket", "perms": ["name_connect"]}]})
+    (result,) = answer["groups"]
+    ranked = sorted(result["booleans"], key=lambda b: tuple(result["breadth"][b[0]]))
+    assert [name for name, _ in ranked][:2] == ["httpd_can_network_connect_zabbix", "httpd_can_network_connect"], result
+    assert result["breadth"]["httpd_can_network_connect"][3] > 100  # target types: the port_type attribute expanded
+
+
+def test_the_denial_source_is_one_that_holds_records(test_host: TestHost) -> None:
+    # As the VM tier found: journalctl installed but no journald running reads an empty journal, and
+    # ausearch without an audit.log finds nothing; dmesg then. A running journald (its socket) wins.
+    script = list(selinux_suggest.DENIALS.argv)
+    assert test_host.run(script).stdout.split("\n", 1)[0] == "# dmesg (no PATH records; may be rate-limited)"
+    test_host.run([sys.executable, "-c", "import os, socket; os.makedirs('/run/systemd/journal', exist_ok=True); "
+                   "socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).bind('/run/systemd/journal/socket')"])
+    assert test_host.run(script).stdout.split("\n", 1)[0] == "# journalctl -k (no PATH records; may be rate-limited)"

@@ -28,13 +28,20 @@ for dir in $OVERLAID; do
     mkdir -p "$layer/upper" "$layer/work"
     mount -t overlay overlay -o "lowerdir=/$dir,upperdir=$layer/upper,workdir=$layer/work" "/$dir"
 done
+# The copies live on a tmpfs: its directories list "." and ".." first, as /proc/sys does. procps'
+# `sysctl -a` skips a directory's first two entries unread, so on ext4 (hash order) it would skip
+# real keys and recurse into ".." forever (abi/../abi/...).
+mkdir -p "$state/sysctl"; mount -t tmpfs converge-sysctl "$state/sysctl"
 for tree in $SHADOWED; do
     [ -d "/proc/sys/$tree" ] || continue
     mkdir -p "$state/sysctl/$tree"
     cp -r "/proc/sys/$tree/." "$state/sysctl/$tree/" 2>/dev/null || true
     mount --bind "$state/sysctl/$tree" "/proc/sys/$tree"
 done
-if [ -n "${NET_COPY:-}" ]; then mount --bind "$NET_COPY" /proc/sys/net; fi
+if [ -n "${NET_COPY:-}" ]; then
+    mkdir -p "$state/sysctl/net"; cp -r "$NET_COPY/." "$state/sysctl/net/"
+    mount --bind "$state/sysctl/net" /proc/sys/net
+fi
 ip link set lo up
 echo ready
 exec sleep infinity

@@ -11,7 +11,7 @@ out: {"groups": [{"verdict", "booleans": [[name, value]], "mls_added", "expected
                   "expected_allowed": {path: bool}, "labels": {dir: type}, "known": [dir],
                   "siblings": {path: type}, "port_labels": {port: type}, "port_allowed": {port: bool},
                   "candidates": [type], "executables": [type], "uses": {type: file-context entries},
-                  "breadth": {boolean: [rules, domains]}}],
+                  "breadth": {boolean: [type pairs, rules, domains, target types]}}],
       "modules": [TE text, one per module asked]}
 """
 
@@ -137,20 +137,26 @@ def _port_label(policy: Any, protocol: str, port: int) -> str | None:
 
 
 def _breadth(setools: Any, policy: Any, booleans: set[str]) -> dict[str, list[int]]:
-    """For each boolean: how many allow rules its conditionals hold, over how many source types
-    (one pass over the conditional rules of them all)."""
-    rules: dict[str, int] = dict.fromkeys(booleans, 0)
-    domains: dict[str, set[str]] = {name: set() for name in booleans}
+    """For each boolean: how many allow rules its conditionals hold, over how many source types and
+    target types, and how many (source, target) type pairs they open, attributes expanded (one pass
+    over the conditional rules of them all). The pairs rank: a rule on `port_type` opens every port."""
     if not booleans:
         return {}
+    rules: dict[str, int] = dict.fromkeys(booleans, 0)
+    pairs: dict[str, set[tuple[str, str]]] = {name: set() for name in booleans}
+
+    def expand(item: Any) -> set[str]:
+        members = item.expand() if isinstance(item, setools.policyrep.TypeAttribute) else [item]
+        return {str(each) for each in members}
+
     for rule in setools.TERuleQuery(policy, ruletype=["allow"], boolean=sorted(booleans)).results():
-        source = rule.source
-        expanded = source.expand() if isinstance(source, setools.policyrep.TypeAttribute) else [source]
-        names = {str(each) for each in expanded}
+        sources, targets = expand(rule.source), expand(rule.target)
+        opened = {(source, target) for source in sources for target in targets}
         for boolean in {str(b) for b in rule.conditional.booleans} & booleans:
             rules[boolean] += 1
-            domains[boolean] |= names
-    return {name: [rules[name], len(domains[name])] for name in booleans}
+            pairs[boolean] |= opened
+    return {name: [len(pairs[name]), rules[name], len({s for s, _ in pairs[name]}), len({t for _, t in pairs[name]})]
+            for name in booleans}
 
 
 def _module(name: str, rules: list[list[Any]]) -> str:

@@ -24,12 +24,15 @@ from converge.suggest import Suggestion
 HELPER = Path(__file__).with_name("sepolicy_helper.py")
 SYSTEM_PYTHON = "/usr/bin/python3"
 PACKAGES = "python3-selinux python3-setools python3-sepolgen"
-# One read whatever the host has: ausearch --raw (audit.log with SYSCALL/PATH), else the kernel log
-# from journald, else dmesg; the first line names the source. Never fails (no records is an answer).
+# One read whatever the host has: ausearch --raw (audit.log with SYSCALL/PATH) where auditd logs,
+# else the kernel log from a running journald, else dmesg; the first line names the source. Never
+# fails (no records is an answer).
 DENIALS = RunCommand(("sh", "-c",
-    "if command -v ausearch >/dev/null 2>&1; then echo '# ausearch --raw';"
+    "if command -v ausearch >/dev/null 2>&1 && [ -s /var/log/audit/audit.log ]; then echo '# ausearch --raw';"
     " ausearch -m AVC,USER_AVC,SELINUX_ERR,MAC_POLICY_LOAD --raw 2>/dev/null;"
-    " elif command -v journalctl >/dev/null 2>&1; then echo '# journalctl -k (no PATH records; may be rate-limited)';"
+    # journalctl without a running journald (its socket) reads an empty journal: dmesg then
+    " elif command -v journalctl >/dev/null 2>&1 && [ -S /run/systemd/journal/socket ]; then"
+    " echo '# journalctl -k (no PATH records; may be rate-limited)';"
     " journalctl -k -o cat --no-pager -q 2>/dev/null;"
     " else echo '# dmesg (no PATH records; may be rate-limited)'; dmesg 2>/dev/null; fi; exit 0"))
 RUNTIME_POLICY = "/sys/fs/selinux/policy"
@@ -192,6 +195,12 @@ def fc_escape(path: str) -> str:
     return re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", path)
 
 
+def extent(breadth: Sequence[int]) -> str:
+    """What a boolean enables, as the helper measured it: type pairs, rules, domains, target types."""
+    pairs, rules, domains, targets = breadth
+    return f"{rules} rules, {domains} domains, {targets} target types: {pairs} type pairs"
+
+
 def _port_entry(group: Group, port_type: str) -> dict[str, Any]:
     protocol = group.tclass.removesuffix("_socket")
     ports = group.evidence()["ports"]
@@ -279,7 +288,7 @@ def _label_or_boolean(group: Group, answer: dict[str, Any], pinned: dict[str, bo
                       make: Any) -> Suggestion | None:
     """A port or fcontext label, else a boolean (or the conflict with a pinned one), else None."""
     evidence = group.evidence()
-    booleans = sorted(answer["booleans"], key=lambda b: tuple(answer["breadth"].get(b[0], [0, 0])))
+    booleans = sorted(answer["booleans"], key=lambda b: tuple(answer["breadth"].get(b[0], [0, 0, 0, 0])))
     candidates = [c for c in answer["candidates"] if c not in GENERIC and c not in SENSITIVE_TARGETS]
     if group.tclass.endswith("_socket"):  # a port label names a service: only the domain's own family
         stem = group.source.removesuffix("_t")[:4]
@@ -287,8 +296,7 @@ def _label_or_boolean(group: Group, answer: dict[str, Any], pinned: dict[str, bo
     if group.target in GENERIC and candidates and evidence["ports"] and group.tclass.endswith("_socket"):
         more = [f"{group.source} may use unconditionally: {', '.join(candidates[:5])}"]
         if booleans:
-            rules, domains = answer["breadth"][booleans[0][0]]
-            more.append(f"not proposed: boolean {booleans[0][0]} ({rules} rules, {domains} domains)")
+            more.append(f"not proposed: boolean {booleans[0][0]} ({extent(answer['breadth'][booleans[0][0]])})")
         suggestion: Suggestion = make("port", _port_entry(group, candidates[0]), *more)
         return suggestion
     if group.target in GENERIC and candidates and evidence["paths"]:
@@ -311,8 +319,7 @@ def _label_or_boolean(group: Group, answer: dict[str, Any], pinned: dict[str, bo
             suggestion = make("refused", {}, f"boolean {name} allows it, but the baseline pins {name} = "
                               f"{str(pinned[name]).lower()}")
             return suggestion
-        ranked = ", ".join(f"{b} ({answer['breadth'][b][0]} rules, {answer['breadth'][b][1]} domains)"
-                           for b, _ in booleans)
+        ranked = ", ".join(f"{b} ({extent(answer['breadth'][b])})" for b, _ in booleans)
         suggestion = make("boolean", {"booleans": {name: want}}, f"booleans that allow it, narrowest first: {ranked}",
                           res=f"boolean:{name}")
         return suggestion

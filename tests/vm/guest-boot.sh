@@ -14,6 +14,10 @@ mount -t tmpfs tmpfs /dev/shm
 mount -t tmpfs -o mode=0755 tmpfs /run
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t securityfs securityfs /sys/kernel/security
+# The kernel package's own modules (this machine's root has none for this kernel), read-only:
+# modprobe, modinfo and depmod's indexes work as on an installed system.
+mkdir -p "/lib/modules/$(uname -r)"
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose modules "/lib/modules/$(uname -r)" || say "modules mount failed"
 say "lsm $(cat /sys/kernel/security/lsm)"
 case ",$(cat /sys/kernel/security/lsm)," in
 *,selinux,*)
@@ -34,6 +38,8 @@ case ",$(cat /sys/kernel/security/lsm)," in
     restorecon -R /etc
     find /var/lib /var/log -xdev -type d -exec restorecon {} +
     restorecon /root
+    # devtmpfs made its nodes before the policy loaded (/dev/null reads as event_device_t).
+    restorecon -R /dev
     say "relabelled /etc and the directories of /var/lib, /var/log"
     ;;
 esac

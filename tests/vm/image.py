@@ -2,8 +2,10 @@
 
 The kernel is the newest `linux-image-6.1.0-N-amd64` apt knows (it has AppArmor and SELinux built
 in); the initramfs holds busybox-static, the stage-1 init and the modules that reach the machine's
-root over virtio 9p and the network over virtio-net. Both are cached under CACHE_ROOT, keyed by the
-kernel package and a digest of what goes into the initramfs, so a second session boots at once.
+root over virtio 9p and the network over virtio-net. The package's whole module tree, indexed by
+depmod, is kept too: the guest mounts it as its /lib/modules/VERSION, so modprobe works there as on
+an installed system. All of it is cached under CACHE_ROOT, keyed by the kernel package and a digest
+of what goes into the initramfs, so a second session boots at once.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ NEEDED_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "overlay", "virtio_net")
 class Image:
     kernel: Path
     initramfs: Path
+    modules: Path  # the package's lib/modules/VERSION, depmod run: the guest's /lib/modules/VERSION
     version: str  # the kernel release, e.g. 6.1.0-56-amd64
 
 
@@ -84,8 +87,9 @@ def _module_paths(modules_dep: str) -> dict[str, str]:
 
 
 def _digest() -> str:
-    """Changes whenever the initramfs would: its init, busybox or the module list."""
-    digest = hashlib.sha256(INIT_SCRIPT.read_bytes())
+    """Changes whenever the image would: its init, busybox, the module list or the cache's layout."""
+    digest = hashlib.sha256(b"layout 2: vmlinuz, initramfs.cpio, modules/\n")
+    digest.update(INIT_SCRIPT.read_bytes())
     digest.update(BUSYBOX.read_bytes())
     digest.update(" ".join(NEEDED_MODULES).encode())
     return digest.hexdigest()[:12]
@@ -96,8 +100,8 @@ def build_image(cache_root: Path = CACHE_ROOT) -> Image:
     package = newest_kernel_package(_run(["apt-cache", "search", "--names-only", r"^linux-image-6\.1\.0-[0-9]+-amd64$"]))
     version = package.removeprefix("linux-image-")
     image_dir = cache_root / f"{package}-{_digest()}"
-    image = Image(image_dir / "vmlinuz", image_dir / "initramfs.cpio", version)
-    if image.kernel.exists() and image.initramfs.exists():
+    image = Image(image_dir / "vmlinuz", image_dir / "initramfs.cpio", image_dir / "modules", version)
+    if image.kernel.exists() and image.initramfs.exists() and image.modules.is_dir():
         return image
     cache_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_root, prefix=".build-") as scratch:
@@ -130,6 +134,7 @@ def build_image(cache_root: Path = CACHE_ROOT) -> Image:
         built.mkdir()
         shutil.move(tree / "boot" / f"vmlinuz-{version}", built / "vmlinuz")
         shutil.move(work / "initramfs.cpio", built / "initramfs.cpio")
+        shutil.move(modules_root, built / "modules")
         # Another session may have finished the same image meanwhile; either copy is good.
         try:
             built.rename(image_dir)

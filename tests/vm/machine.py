@@ -1,7 +1,8 @@
 """A qemu guest running Debian's kernel over this machine's root, with an sshd on a 127.0.0.1 port.
 
 The guest boots under TCG (KVM guests hang on these machines), mounts the machine's root read-only
-over 9p under a tmpfs overlay, and starts sshd with keys generated for the session. converge
+over 9p under a tmpfs overlay (the kernel package's modules over a second 9p share as its
+/lib/modules/VERSION), and starts sshd with keys generated for the session. converge
 reaches it like any remote host through a private HOME whose ~/.ssh holds the key, a config for
 the VM's alias and a known_hosts entry for its host key.
 """
@@ -116,6 +117,7 @@ class VirtualMachine:
             "-append", f"console=ttyS0 panic=-1 loglevel=4 {self.mac.value}",
             "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
             "-virtfs", f"local,path={self.share},mount_tag=session,security_model=none,readonly=on",
+            "-virtfs", f"local,path={image.modules},mount_tag=modules,security_model=none,readonly=on",
             "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{self.port}-:22",
             "-device", "virtio-net-pci,netdev=net0",
         ]
@@ -169,7 +171,7 @@ class VirtualMachine:
     def converge(self, *args: str, host: str | None = None) -> subprocess.CompletedProcess[str]:
         """converge on this machine, reaching the VM over SSH (`-H` defaults to the VM's ssh:// target)."""
         environment = {**os.environ, "HOME": str(self.home), "NO_COLOR": "1"}
-        target = ["-H", host or self.target] if args and args[0] in ("plan", "apply") else []
+        target = ["-H", host or self.target] if args and args[0] in ("plan", "apply", "suggest") else []
         return subprocess.run([sys.executable, "-m", "converge", *args, *target],
                               capture_output=True, text=True, env=environment, check=False)
 
