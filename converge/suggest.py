@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -52,6 +52,11 @@ class Suggestion:
     sensitive: str | None = None
     # On a refused one: the proposal that would have been made, offered only with --allow-sensitive.
     withheld: Suggestion | None = None
+    # How the provider merges several proposals (of several hosts) that write the same file with
+    # different texts: given every (host, proposal) writing it, the merged files and notes saying
+    # which hosts each part came from. None: such proposals are an error, never one silently lost.
+    merge: Callable[[Sequence[tuple[str, Suggestion]]], tuple[dict[str, str], list[str]]] | None = field(
+        default=None, compare=False, repr=False)
 
     def as_json(self) -> dict[str, Any]:
         record = {"provider": self.provider, "kind": self.kind, "resource": self.resource, "table": self.table,
@@ -215,8 +220,39 @@ def _merged_table(baseline: Baseline, provider: str, additions: Sequence[dict[st
     return table
 
 
-def write_overlay(baseline: Baseline, results: Sequence[HostSuggestions]) -> list[Path]:
-    """`<name>.suggested.toml` extending the baseline, plus generated files, in its directory."""
+def merged_files(results: Sequence[HostSuggestions]) -> tuple[dict[str, str], list[str]]:
+    """Every generated file of the proposals, by relative path. Proposals (of several hosts, or a
+    sensitive one offered beside the others) that write one file with different texts are merged
+    by their provider (`Suggestion.merge`), which says in the notes which hosts each part came from;
+    without a way to merge them it is an error, never a host's proposal silently overwritten."""
+    writers: dict[str, list[tuple[str, Suggestion]]] = {}
+    for r in results:
+        for s in r.suggestions:
+            if s.kind in PROPOSING:
+                for relative in s.files:
+                    writers.setdefault(relative, []).append((r.host, s))
+    files: dict[str, str] = {}
+    notes: list[str] = []
+    for relative, theirs in writers.items():
+        if relative in files:
+            continue  # written by the merge of an earlier file (a profile and its diff)
+        if len({s.files[relative] for _, s in theirs}) == 1:
+            files[relative] = theirs[0][1].files[relative]
+            continue
+        merge = theirs[-1][1].merge
+        if merge is None:
+            hosts = ", ".join(dict.fromkeys(host for host, _ in theirs))
+            raise ConvergeError(f"{relative}: {hosts} propose different texts and {theirs[0][1].provider} cannot "
+                                "merge them; write the hosts' overlays one at a time")
+        merged, said = merge(theirs)
+        files.update(merged)
+        notes += said
+    return files, notes
+
+
+def write_overlay(baseline: Baseline, results: Sequence[HostSuggestions], notes: list[str] | None = None) -> list[Path]:
+    """`<name>.suggested.toml` extending the baseline, plus generated files (merged across hosts,
+    see `merged_files`; the merge's notes are appended to `notes`), in its directory."""
     import tomli_w
 
     directory = baseline.path.parent.resolve()
@@ -224,16 +260,20 @@ def write_overlay(baseline: Baseline, results: Sequence[HostSuggestions]) -> lis
     written: list[Path] = []
     for r in results:
         for s in r.suggestions:
-            if s.kind not in PROPOSING:
-                continue
-            by_provider.setdefault(s.provider, []).append(s.table)
-            for relative, text in s.files.items():
-                target = (directory / relative).resolve()
-                if not target.is_relative_to(directory):
-                    raise ConvergeError(f"refusing to write {relative}: outside {directory}")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(text, encoding="utf-8")
-                written.append(target)
+            if s.kind in PROPOSING:
+                by_provider.setdefault(s.provider, []).append(s.table)
+    files, said = merged_files(results)
+    if notes is not None:
+        notes += said
+    for relative in files:
+        target = (directory / relative).resolve()
+        if not target.is_relative_to(directory):
+            raise ConvergeError(f"refusing to write {relative}: outside {directory}")
+    for relative, text in files.items():
+        target = (directory / relative).resolve()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        written.append(target)
     document: dict[str, Any] = {META_TABLE: {"extends": [baseline.path.name]}}
     for provider, additions in by_provider.items():
         document[provider] = _merged_table(baseline, provider, additions)
@@ -307,6 +347,9 @@ def suggest_command(baseline_path: Path | None, *, targets: tuple[str, ...], inv
         for job, result in zip(jobs, results, strict=True):
             by_baseline.setdefault(job.baseline.path.resolve(), (job.baseline, []))[1].append(result)
         for baseline, theirs in by_baseline.values():
-            for path in write_overlay(baseline, theirs):
+            merge_notes: list[str] = []
+            for path in write_overlay(baseline, theirs, merge_notes):
                 click.echo(f"wrote {path}", err=True)
+            for note in merge_notes:
+                click.echo(f"merged {note}", err=True)
     raise SystemExit(exit_code(results))

@@ -215,6 +215,54 @@ def test_an_unreachable_host_is_an_error_of_its_own_and_the_others_are_still_rea
     assert all(h["status"] == "error" and h["error"] for h in hosts)
 
 
+def host_proposals(host: str, *files: str) -> list[Suggestion]:
+    text = "".join((DATA / name).read_text(encoding="utf-8") for name in files)
+    groups, last_load = selinux_suggest.denial_groups(parse_records(text, host), None)
+    return selinux_suggest.analyse_with_helper(groups, policy_file=str(POLICY), contexts=str(CONTEXTS), pinned={},
+                                               host=host, last_load=last_load, source=files[0])
+
+
+def test_two_hosts_modules_of_one_name_are_merged_into_the_union_of_their_rules(tmp_path: Path) -> None:
+    """web1 logged systemd-journal's write to memory.pressure (printk.log), web2 rsyslogd's read of
+    disable_ipv6 (raw-permissive.log): both propose converge_syslogd, each with its own rule."""
+    from converge.baseline import load_baseline
+    from converge.registry import Registry
+    from converge.suggest import write_overlay
+
+    web1, web2 = host_proposals("web1", "printk.log"), host_proposals("web2", "raw-permissive.log")
+    (one,), (two,) = ([p for p in found if p.resource == "module:converge_syslogd"] for found in (web1, web2))
+    assert one.files["selinux/converge_syslogd.te"] != two.files["selinux/converge_syslogd.te"]
+    (tmp_path / "web.toml").write_text('[selinux]\npolicy = "default"\n')
+    baseline = load_baseline(tmp_path / "web.toml", Registry())
+    notes: list[str] = []
+    written = write_overlay(baseline, [HostSuggestions("web1", "local", web1), HostSuggestions("web2", "local", web2)],
+                            notes)
+    te = (tmp_path / "selinux" / "converge_syslogd.te").read_text()
+    assert sorted(line for line in te.split("\n") if line.startswith("allow ")) == [
+        "allow syslogd_t cgroup_t:file write;", "allow syslogd_t sysctl_net_t:file read;"]
+    assert "#   allow syslogd_t cgroup_t:file write from web1\n" in te
+    assert "#   allow syslogd_t sysctl_net_t:file read from web2\n" in te
+    assert "selinux/converge_syslogd.te: allow syslogd_t sysctl_net_t:file read from web2" in notes
+    compiles(te, "converge_syslogd", tmp_path)
+    overlay = tomllib.loads(written[0].read_text())
+    assert overlay["selinux"]["modules"].count({"name": "converge_syslogd", "source": "selinux/converge_syslogd.te"}) == 1
+    load_baseline(written[0], Registry())
+
+
+def test_files_that_differ_and_cannot_be_merged_are_an_error_never_one_host_lost(tmp_path: Path) -> None:
+    from converge.baseline import load_baseline
+    from converge.errors import ConvergeError
+    from converge.registry import Registry
+    from converge.suggest import write_overlay
+
+    (tmp_path / "web.toml").write_text('[selinux]\npolicy = "default"\n')
+    baseline = load_baseline(tmp_path / "web.toml", Registry())
+    mine = [Suggestion("selinux", "module", "module:x", {}, files={"selinux/x.te": text}) for text in ("a\n", "b\n")]
+    with pytest.raises(ConvergeError, match=r"selinux/x\.te: web1, web2 propose different texts"):
+        write_overlay(baseline, [HostSuggestions("web1", "local", mine[:1]), HostSuggestions("web2", "local", mine[1:])])
+    assert not (tmp_path / "selinux").exists() and not (tmp_path / "web.suggested.toml").exists()
+
+
 def test_a_boolean_over_every_port_type_ranks_after_the_one_over_the_port_in_question() -> None:
     # As the VM tier's httpd_t connect to zabbix_port_t (10051) found: httpd_can_network_connect
     # holds fewer rules but one of them is on the port_type attribute, every port of the policy.

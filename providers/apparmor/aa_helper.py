@@ -12,6 +12,7 @@ out: {"records": [{"parsed": bool, "profile": NAME, "aamode": "PERMITTING"|"REJE
                   "allowed": RULE|null, "intended": RULE|null, "missing": RULE|null,
                   "severity": N|"unknown"|null, "includes": [NAME], "globs": [RULE],
                   "exec": {"choices", "mode", "target_profile"}|null, "sensitive": REASON|null,
+                  "never": bool,             # sensitive and never offered (an exec from a world-writable dir)
                   "unknown_profile": bool}]}
 
 Every verdict is the library's: libapparmor parses the record, `ReadLog` and `collapse_log` turn
@@ -313,7 +314,7 @@ def answer(request: dict[str, Any]) -> dict[str, Any]:  # noqa: PLR0915 - one pa
         result: dict[str, Any] = {"profile": profile, "hat": hat, "type": rule_type, "records": group["records"],
                                   "aamodes": aamodes, "allowed": None, "intended": None, "missing": None,
                                   "severity": None, "includes": [], "globs": [], "exec": None, "sensitive": None,
-                                  "unknown_profile": False, "rule": None}
+                                  "never": False, "unknown_profile": False, "rule": None}
         filename = aa.get_profile_filename_from_profile_name(profile)
         result["file"] = os.path.basename(filename) if filename else None
         storage = policy.storage(profile, hat)
@@ -339,8 +340,11 @@ def answer(request: dict[str, Any]) -> dict[str, Any]:  # noqa: PLR0915 - one pa
             elif result["exec"]["mode"]:
                 proposal = _exec_rule(target, result["exec"]["mode"])
                 result["missing"] = proposal.get_clean()
-                result["sensitive"] = _sensitive("file", proposal, [*request.get("sensitive_paths", []),
-                                                                    *request.get("sensitive_exec_paths", [])], [])
+                # a program anyone may have written: never offered, even with --allow-sensitive
+                result["sensitive"] = _sensitive("file", proposal, request.get("sensitive_exec_paths", []), [])
+                result["never"] = result["sensitive"] is not None
+                result["sensitive"] = result["sensitive"] or _sensitive("file", proposal,
+                                                                        request.get("sensitive_paths", []), [])
             out.append(result)
             continue
         rule = group["rules"][0]

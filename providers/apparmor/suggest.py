@@ -170,6 +170,8 @@ class Managed:
     text: str
     mode: str
     rules: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (profile, hat) -> lines to add
+    # The sensitive lines, (profile, hat) -> lines: only in the withheld proposals' amended file.
+    sensitive_rules: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
 
 def managed_profiles(spec: AppArmorSpec) -> dict[str, Managed]:
@@ -233,8 +235,17 @@ def classify(group: dict[str, Any], records: Sequence[AuditRecord], managed: Man
         return out
     notes = [*base, *_severity_note(group["severity"])]
     if group["sensitive"]:
+        if group.get("never"):
+            out.append(Suggestion("apparmor", "refused", f"{where}: {missing}", {}, evidence,
+                                  (*notes, f"{group['sensitive']}: a program anyone may have written there, never "
+                                   "proposed, not even with --allow-sensitive")))
+            return out
+        managed.sensitive_rules.setdefault((group["profile"], group["hat"]), []).append(
+            f"{missing}  # SENSITIVE ({group['sensitive']}): offered only because of --allow-sensitive")
+        withheld = Suggestion("apparmor", "profile-rule", f"{where}: {missing}", {}, evidence, tuple(notes))
         out.append(Suggestion("apparmor", "refused", f"{where}: {missing}", {}, evidence,
-                              (*notes, f"{group['sensitive']}: never proposed")))
+                              (*notes, f"{group['sensitive']}: never proposed without --allow-sensitive"),
+                              sensitive=group["sensitive"], withheld=withheld))
         return out
     if group["includes"]:
         notes.append("alternative, not chosen: " + ", ".join(f"include <{name}>" for name in group["includes"])
@@ -304,15 +315,75 @@ def source_label(source: str) -> str:
     return path.resolve().relative_to(allowed_root(path)).as_posix()
 
 
-def profile_files(managed: Managed) -> tuple[dict[str, str], dict[str, Any]]:
-    """The files --write puts next to the baseline, and the overlay's entry for the profile."""
-    after = amended_text(managed.text, managed.rules, managed.source)
-    label = source_label(managed.source)
-    diff = "".join(difflib.unified_diff(managed.text.splitlines(keepends=True), after.splitlines(keepends=True),
+def profile_files(managed: Managed, *, sensitive: bool = False) -> tuple[dict[str, str], dict[str, Any]]:
+    """The files --write puts next to the baseline, and the overlay's entry for the profile; with
+    `sensitive`, the amended file holds the sensitive lines too (the withheld proposals' file)."""
+    rules = merged_rules([managed.rules, managed.sensitive_rules] if sensitive else [managed.rules])
+    return _files_for(managed.name, managed.source, managed.text, managed.mode, rules)
+
+
+def merged_rules(sets: Sequence[Mapping[tuple[str, str], Sequence[str]]]) -> dict[tuple[str, str], list[str]]:
+    """The union of rule sets, block by block, each line once, in first-seen order."""
+    merged: dict[tuple[str, str], list[str]] = {}
+    for rules in sets:
+        for block, lines in rules.items():
+            have = merged.setdefault(block, [])
+            have += [line for line in lines if line not in have]
+    return merged
+
+
+def _files_for(name: str, source: str, text: str, mode: str,
+               rules: Mapping[tuple[str, str], Sequence[str]]) -> tuple[dict[str, str], dict[str, Any]]:
+    after = amended_text(text, rules, source)
+    label = source_label(source)
+    diff = "".join(difflib.unified_diff(text.splitlines(keepends=True), after.splitlines(keepends=True),
                                         fromfile=f"a/{label}", tofile=f"b/{label}"))
-    relative = f"apparmor/{managed.name}"
+    relative = f"apparmor/{name}"
     files = {relative: after, f"{relative}.diff": diff}
-    return files, {"profiles": {managed.name: {"mode": managed.mode, "source": relative}}}
+    return files, {"profiles": {name: {"mode": mode, "source": relative}}}
+
+
+@dataclass(frozen=True)
+class ProfileLines:
+    """What one host's amended profile is made of, for merging several hosts' proposals
+    (`Suggestion.merge`): the baseline's source and the lines proposed, by block."""
+
+    name: str
+    source: str
+    text: str
+    mode: str
+    rules: tuple[tuple[tuple[str, str], tuple[str, ...]], ...]
+
+    def __call__(self, proposals: Sequence[tuple[str, Suggestion]]) -> tuple[dict[str, str], list[str]]:
+        """One amended profile for every host's proposal of this file: the union of their lines (each
+        once, first seen first) on the baseline's source, each line marked with the hosts it came from
+        when more than one host proposed for it; the diff against the source."""
+        hosts_of: dict[tuple[tuple[str, str], str], list[str]] = {}
+        sets = []
+        for host, proposal in proposals:
+            lines = proposal.merge
+            if not isinstance(lines, ProfileLines) or (lines.name, lines.source) != (self.name, self.source):
+                raise ProviderError(f"apparmor/{self.name}: proposals of another file cannot be merged into it")
+            sets.append(dict(lines.rules))
+            for block, added in lines.rules:
+                for line in added:
+                    theirs = hosts_of.setdefault((block, line), [])
+                    if host not in theirs:
+                        theirs.append(host)
+        union = merged_rules(sets)
+        several = len({host for host, _ in proposals}) > 1
+        marked = {block: [f"{line}  # from {', '.join(hosts_of[block, line])}" if several else line for line in lines]
+                  for block, lines in union.items()}
+        files, _ = _files_for(self.name, self.source, self.text, self.mode, marked)
+        notes = [f"apparmor/{self.name}: {line} from {', '.join(hosts_of[block, line])}"
+                 for block, lines in union.items() for line in lines] if several else []
+        return files, notes
+
+
+def profile_lines(managed: Managed, *, sensitive: bool = False) -> ProfileLines:
+    rules = merged_rules([managed.rules, managed.sensitive_rules] if sensitive else [managed.rules])
+    return ProfileLines(managed.name, managed.source, managed.text, managed.mode,
+                        tuple((block, tuple(lines)) for block, lines in rules.items()))
 
 
 def analyse(records: Sequence[AuditRecord], managed: Mapping[str, Managed], host_files: Mapping[str, str],
@@ -336,9 +407,27 @@ def analyse(records: Sequence[AuditRecord], managed: Mapping[str, Managed], host
             continue  # a profile the baseline does not manage from source: not this baseline's to fix
         out += [(owner, replace(each, notes=(*each.notes, *unread)))
                 for each in classify(group, records, owner, loads, sources)]
+    out = _withheld_last(out)
     out += [(None, each) for each in not_analysed(records, answer["records"], managed, sources)]
-    written = {name: profile_files(each) for name, each in managed.items() if each.rules}
-    return [_with_files(s, *written[owner.name]) if owner and s.kind == "profile-rule" else s for owner, s in out]
+    found = []
+    for owner, each in out:
+        if owner is not None and each.kind == "profile-rule":
+            each = _with_files(each, *profile_files(owner), profile_lines(owner))
+        elif owner is not None and each.withheld is not None:
+            full = _with_files(each.withheld, *profile_files(owner, sensitive=True), profile_lines(owner, sensitive=True))
+            each = replace(each, withheld=full)
+        found.append(each)
+    return found
+
+
+def _withheld_last(out: list[tuple[Managed | None, Suggestion]]) -> list[tuple[Managed | None, Suggestion]]:
+    """Each refusal with a withheld proposal after the last suggestion of its profile file, so that,
+    offered, its amended file (with the sensitive lines) comes after the others'."""
+    ordered = [pair for pair in out if pair[1].withheld is None]
+    for pair in [pair for pair in out if pair[1].withheld is not None]:
+        last = max((i for i, (owner, _) in enumerate(ordered) if owner is pair[0]), default=len(ordered) - 1)
+        ordered.insert(last + 1, pair)
+    return ordered
 
 
 def not_analysed(records: Sequence[AuditRecord], events: Sequence[dict[str, Any]], managed: Mapping[str, Managed],
@@ -375,10 +464,10 @@ def names_of(managed: Managed) -> set[str]:
     return {header.name for header in profile_headers(managed.text) if header.depth == 0}
 
 
-def _with_files(suggestion: Suggestion, files: dict[str, str], table: dict[str, Any]) -> Suggestion:
-    return Suggestion(suggestion.provider, suggestion.kind, suggestion.resource, table, suggestion.evidence,
-                      (*suggestion.notes, f"written as {' and '.join(sorted(files))}; the .diff applies to the "
-                       "baseline's own source with `git apply` from the repository's top"), files)
+def _with_files(suggestion: Suggestion, files: dict[str, str], table: dict[str, Any], lines: ProfileLines) -> Suggestion:
+    return replace(suggestion, table=table, files=files, merge=lines,
+                   notes=(*suggestion.notes, f"written as {' and '.join(sorted(files))}; the .diff applies to the "
+                          "baseline's own source with `git apply` from the repository's top"))
 
 
 def suggest(spec: AppArmorSpec, facts: Facts, since: float | None) -> list[Suggestion]:
