@@ -508,3 +508,14 @@ def test_two_hosts_proposals_for_one_profile_are_merged_on_its_source(compiling_
         "snap.nextcloud.php-fpm", str(tmp_path / "profiles" / "snap.nextcloud.php-fpm"), amended, "complain")},
         host_policy())
     assert [p.kind for p in again] == ["stale", "stale"]
+
+
+def test_the_kernels_own_command_line_is_not_taken_for_a_record(test_host: TestHost) -> None:
+    # As the VM tier found: a host booted with `apparmor=1` and no journald has that line in dmesg
+    # and the syslog; `grep apparmor=` took it for a record and suggest failed on it.
+    record = next(line for line in (DATA / "printk.log").read_text().splitlines() if 'apparmor="' in line)
+    boot = "kernel: Command line: BOOT_IMAGE=/vmlinuz-6.1.0-27-amd64 root=/dev/vda1 ro apparmor=1 security=apparmor"
+    test_host.write("/var/log/audit/audit.log", f"{boot}\n{record}\n")
+    lines = test_host.run(list(aa_suggest.DENIALS.argv)).stdout.splitlines()
+    assert lines[:2] == ["# /var/log/audit/audit.log", record], lines
+    assert not any("Command line" in line for line in lines), lines

@@ -195,9 +195,6 @@ set -e
 cp /usr/bin/cat /usr/sbin/nginx
 mkdir -p {MOVED_SITE.rsplit('/', 1)[0]}
 echo 'moved site' > {MOVED_SITE}
-# suggest reads dmesg here (no journald) with `grep apparmor=`, which also matches the kernel's
-# "Command line: ... apparmor=1" line, and then fails on it as an unknown record: start clean.
-dmesg --clear
 """)
     yield apparmor_vm
     apparmor_vm.run(f"""

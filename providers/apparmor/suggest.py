@@ -34,18 +34,19 @@ PACKAGES = "python3-apparmor python3-libapparmor apparmor-utils apparmor"
 # "Malformed event skipped, rc=9" and the APPARMOR_* types as unparsed, so it would hide them all);
 # the kernel log through journald (printk form, with the serial), else journald's audit transport
 # (no serial to drop duplicates by), else dmesg (a host without a journal). Never fails: no records
-# is an answer.
+# is an answer. Records are picked by `apparmor="` (quoted): the kernel's own command line
+# (`apparmor=1 security=apparmor`) is in the same logs.
 DENIALS = RunCommand(("sh", "-c",
     "logs=$(ls -r /var/log/audit/audit.log.[0-9]* 2>/dev/null) ;"
     " if [ -r /var/log/audit/audit.log ]; then echo '# /var/log/audit/audit.log';"
-    " for log in $logs /var/log/audit/audit.log; do grep -a 'apparmor=' \"$log\"; done; fi;"
+    " for log in $logs /var/log/audit/audit.log; do grep -a 'apparmor=\"' \"$log\"; done; fi;"
     " kernel=''; audit='';"
     " if command -v journalctl >/dev/null 2>&1; then"
-    " kernel=$(journalctl -k -o cat --no-pager -q 2>/dev/null | grep 'apparmor=');"
-    " [ -n \"$kernel\" ] || audit=$(journalctl _TRANSPORT=audit -o short --no-pager -q 2>/dev/null | grep 'apparmor='); fi;"
+    " kernel=$(journalctl -k -o cat --no-pager -q 2>/dev/null | grep 'apparmor=\"');"
+    " [ -n \"$kernel\" ] || audit=$(journalctl _TRANSPORT=audit -o short --no-pager -q 2>/dev/null | grep 'apparmor=\"'); fi;"
     " if [ -n \"$kernel\" ]; then echo '# journalctl -k (may be rate-limited)'; printf '%s\\n' \"$kernel\";"
     " elif [ -n \"$audit\" ]; then echo '# journalctl _TRANSPORT=audit (no serials)'; printf '%s\\n' \"$audit\";"
-    " else echo '# dmesg (may be rate-limited)'; dmesg 2>/dev/null | grep 'apparmor='; fi; exit 0"))
+    " else echo '# dmesg (may be rate-limited)'; dmesg 2>/dev/null | grep 'apparmor=\"'; fi; exit 0"))
 # What the library reads besides the profiles: abstractions, tunables and abi (two levels deep, as
 # Debian ships them), local/ includes, and the top-level profiles (the targets of px).
 POLICY_GLOBS = tuple(f"{PROFILE_DIR}/{pattern}" for pattern in (
