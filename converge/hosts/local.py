@@ -24,7 +24,8 @@ COMMAND_ENV = {"PATH": SEARCH_PATH, "LC_ALL": "C", "LANG": "C"}
 
 def _read_text(path: str) -> str | ReadFailure | None:
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
+        # newline="": the bytes as they are (CRLF kept), as an SSH host's batched read returns them.
+        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
             return handle.read()
     except (FileNotFoundError, NotADirectoryError):
         return None

@@ -15,8 +15,10 @@ LIVE_OPTIONS = ("maxretry", "maxmatches", "maxlines", "findtime", "bantime", "us
 
 def parse_jail_file(text: str, where: str = "jail file") -> dict[str, dict[str, str]]:
     """Sections and options of a jail file, values as fail2ban reads them; ParseError if unreadable."""
-    # No section is special here: [DEFAULT] is one of the sections converge writes.
-    parser = configparser.RawConfigParser(interpolation=None, default_section="\0", strict=True)
+    # No section is special here: [DEFAULT] is one of the sections converge writes. fail2ban's
+    # parser ends a value at ` ;` (`bantime = 604800  ; 1 week`, its own jail.conf once), not at `#`.
+    parser = configparser.RawConfigParser(interpolation=None, default_section="\0", strict=True,
+                                          inline_comment_prefixes=(";",))
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     try:
         parser.read_string(text)

@@ -33,9 +33,11 @@ _ACTION_NAME = re.compile(rf"{_NAME}|{_INTERPOLATION}")
 _ACTION_SHAPE = re.compile(r"(?P<name>[^\[\]]+)(?:\[(?P<params>.*)\])?", re.DOTALL)
 # Filter options (filter.d [Init] values, substituted into the filter's regular expressions, not
 # into shell commands): plain words or %(name)s references, or a quoted phrase, as jail.conf's own
-# `%(__name__)s[mode=%(mode)s]` and `recidive[_jailname="recidivist"]` say.
+# `%(__name__)s[mode=%(mode)s]`, `recidive[_jailname="recidivist"]` and
+# `apache-pass[knocking_url="%(knocking_url)s"]` say.
 _FILTER_WORD = rf"(?:[A-Za-z0-9_.-]|{_INTERPOLATION})+"
-_FILTER_OPTION = rf"""[A-Za-z_][A-Za-z0-9_]*=(?:{_FILTER_WORD}|"[A-Za-z0-9_. -]*"|'[A-Za-z0-9_. -]*')"""
+_FILTER_PHRASE = rf"(?:[A-Za-z0-9_. -]|{_INTERPOLATION})*"
+_FILTER_OPTION = rf"""[A-Za-z_][A-Za-z0-9_]*=(?:{_FILTER_WORD}|"{_FILTER_PHRASE}"|'{_FILTER_PHRASE}')"""
 _FILTER = re.compile(rf"(?:{_NAME}|{_INTERPOLATION})(?:\[{_FILTER_OPTION}(?:, ?{_FILTER_OPTION})*\])?")
 _PORT_ITEM = re.compile(r"[a-z][a-z0-9-]{0,31}|[0-9]{1,5}(?::[0-9]{1,5})?|%\([a-z_]+\)s")
 # Absolute, no `..` component: a log path must not walk out of the directory it names.

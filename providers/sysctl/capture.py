@@ -2,28 +2,32 @@
 
 Captured: every key the boot configuration sets by name, with its runtime value, when the runtime
 value is what boot sets. Left out, with a note: keys this kernel lacks, keys whose runtime value
-differs from the boot configuration, values the baseline would refuse (an execution hook in a
-place users can write to), and glob lines, which name no key.
+differs from the boot configuration, write-only triggers (`net.ipv4.route.flush`), values the
+baseline would refuse (an execution hook in a place users can write to), and glob lines, which
+name no key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from converge.provider import Captured
 from converge.providers.sysctl.parse import displayed
-from converge.providers.sysctl.spec import SysctlSpec
+from converge.providers.sysctl.spec import WRITE_ONLY_REASON, SysctlSpec
 
 if TYPE_CHECKING:
     from converge.providers.sysctl.provider import SysctlLive
 
 
-def captured(live: SysctlLive, missing: Sequence[str], patterns: Sequence[tuple[str, str, str]]) -> Captured:
+def captured(live: SysctlLive, missing: Mapping[str, str], patterns: Sequence[tuple[str, str, str]],
+             write_only: Sequence[str] = ()) -> Captured:
+    """`missing`: the keys this kernel lacks, each with the boot file that sets it."""
     table: dict[str, int | str] = {}
-    notes = [f"{key}: configured at boot but absent from this kernel; not captured" for key in missing]
+    notes = [f"{key}: configured at boot (in {path}) but absent from this kernel; not captured" for key, path in missing.items()]
+    notes += [f"{key}: {WRITE_ONLY_REASON}; not captured" for key in write_only]
     for key, runtime in live.runtime.items():
         persisted = live.persisted(key)
         if runtime != persisted:

@@ -35,7 +35,7 @@ from converge.providers.sysctl.parse import (
     read_only_at,
     read_only_mounts,
 )
-from converge.providers.sysctl.spec import KEY, SysctlSpec
+from converge.providers.sysctl.spec import KEY, WRITE_ONLY_KEYS, SysctlSpec
 
 # ---- constants and reads ------------------------------------------------------------------------
 
@@ -339,12 +339,15 @@ class SysctlProvider(Provider[SysctlSpec, SysctlLive]):
         return boot_configuration_reads()
 
     def capture_more_reads(self, facts: Facts) -> Sequence[Read]:
-        return [ReadFile(proc_path(key)) for key in configured_keys(facts)[0]]
+        return [ReadFile(proc_path(key)) for key in configured_keys(facts)[0] if key not in WRITE_ONLY_KEYS]
 
     def capture(self, facts: Facts) -> Captured:
         keys, patterns = configured_keys(facts)
-        runtime, missing = runtime_values(facts, keys)
-        return captured(live_state(facts, runtime), missing, patterns)
+        runtime, missing = runtime_values(facts, [key for key in keys if key not in WRITE_ONLY_KEYS])
+        write_only = [key for key in keys if key in WRITE_ONLY_KEYS]
+        before, after = boot_files(facts)
+        setting = _assignments([*before, (DROP_IN, facts.file(DROP_IN) or ""), *after], missing)
+        return captured(live_state(facts, runtime), {key: setting[key][0] for key in missing}, patterns, write_only)
 
 
 def configured_keys(facts: Facts) -> tuple[list[str], list[tuple[str, str, str]]]:

@@ -29,6 +29,10 @@ BINFMT_REGISTER = "fs.binfmt_misc.register"
 # Root-owned system directories: a helper there is accepted.
 SYSTEM_DIRECTORIES = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64")
 # Places any user can write to, or a user owns: a helper there is always refused.
+# Write-only keys (mode 0200): writing one is an action (flush the route cache, compact memory),
+# not a setting a host keeps; reading it fails ("Permission denied"), so nothing can be in sync.
+WRITE_ONLY_KEYS = frozenset({"net.ipv4.route.flush", "net.ipv6.route.flush", "vm.compact_memory"})
+WRITE_ONLY_REASON = "a write-only trigger (writing it is an action, not a setting a host keeps)"
 WRITABLE_PLACES = ("/tmp", "/var/tmp", "/dev/shm", "/run/user", "/home", "/root", "/var/crash", "/var/mail")
 
 
@@ -141,6 +145,9 @@ class SysctlSpec(RootModel[dict[SysctlKey, SysctlValue]]):
 
         walk(data, "")
         for key, value in flat.items():
+            if key in WRITE_ONLY_KEYS:
+                flat[key] = _Refused(f"{WRITE_ONLY_REASON}: leave it to the boot files or a script")
+                continue
             problem = exec_hook_problem(key, normalize(value), allowed is True) if isinstance(value, str) else None
             if problem:
                 flat[key] = _Refused(problem)

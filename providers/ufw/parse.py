@@ -168,6 +168,12 @@ def read_user_rules(text: str | None, where: str = "user.rules") -> tuple[list[U
     tuple") and goes on with the others; so does converge, saying which file and line."""
     rules: list[UfwRule] = []
     skipped: list[str] = []
+    carriage_return = next((number for number, line in enumerate((text or "").split("\n"), start=1) if "\r" in line), None)
+    if carriage_return is not None:
+        # A file saved with CRLF line ends: ufw reads its tuples, but iptables-restore refuses the
+        # file ("table name 'filter\r' invalid"), so ufw cannot load any of its rules.
+        skipped.append(f"{where} line {carriage_return}: ends in a carriage return (CRLF line ends); iptables-restore "
+                       "refuses the file, so ufw cannot load its rules: rewrite it with LF line ends")
     for number, line in enumerate((text or "").splitlines(), start=1):
         if not line.startswith(_TUPLE):
             continue
