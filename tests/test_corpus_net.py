@@ -28,10 +28,9 @@ from converge.providers.ufw.parse import read_user_rules
 from converge.reads import CommandResult, Facts, ReadFile, RunCommand
 from tests.testhost import TestHost
 
-# The public files themselves are not committed here: they came from the search tool's repository
-# snapshots, whose terms keep such content out of developers' commits. SOURCES.json (committed)
-# names each one (repository, path, commit, URL); CONVERGE_CORPUS points at a copy laid out as
-# tests/corpus/KIND/NAME, by default tests/corpus itself.
+# The public files are committed as the search tool's index gave them (read_file, not a repository
+# snapshot): SOURCES.json names each one (repository, path, the commit the index holds, URL, "via").
+# CONVERGE_CORPUS may point at another copy laid out as tests/corpus/KIND/NAME.
 CORPUS = Path(os.environ.get("CONVERGE_CORPUS", Path(__file__).parent / "corpus"))
 SOURCES = Path(__file__).parent / "corpus"
 RUNNER = Path(__file__).parent / "corpus_net_run.py"
@@ -73,7 +72,7 @@ REJECTED: dict[str, dict[str, str]] = {
         "carawebs-wordpress-fail2ban-resources-jail.local":
             "Found no accessible config files for 'filter.d/wordpress-hard' under",
         "casjay-base-centos-jail.local":
-            "While reading from '/etc/fail2ban/jail.local' [line 29]: option 'logpath' in",
+            "Found no accessible config files for 'filter.d/fail2ban' under /etc/fail2ban",
         "castle-oak-fail2ban-apache-error-jail.local":
             "Found no accessible config files for 'filter.d/apache-404' under /etc/fail2ban",
         "cmsecurity-cowrie-fail2ban-cowrie.conf":
@@ -90,16 +89,14 @@ REJECTED: dict[str, dict[str, str]] = {
             "While reading from '/etc/fail2ban/jail.local' [line 155]: option 'port' in",
         "leozorkrasota-fusionpbxscripts-jail.local":
             "Found no accessible config files for 'filter.d/fusionpbx' under /etc/fail2ban",
-        "leozorkrasota-fusionpbxscripts-resources-jail.local":
-            "Found no accessible config files for 'filter.d/fusionpbx' under /etc/fail2ban",
         "matei-ciobotaru-fail2ban-telegram-alerts-jail.local":
-            "Found no accessible config files for 'action.d/telegram' under /etc/fail2ban",
+            "While reading from '/etc/fail2ban/jail.local' [line 20]: section ' ... ' already exists",
         "moritzdptv-postfixadmin-fail2ban-jail.local":
             "Found no accessible config files for 'filter.d/postfixadmin' under /etc/fail2ban",
         "mrsleeps-fail2ban-nginx-botnet-jail.local":
             "Found no accessible config files for 'filter.d/nginx-botnet' under /etc/fail2ban",
         "noexittv-doh-server-fail2ban-jail.local":
-            "Found no accessible config files for 'filter.d/doh-filter' under /etc/fail2ban",
+            "Found no accessible config files for 'filter.d/doh-any' under /etc/fail2ban",
         "nutratech-vps-root-nginx-limit-req.conf":
             "Have not found any log file for nginx-limit-req jail",
         "oxmel-fail2ban-config-jail.local":
@@ -117,7 +114,11 @@ REJECTED: dict[str, dict[str, str]] = {
         "vagrantin-myfail2ban-jail.local":
             "Bad value substitution: option 'ignorecommand' in section",
     },
-    "sysctl": {},  # see KERNEL_REFUSALS
+    # Beyond KERNEL_REFUSALS: a line that is no assignment (a key without value, a pasted shell prompt).
+    "sysctl": {
+        "oviron-vps-init-sysctl.conf": "corpus-oviron-vps-init-sysctl.conf(44): invalid syntax, continuing...",
+        "t-h-e-c-h-e-f-sysctl-99-sysctl.conf": "corpus-t-h-e-c-h-e-f-sysctl-99-sysctl.conf(31): invalid syntax, continuing...",
+    },
     "kmod": {
     },
 }
@@ -215,6 +216,9 @@ def refused_by_converge(kind: str, result: dict[str, Any]) -> None:
         for key in re.findall(r"cannot stat /proc/sys/(\S+): No such file", tool["stderr"]):
             where = f"/etc/sysctl.d/corpus-{result['name']}"
             assert f"{key.replace('/', '.')}: configured at boot (in {where}) but absent from this kernel" in said
+        # A line it cannot read: converge names the file and the line too.
+        for path, number in re.findall(r"sysctl: (\S+)\((\d+)\): invalid syntax", tool["stderr"]):
+            assert f"{path} line {number}: " in said, (path, number)
         # A value it refused to write: left out as differing, unless the kernel holds it already.
         captured = tomllib.loads(result["captured"]).get("sysctl", {})
         for key in re.findall(r'setting key "([^"]+)"', tool["stderr"]):
@@ -299,8 +303,8 @@ def test_part_of_a_public_ufw_rule_set_applies_and_ufw_agrees(test_host: TestHos
 
 
 def test_part_of_a_public_jail_local_applies_and_fail2ban_agrees(test_host: TestHost, tmp_path: Path) -> None:
-    # ChrisTitusTech/secure-linux: [DEFAULT] bantime/findtime/maxretry and an sshd jail, declared as converge's.
-    sections = parse_jail_file((CORPUS / "fail2ban" / "christitustech-secure-linux-jail.local").read_text())
+    # QwertyJack/FakeSSH: [DEFAULT] bantime/findtime/maxretry, set on an sshd jail declared as converge's.
+    sections = parse_jail_file((CORPUS / "fail2ban" / "qwertyjack-fakessh-jail.local").read_text())
     defaults = sections["DEFAULT"]
     test_host.run(["rm", "-rf", "/run/systemd/system"])  # no systemd here: converge starts this host's own server
     test_host.write("/var/log/auth.log", "")

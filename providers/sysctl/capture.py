@@ -4,7 +4,7 @@ Captured: every key the boot configuration sets by name, with its runtime value,
 value is what boot sets. Left out, with a note: keys this kernel lacks, keys whose runtime value
 differs from the boot configuration, write-only triggers (`net.ipv4.route.flush`), values the
 baseline would refuse (an execution hook in a place users can write to), and glob lines, which
-name no key.
+name no key. A boot file's line that is no assignment is named, as sysctl names it.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 
 
 def captured(live: SysctlLive, missing: Mapping[str, str], patterns: Sequence[tuple[str, str, str]],
-             write_only: Sequence[str] = ()) -> Captured:
-    """`missing`: the keys this kernel lacks, each with the boot file that sets it."""
+             write_only: Sequence[str] = (), unassigned: Sequence[tuple[str, int, str]] = ()) -> Captured:
+    """`missing`: the keys this kernel lacks, each with the boot file that sets it; `unassigned`:
+    (file, line number, line) of the boot files' lines that are no assignment."""
     table: dict[str, int | str] = {}
     notes = [f"{key}: configured at boot (in {path}) but absent from this kernel; not captured" for key, path in missing.items()]
     notes += [f"{key}: {WRITE_ONLY_REASON}; not captured" for key in write_only]
@@ -42,4 +43,6 @@ def captured(live: SysctlLive, missing: Mapping[str, str], patterns: Sequence[tu
         table[key] = value if value is not None else runtime
     notes += [f"{pattern} = {value} in {path}: a glob line names no key; not captured"
               for path, pattern, value in patterns]
+    notes += [f"{path} line {number}: {line!r} is no KEY = VALUE assignment; sysctl skips it (invalid syntax)"
+              for path, number, line in unassigned]
     return Captured(dict(sorted(table.items())), notes)

@@ -24,7 +24,7 @@ def parse_sysctl_conf(text: str) -> dict[str, str]:
     values: dict[str, str] = {}
     for raw_line in text.splitlines():
         line = raw_line.strip()
-        if not line or line[0] in "#;" or "=" not in line:
+        if not _is_assignment(line):
             continue
         key, value = (part.strip() for part in line.split("=", 1))
         key = key.removeprefix("-").strip()
@@ -32,6 +32,17 @@ def parse_sysctl_conf(text: str) -> dict[str, str]:
             key = key.replace("/", ".")
         values[key] = normalize(value)
     return values
+
+
+def _is_assignment(line: str) -> bool:
+    return bool(line) and line[0] not in "#;" and "=" in line
+
+
+def unassigned_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, line) of each line that is no assignment, comment or blank: sysctl -p says
+    `invalid syntax` and systemd-sysctl `not an assignment`, and both skip it."""
+    return [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1)
+            if line.strip() and line.strip()[0] not in "#;" and not _is_assignment(line.strip())]
 
 
 def is_pattern(key: str) -> bool:

@@ -34,6 +34,7 @@ from converge.providers.sysctl.parse import (
     parse_sysctl_conf,
     read_only_at,
     read_only_mounts,
+    unassigned_lines,
 )
 from converge.providers.sysctl.spec import KEY, WRITE_ONLY_KEYS, SysctlSpec
 
@@ -346,8 +347,11 @@ class SysctlProvider(Provider[SysctlSpec, SysctlLive]):
         runtime, missing = runtime_values(facts, [key for key in keys if key not in WRITE_ONLY_KEYS])
         write_only = [key for key in keys if key in WRITE_ONLY_KEYS]
         before, after = boot_files(facts)
-        setting = _assignments([*before, (DROP_IN, facts.file(DROP_IN) or ""), *after], missing)
-        return captured(live_state(facts, runtime), {key: setting[key][0] for key in missing}, patterns, write_only)
+        files = [*before, (DROP_IN, facts.file(DROP_IN) or ""), *after]
+        setting = _assignments(files, missing)
+        unassigned = [(path, number, line) for path, text in files for number, line in unassigned_lines(text)]
+        return captured(live_state(facts, runtime), {key: setting[key][0] for key in missing}, patterns, write_only,
+                        unassigned)
 
 
 def configured_keys(facts: Facts) -> tuple[list[str], list[tuple[str, str, str]]]:
