@@ -67,6 +67,9 @@ def captured(live: FirewalldLive, stock: set[str], *, enabled_at_boot: bool = Fa
     for name, service in own:
         notes.append(f"zone {name}: service {service} is defined on this host ({CONFIG_DIR}/services/{service}.xml), "
                      "not captured: a host planned with this baseline must define it too")
+    if live.own_policies:
+        notes.append(f"policies {', '.join(sorted(live.own_policies))} ({CONFIG_DIR}/policies) are not managed by "
+                     "converge; not captured")
     if zones:
         table["zones"] = zones
     return Captured(table, notes, active=live.running or enabled_at_boot)

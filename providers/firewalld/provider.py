@@ -4,9 +4,11 @@ firewall-offline-cmd calls), and the connection guard."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
+from xml.etree import ElementTree
 
 from converge.provider import (
     Captured,
@@ -44,6 +46,8 @@ from converge.providers.firewalld.spec import FirewalldSpec
 CONFIG_DIR = "/etc/firewalld"
 CONFIG = f"{CONFIG_DIR}/firewalld.conf"
 SERVICE_GLOBS = ("/usr/lib/firewalld/services/*.xml", f"{CONFIG_DIR}/services/*.xml")
+# Policies (traffic between zones, firewalld 0.9+) the admin defined; not managed, but captured as a note.
+OWN_POLICIES = f"{CONFIG_DIR}/policies/*.xml"
 STATE = ("firewall-cmd", "--state")
 PERMANENT_ZONES = ("firewall-offline-cmd", "--list-all-zones")
 PERMANENT_DEFAULT = ("firewall-offline-cmd", "--get-default-zone")
@@ -61,6 +65,23 @@ CHANGED_ZONES = f"{CONFIG_DIR}/zones/*.xml"
 INVALID = r"^(?:Warning: )?INVALID\S*.*"
 OPTIONS = {"services": "service", "ports": "port", "rich_rules": "rich-rule", "sources": "source", "interfaces": "interface"}
 DRIFT = "runtime differs from the permanent configuration; a reload makes it match"
+
+
+def unreadable_file(files: Mapping[str, str | None], message: str) -> str | None:
+    """`path:line` of the file firewalld's message is about: the first that is not XML, else the
+    first line holding a value the message quotes (firewalld says `INVALID_PORT: '!!x!!'`)."""
+    texts = {path: text for path, text in sorted(files.items()) if text is not None}
+    for path, text in texts.items():
+        try:
+            ElementTree.fromstring(text)
+        except ElementTree.ParseError as error:
+            return f"{path}:{error.position[0]}"
+    for quoted in re.findall(r"'([^']+)'", message):
+        for path, text in texts.items():
+            for number, line in enumerate(text.splitlines(), 1):
+                if quoted in line:
+                    return f"{path}:{number}"
+    return None
 
 
 def zone_file(zone: str) -> str:
@@ -83,6 +104,8 @@ class FirewalldLive:
     own_services: frozenset[str] = frozenset()
     # Why the permanent configuration fails `--check-config` (None: it passes).
     config_error: str | None = None
+    # Policies defined in CONFIG_DIR/policies.
+    own_policies: frozenset[str] = frozenset()
 
 
 class FirewalldProvider(Provider[FirewalldSpec, FirewalldLive]):
@@ -100,7 +123,7 @@ class FirewalldProvider(Provider[FirewalldSpec, FirewalldLive]):
     def reads(self, spec: FirewalldSpec) -> Sequence[Read]:
         return [Which("firewall-cmd"), RunCommand(STATE), RunCommand(PERMANENT_ZONES), RunCommand(PERMANENT_DEFAULT),
                 RunCommand(RUNTIME_ZONES), RunCommand(RUNTIME_DEFAULT), *(ReadGlob(pattern) for pattern in SERVICE_GLOBS),
-                ReadGlob(CHANGED_ZONES), RunCommand(CHECK_CONFIG)]
+                ReadGlob(CHANGED_ZONES), ReadGlob(OWN_POLICIES), RunCommand(CHECK_CONFIG)]
 
     # --- absent ------------------------------------------------------------------------------
 
@@ -113,6 +136,13 @@ class FirewalldProvider(Provider[FirewalldSpec, FirewalldLive]):
 
     def live(self, spec: FirewalldSpec, facts: Facts) -> FirewalldLive:
         running = facts.which("firewall-cmd") is not None and facts.command(*STATE).ok
+        listed = facts.command(*PERMANENT_ZONES)
+        if not listed.ok:
+            # firewalld names the problem, not the file: find the file and line it means.
+            defined = {**facts.glob(CHANGED_ZONES), **facts.glob(SERVICE_GLOBS[1]), **facts.glob(OWN_POLICIES)}
+            where = unreadable_file(defined, listed.stderr + listed.stdout)
+            if where:
+                raise ProviderError(f"{where}: firewalld cannot load it: {listed.failure()}")
         permanent_output = output_or_raise(facts, PERMANENT_ZONES)
         permanent = parse_zones(permanent_output, " ".join(PERMANENT_ZONES))
         services: dict[str, list[PortRange]] = {}
@@ -135,6 +165,7 @@ class FirewalldProvider(Provider[FirewalldSpec, FirewalldLive]):
             parse_zones(output_or_raise(facts, RUNTIME_ZONES), " ".join(RUNTIME_ZONES)) if running else None,
             services, files, unmanaged_settings(permanent), own,
             None if check.ok else (check.stdout.strip() or check.stderr.strip() or f"exit {check.returncode}"),
+            frozenset(os.path.basename(path).removesuffix(".xml") for path in facts.glob(OWN_POLICIES)),
         )
 
     # --- diff: changes and operations --------------------------------------------------------

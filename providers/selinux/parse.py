@@ -161,8 +161,14 @@ def _full_module_list(text: str) -> Iterator[tuple[int, str, str]]:
 
 
 def parse_module_priorities(text: str) -> dict[str, tuple[int, str]]:
-    """`semodule --list-modules=full`: `priority name kind [disabled]` -> {name: (priority, kind)}."""
-    return {name: (priority, kind) for priority, name, kind in _full_module_list(text)}
+    """`semodule --list-modules=full`: `priority name kind [disabled]` -> {name: (priority, kind)},
+    the highest priority of each name (the one in effect: a local module at 400 overrides the
+    policy's own at 100, and semodule lists both)."""
+    found: dict[str, tuple[int, str]] = {}
+    for priority, name, kind in _full_module_list(text):
+        if name not in found or priority > found[name][0]:
+            found[name] = (priority, kind)
+    return found
 
 
 def parse_module_kinds(text: str, priority: int) -> dict[str, str]:

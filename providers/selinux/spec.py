@@ -26,7 +26,7 @@ _PLAIN_PATH = re.compile(r"/[A-Za-z0-9_.@%:+,=~/-]{0,1023}")
 _REGEX_META = set(".*+?[](){}|^$\\")
 _TE_MODULE = re.compile(r"^\s*module\s+(\S+)\s+[0-9][0-9.]*\s*;", re.MULTILINE)
 # A reference-policy module (m4 macros of selinux-policy-dev): `policy_module(name, version)`.
-_REFPOLICY_MODULE = re.compile(r"^\s*policy_module\(\s*([^,\s)]+)\s*,[^)]*\)", re.MULTILINE)
+_REFPOLICY_MODULE = re.compile(r"^\s*policy_module\(\s*([^,\s)]+)\s*(?:,[^)]*)?\)", re.MULTILINE)
 
 FileType = Literal["all", "file", "directory", "symlink", "char", "block", "socket", "pipe"]
 # semanage's -f letters and the field file_contexts files write for each (none for "all").
