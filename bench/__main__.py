@@ -175,8 +175,9 @@ def selinux_workload(network: SSHNetwork, tools: dict[str, Tool], workdir: Path,
     return results
 
 
-def fleet_workload(network: SSHNetwork, tools: dict[str, Tool], workdir: Path,
-                   options: argparse.Namespace) -> dict[int, dict[str, Series]]:
+def fleet_workload(network: SSHNetwork, tools: dict[str, Tool], workdir: Path, options: argparse.Namespace,
+                   results: dict[int, dict[str, Series]]) -> None:
+    """Fills `results` fleet size by fleet size, so a size that fails keeps the smaller ones."""
     workload = baselines.fleet(FLEET_ONLY)
     directory = workdir / "fleet"
     directory.mkdir(parents=True)
@@ -185,7 +186,6 @@ def fleet_workload(network: SSHNetwork, tools: dict[str, Tool], workdir: Path,
     floor_reads = Floor("floor+reads", workdir, converge.peers_bin)
     floor_reads.use(directory, workload.baseline_path, script=read_script(workload, directory))
     hosts: list[SSHTestHost] = []
-    results: dict[int, dict[str, Series]] = {}
     rounds = 1 if options.quick else 3
     for count in (1, *options.fleet):
         log(f"fleet: {count} hosts")
@@ -200,7 +200,6 @@ def fleet_workload(network: SSHNetwork, tools: dict[str, Tool], workdir: Path,
         results[count] = plan_scenario(network, [converge, floor, floor_reads], hosts[:count],
                                        rounds if count > 1 else options.rounds, log)
         require_no_op(f"fleet {count}", results[count])
-    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,7 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         if "selinux-scale" in options.workloads:
             one_host["selinux-scale"] = selinux_workload(network, tools, workdir, options)
         if "fleet" in options.workloads and "floor" in tools:
-            fleet = fleet_workload(network, tools, workdir, options)
+            try:
+                fleet_workload(network, tools, workdir, options, fleet)
+            except RuntimeError as error:  # reported with the sizes measured, not lost with them
+                meta["fleet stopped"] = " ".join(str(error).split())[:600]
+                log(f"fleet stopped: {meta['fleet stopped']}")
     finally:
         network.close()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -161,6 +161,7 @@ def render(meta: dict[str, object], tables: list[list[str]], notes: list[str]) -
         "| | |", "|---|---|",
         *(f"| {key} | {value} |" for key, value in meta["machine"].items()),  # type: ignore[union-attr]
         f"| load at end | {meta['load at end']} |",
+        *([f"| fleet stopped | {meta['fleet stopped']} |"] if "fleet stopped" in meta else []),
         *(f"| {key} | {value} |" for key, value in meta["versions"].items()),  # type: ignore[union-attr]
         "",
         "Controller CPU: user+system of the tool's process tree; hosts' CPU: of the SSH sessions' processes "

@@ -61,13 +61,24 @@ class Tool:
         return []
 
 
+def _host_errors(output: str) -> str:
+    """The hosts that failed and why, from converge's JSON (empty when it printed none)."""
+    try:
+        document = json.loads(output[output.index("{"): output.rindex("}") + 1])
+    except ValueError:
+        return ""
+    failed = [f"{entry['host']}: {entry['error']}" for entry in document.get("hosts", []) if entry.get("error")]
+    return f"{len(failed)} host(s) failed: " + "; ".join(failed[:5]) if failed else ""
+
+
 class Converge(Tool):
     def _argv(self, verb: str, hosts: list[SSHTestHost]) -> list[str]:
         targets = [argument for host in hosts for argument in ("-H", f"ssh://root@{host.address}")]
         extra = ["--yes"] if verb == "apply" else []
         extra += [argument for provider in self.only for argument in ("--only", provider)]
         if len(hosts) > 20:  # the default --forks: a user planning a larger fleet at once raises it
-            extra += ["--forks", str(len(hosts))]
+            # and the connect timeout too: 200 handshakes at once on 2 shared cores outlast 10 s
+            extra += ["--forks", str(len(hosts)), "--timeout", "60"]
         baseline = self.baseline or self.workdir / "baseline.toml"
         return [sys.executable, "-m", "converge", verb, *extra, "--json", str(baseline), *targets]
 
@@ -79,7 +90,7 @@ class Converge(Tool):
 
     def changes(self, returncode: int, output: str) -> int | None:
         if returncode not in (0, 2):
-            raise RuntimeError(f"converge failed ({returncode}): {output[-2000:]}")
+            raise RuntimeError(f"converge failed ({returncode}): {_host_errors(output) or output[-2000:]}")
         document = json.loads(output[: output.rindex("}") + 1])
         return sum(len(entry.get("changes") or entry.get("applied") or []) for entry in document["hosts"])
 
