@@ -14,6 +14,7 @@ Exit codes: 0 nothing to propose, 2 proposals, 1 an error on some host.
 from __future__ import annotations
 
 import json
+import subprocess
 import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -24,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 import click
 
 from converge.baseline import META_TABLE, Baseline
-from converge.errors import ConvergeError
+from converge.errors import ConvergeError, ProviderError
 from converge.reads import Facts, Read
 
 # The kinds a proposal can have, narrowest first; the first two and the last change no baseline.
@@ -93,6 +94,24 @@ class Suggesting(Protocol):
 
     def suggest(self, spec: Any, facts: Facts, since: float | None) -> list[Suggestion]:
         ...  # pragma: no cover - protocol
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def run_helper(script: Path, request: dict[str, Any], *, what: str, packages: str) -> dict[str, Any]:
+    """Run a provider's analysis helper on the distribution's python3 (where the field's own
+    libraries are installed, not on PyPI): the request as JSON on stdin, the answer as JSON out."""
+    try:
+        done = subprocess.run([SYSTEM_PYTHON, "-I", str(script)], input=json.dumps(request), capture_output=True,
+                              text=True, check=False, timeout=600)
+    except OSError as error:
+        raise ProviderError(f"suggest needs {SYSTEM_PYTHON} with {packages}: {error}") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().split("\n") or [""])[-1]
+        raise ProviderError(f"{what} failed ({last}); it needs {packages} on the controller")
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
 
 
 @dataclass

@@ -11,9 +11,7 @@ refuses to propose, and the proposed lines as a diff of the baseline's profile f
 from __future__ import annotations
 
 import difflib
-import json
 import re
-import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -25,9 +23,9 @@ from converge.provider import Facts, ProviderError, Read, ReadGlob, RunCommand
 from converge.providers.apparmor.parse import Header, profile_headers
 from converge.providers.apparmor.spec import PROFILE_DIR, AppArmorSpec, SourceFile
 from converge.suggest import Suggestion
+from converge.suggest import run_helper as run_system_helper
 
 HELPER = Path(__file__).with_name("aa_helper.py")
-SYSTEM_PYTHON = "/usr/bin/python3"
 PACKAGES = "python3-apparmor python3-libapparmor apparmor-utils apparmor"
 # Every source a host may keep the records in, each section named by a `# ` line: auditd's own
 # files, read directly (Debian 12's ausearch, auditd 3.0.9, skips AppArmor's AVC records as
@@ -136,16 +134,7 @@ def last_loads(records: Sequence[AuditRecord]) -> dict[str, float]:
 
 # ---- the helper -----------------------------------------------------------------------------------
 def run_helper(request: dict[str, Any]) -> dict[str, Any]:
-    try:
-        done = subprocess.run([SYSTEM_PYTHON, "-I", str(HELPER)], input=json.dumps(request), capture_output=True,
-                              text=True, check=False, timeout=600)
-    except OSError as error:
-        raise ProviderError(f"suggest needs {SYSTEM_PYTHON} with {PACKAGES}: {error}") from None
-    if done.returncode != 0:
-        last = (done.stderr.strip().split("\n") or [""])[-1]
-        raise ProviderError(f"the AppArmor helper failed ({last}); it needs {PACKAGES} on the controller")
-    answer: dict[str, Any] = json.loads(done.stdout)
-    return answer
+    return run_system_helper(HELPER, request, what="the AppArmor helper", packages=PACKAGES)
 
 
 def policy_copy(directory: Path, host_files: Mapping[str, str], profiles: Mapping[str, str]) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 VERDICTS = ("ALLOW", "DONTAUDIT", "TERULE", "BOOLEAN", "CONSTRAINT", "RBAC", "BOUNDS",
@@ -86,18 +87,25 @@ def _candidates(setools: Any, policy: Any, domain: str, tclass: str, perms: set[
 _META = set(".^$*+?()[]{}|")
 
 
-def _type_uses(files: list[str]) -> dict[str, int]:
-    """How many file-context entries give each type: the policy's usual labels for data."""
-    uses: dict[str, int] = {}
+def _context_entries(files: list[str]) -> Iterator[list[str]]:
+    """The entries of file_contexts files (regex, [file type], context), comments dropped; a file
+    that cannot be read (no .local) has none."""
     for name in files:
         try:
             lines = open(name, encoding="utf-8", errors="replace").read().split("\n")  # noqa: SIM115
         except OSError:
             continue
         for line in lines:
-            spec = line.split("#", 1)[0].split()
-            if len(spec) >= 2 and spec[-1].count(":") >= 2:
-                uses[_type(spec[-1])] = uses.get(_type(spec[-1]), 0) + 1
+            if spec := line.split("#", 1)[0].split():
+                yield spec
+
+
+def _type_uses(files: list[str]) -> dict[str, int]:
+    """How many file-context entries give each type: the policy's usual labels for data."""
+    uses: dict[str, int] = {}
+    for spec in _context_entries(files):
+        if len(spec) >= 2 and spec[-1].count(":") >= 2:
+            uses[_type(spec[-1])] = uses.get(_type(spec[-1]), 0) + 1
     return uses
 
 
@@ -105,27 +113,21 @@ def _known_directories(files: list[str]) -> set[str]:
     """Directories the policy's file contexts name literally (`/var/lib(/.*)?`, `/srv/.*`) and
     their parents: the standard ones, under which an application's own directory starts."""
     known: set[str] = set()
-    for name in files:
-        try:
-            lines = open(name, encoding="utf-8", errors="replace").read().split("\n")  # noqa: SIM115
-        except OSError:
+    for spec in _context_entries(files):
+        if not spec[0].startswith("/"):
             continue
-        for line in lines:
-            spec = line.split("#", 1)[0].split()
-            if not spec or not spec[0].startswith("/"):
-                continue
-            regex, literal, index = spec[0], [], 0
-            while index < len(regex) and regex[index] not in _META:
-                if regex[index] == "\\" and index + 1 < len(regex):
-                    index += 1
-                literal.append(regex[index])
+        regex, literal, index = spec[0], [], 0
+        while index < len(regex) and regex[index] not in _META:
+            if regex[index] == "\\" and index + 1 < len(regex):
                 index += 1
-            text = "".join(literal)
-            rest = regex[index:]
-            directory = text.rstrip("/") if (not rest or rest[0] in "(/" or text.endswith("/")) else text.rsplit("/", 1)[0]
-            while directory:
-                known.add(directory)
-                directory = directory.rsplit("/", 1)[0]
+            literal.append(regex[index])
+            index += 1
+        text = "".join(literal)
+        rest = regex[index:]
+        directory = text.rstrip("/") if (not rest or rest[0] in "(/" or text.endswith("/")) else text.rsplit("/", 1)[0]
+        while directory:
+            known.add(directory)
+            directory = directory.rsplit("/", 1)[0]
     return known
 
 

@@ -19,10 +19,10 @@ from typing import Any
 
 from converge.auditlog import AuditRecord, event_exe, group_events, parse_records, record_path
 from converge.provider import Facts, ProviderError, Read, ReadFile, ReadGlob, RunCommand
-from converge.suggest import Suggestion
+from converge.suggest import SYSTEM_PYTHON, Suggestion
+from converge.suggest import run_helper as run_system_helper
 
 HELPER = Path(__file__).with_name("sepolicy_helper.py")
-SYSTEM_PYTHON = "/usr/bin/python3"
 PACKAGES = "python3-selinux python3-setools python3-sepolgen"
 # One read whatever the host has: ausearch --raw (audit.log with SYSCALL/PATH) where auditd logs,
 # else the kernel log from a running journald, else dmesg; the first line names the source. Never
@@ -133,16 +133,7 @@ def sensitive(group: Group) -> str | None:
 
 
 def run_helper(request: dict[str, Any]) -> dict[str, Any]:
-    try:
-        done = subprocess.run([SYSTEM_PYTHON, "-I", str(HELPER)], input=json.dumps(request), capture_output=True,
-                              text=True, check=False, timeout=600)
-    except OSError as error:
-        raise ProviderError(f"suggest needs {SYSTEM_PYTHON} with {PACKAGES}: {error}") from None
-    if done.returncode != 0:
-        last = (done.stderr.strip().split("\n") or [""])[-1]
-        raise ProviderError(f"the SELinux policy helper failed ({last}); it needs {PACKAGES} on the controller")
-    answer: dict[str, Any] = json.loads(done.stdout)
-    return answer
+    return run_system_helper(HELPER, request, what="the SELinux policy helper", packages=PACKAGES)
 
 
 def pattern_directory(path: str, labels: dict[str, str], known: Sequence[str], generic: str) -> str:
