@@ -19,7 +19,7 @@ from converge.auditlog import AuditRecord, parse_records
 from converge.baseline import Baseline
 from converge.providers.apparmor import suggest as aa_suggest
 from converge.providers.apparmor.provider import COMPILE_ARGV
-from converge.suggest import HostSuggestions, Suggestion, exit_code, offer_sensitive, render_json, render_text
+from converge.suggest import SYSTEM_PYTHON, HostSuggestions, Suggestion, exit_code, offer_sensitive, render_json, render_text
 from tests.testhost import TestHost
 
 DATA = Path(__file__).parent / "data" / "suggest" / "apparmor"
@@ -356,7 +356,7 @@ def test_sensitive_paths_are_matched_by_the_librarys_own_path_expressions() -> N
         "paths = json.loads(sys.argv[2])\n"
         "rules = {p: FileRule(p, 'r', None, FileRule.ALL, owner=True, log_event=True) for p in sys.argv[3:]}\n"
         "print(json.dumps({p: aa_helper._sensitive('file', r, paths, []) for p, r in rules.items()}))\n")
-    done = subprocess.run([aa_suggest.SYSTEM_PYTHON, "-I", "-c", script, str(aa_suggest.HELPER.parent),
+    done = subprocess.run([SYSTEM_PYTHON, "-I", "-c", script, str(aa_suggest.HELPER.parent),
                            json.dumps(list(aa_suggest.SENSITIVE_PATHS)), "/etc/shadow", "/etc/gshadow-",
                            "/etc/sudoers.d/90-cloud-init-users", "/root/.ssh/authorized_keys",
                            "/etc/ssh/ssh_host_ed25519_key", "/etc/passwd", "/run/nginx.pid", "/etc/ssh/sshd_config"],
@@ -379,7 +379,7 @@ def test_exec_of_a_program_anyone_may_have_written_is_refused() -> None:
         "import json, sys; sys.path.insert(0, sys.argv[1]); import aa_helper\n"
         "rule = aa_helper._exec_rule('/tmp/tmp.c5hrJ5UrsF', 'ix')\n"
         "print(json.dumps(aa_helper._sensitive('file', rule, json.loads(sys.argv[2]), [])))\n")
-    done = subprocess.run([aa_suggest.SYSTEM_PYTHON, "-I", "-c", script, str(aa_suggest.HELPER.parent),
+    done = subprocess.run([SYSTEM_PYTHON, "-I", "-c", script, str(aa_suggest.HELPER.parent),
                            json.dumps(list(aa_suggest.SENSITIVE_EXEC_PATHS))], capture_output=True, text=True, check=True)
     assert json.loads(done.stdout) == "sensitive path /tmp/tmp.c5hrJ5UrsF (/tmp/**)"
 
