@@ -19,8 +19,10 @@ def one_host(address: str, script: bytes | None, failures: list[str]) -> None:
     try:
         client = paramiko.SSHClient()
         client.load_host_keys(os.path.expanduser("~/.ssh/known_hosts"))
+        # converge's fleet runs get --timeout 60: the floor waits as long (200 handshakes at once on
+        # 2 shared cores outlast paramiko's 15 s banner timeout)
         client.connect(address, username="root", key_filename=os.path.expanduser("~/.ssh/id_ed25519"),
-                       look_for_keys=False, allow_agent=False)
+                       look_for_keys=False, allow_agent=False, timeout=60, banner_timeout=60, auth_timeout=60)
         stdin, stdout, _ = client.exec_command("sh -s" if script else "true")
         if script:
             stdin.write(script)
@@ -30,7 +32,7 @@ def one_host(address: str, script: bytes | None, failures: list[str]) -> None:
             failures.append(f"{address}: exit status {stdout.channel.recv_exit_status()}")
         client.close()
     except Exception as error:  # reported, and the run fails
-        failures.append(f"{address}: {error}")
+        failures.append(f"{address}: {error!r}")
 
 
 def main() -> None:
