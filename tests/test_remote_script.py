@@ -8,41 +8,114 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from converge.errors import HostError, ProviderError
 from converge.hosts.local import LocalHost
 from converge.hosts.remote_script import WRITE_SCRIPT, batch_script, parse_batch_output, write_arguments
-from converge.reads import CommandResult, ReadFile, ReadGlob, RunCommand, Which
+from converge.reads import CommandResult, Read, ReadFailure, ReadFile, ReadGlob, RunCommand, Which
 
 
-def test_batch_answers_match_the_local_host(tmp_path: Path) -> None:
+def _tree(tmp_path: Path) -> list[Read]:
+    """Reads of every shape the batch answers differently: archived files, pseudo files copied
+    first, globs of both, answers on lines of their own, and what LocalHost reads as-is."""
     (tmp_path / "conf.d").mkdir()
     (tmp_path / "conf.d" / "10-a.conf").write_text("a = 1\n")
     (tmp_path / "conf.d" / "20-b.conf").write_text("no trailing newline")
     (tmp_path / "conf.d" / "30-empty.conf").write_text("")
+    (tmp_path / "conf.d" / "40-crlf.conf").write_bytes(b"a = 1\r\nb = 2\r\n")
+    (tmp_path / "conf.d" / "50-latin1.conf").write_bytes(b"name = caf\xe9\n")
     (tmp_path / "conf.d" / ".hidden.conf").write_text("hidden\n")
     (tmp_path / "conf.d" / "sub.conf").mkdir()
     (tmp_path / "conf.d" / "99-link.conf").symlink_to(tmp_path / "conf.d" / "10-a.conf")
     (tmp_path / "conf.d" / "notes.txt").write_text("not matched\n")
+    os.link(tmp_path / "conf.d" / "10-a.conf", tmp_path / "hard-link.conf")  # tar stores it as a link
     (tmp_path / "weird name 'quoted' $x.txt").write_text("ünïcode\n\ttabs  and  spaces\n")
-    reads = [
+    return [
         ReadFile(str(tmp_path / "conf.d" / "10-a.conf")),
+        ReadFile(str(tmp_path / "hard-link.conf")),
+        ReadFile(str(tmp_path / "conf.d" / "40-crlf.conf")),
         ReadFile(str(tmp_path / "weird name 'quoted' $x.txt")),
         ReadFile(str(tmp_path / "missing")),
+        ReadFile(str(tmp_path / "conf.d")),  # a directory
+        ReadFile(str(tmp_path / "conf.d" / ".." / "conf.d" / "10-a.conf")),  # a name tar would rewrite
         ReadGlob(str(tmp_path / "conf.d" / "*.conf")),
         ReadGlob(str(tmp_path / "nowhere" / "*.conf")),
+        # /proc and /sys stat as empty: copied by cp before tar sees them.
+        ReadFile("/proc/sys/kernel/osrelease"),
+        ReadFile("/proc/sys/kernel/printk"),
+        ReadFile("/proc/filesystems"),
+        ReadFile("/proc/sys/kernel/no-such-key"),
+        ReadGlob("/proc/sys/kernel/os*"),
         RunCommand(("sh", "-c", "echo out; echo err >&2; exit 3")),
         RunCommand(("printf", "%s", "$(reboot); `id`")),
         RunCommand(("true",)),
+        RunCommand(("no-such-tool-anywhere", "--version")),
         Which("sh"),
         Which("no-such-tool-anywhere"),
     ]
-    script = subprocess.run(["sh", "-s"], input=batch_script(reads), capture_output=True, text=True, check=True)
-    remote = parse_batch_output(reads, script.stdout)
+
+
+def _answers(reads: list[Read], script: str) -> dict[Read, object]:
+    output = subprocess.run(["sh", "-s"], input=script.encode(), capture_output=True, check=True).stdout
+    return parse_batch_output(reads, output.decode("utf-8", errors="surrogateescape"))
+
+
+# The same answers when the archive cannot be made (no tar on the host, or a file that changed
+# while tar read it) and when cp cannot copy the pseudo files (no GNU cp): every answer then
+# comes on a line of its own.
+SABOTAGED = {
+    "archive": ("tar -chf", "false -chf"),
+    "no tar, no cp": ("exec cp --parents", "exec false"),
+    "nothing": ("", ""),
+}
+
+
+@pytest.mark.parametrize("sabotage", SABOTAGED, ids=list(SABOTAGED))
+def test_batch_answers_match_the_local_host(tmp_path: Path, sabotage: str) -> None:
+    reads = _tree(tmp_path)
+    script = batch_script(reads)
+    if sabotage != "nothing":
+        old, new = SABOTAGED[sabotage]
+        assert old in script
+        script = script.replace(old, new)
+        if sabotage == "no tar, no cp":
+            script = script.replace("tar -chf", "false -chf")
+    remote = _answers(reads, script)
     local = LocalHost().gather(reads)
     for read in reads:
-        assert remote[read] == local._answer(read), read
-    assert remote[reads[5]] == CommandResult(reads[5].argv, 3, "out\n", "err\n")
-    assert remote[reads[6]].stdout == "$(reboot); `id`"  # arguments are data, never code
-    assert list(remote[reads[3]]) == sorted(remote[reads[3]])
+        try:
+            assert remote[read] == local._answer(read), read
+        except ProviderError:  # unreadable both ways; the reasons' wording differs
+            assert isinstance(remote[read], ReadFailure), read
+    assert remote[reads[1]] == "a = 1\n"
+    assert remote[reads[2]] == "a = 1\r\nb = 2\r\n"
+    assert remote[reads[10]].count("\t") == 3  # kernel.printk, read to its end
+    assert "ext4" in remote[reads[11]] or "proc" in remote[reads[11]]
+    assert remote[reads[14]] == CommandResult(reads[14].argv, 3, "out\n", "err\n")
+    assert remote[reads[15]].stdout == "$(reboot); `id`"  # arguments are data, never code
+    assert list(remote[reads[7]]) == sorted(remote[reads[7]])
+    assert str(tmp_path / "conf.d" / "99-link.conf") in remote[reads[7]]
+
+
+def test_a_batch_is_one_archive_when_the_host_has_tar(tmp_path: Path) -> None:
+    reads = _tree(tmp_path)
+    output = subprocess.run(["sh", "-s"], input=batch_script(reads).encode(), capture_output=True, check=True).stdout
+    lines = output.decode("utf-8", errors="surrogateescape").split("\n")
+    assert sum(line.startswith("T ") and line != "T !" for line in lines) == 1
+    # Nothing archivable is answered on a line of its own, so no base64 ran per file or output.
+    assert not [line for line in lines if line.split(" ")[1:2] in (["ok"], ["file"], ["out"])
+                and not line.startswith(("6 ", "18 "))]
+
+
+def test_a_cut_batch_is_an_error(tmp_path: Path) -> None:
+    reads = _tree(tmp_path)
+    output = subprocess.run(["sh", "-s"], input=batch_script(reads).encode(), capture_output=True, check=True).stdout
+    text = output.decode("utf-8", errors="surrogateescape")
+    with pytest.raises(HostError, match="answered"):
+        parse_batch_output(reads, text[:text.index("\nT ")])
+    with pytest.raises(HostError, match="garbled"):
+        parse_batch_output(reads, text[:text.index("\nT ") + 200])
 
 
 def test_missing_command_is_a_read_failure() -> None:

@@ -1,8 +1,16 @@
 """The POSIX sh that a remote host runs: a whole batch of reads in one exec, and atomic writes.
 
-Output of a batch is one line per answer, every variable part base64-encoded, so file contents
-and command output of any shape come back exactly. Values reach the script only as quoted
-arguments (shlex.quote), never spliced unquoted into shell code.
+A batch's answers come back as one tar archive, base64-encoded on one line, plus one short
+`INDEX KIND ...` line per read: every process started on the host costs it a millisecond or two of
+CPU, and a fleet's reads share the hosts' cores, so the script starts one `tar`, one `cp` and one
+`base64` for the whole batch instead of a `base64` per file and per output. The archive holds the
+regular files read (dereferenced), each glob's list of matches and the matches themselves, and the
+commands' stdout and stderr (written to files of the script's temporary directory). Files of /proc
+and /sys report a size of 0, which tar would believe: they are copied into the temporary directory
+first (`cp --parents` reads to the end). Whatever cannot go that way (no tar or no GNU cp on the
+host, a file that changed while tar read it) is answered the old way, a `base64` per file, so the
+answers are always exact. Values reach the script only as quoted arguments (shlex.quote), never
+spliced unquoted into shell code.
 """
 
 from __future__ import annotations
@@ -10,7 +18,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import io
+import os
 import shlex
+import tarfile
 from collections.abc import Sequence
 
 from converge.errors import HostError
@@ -22,6 +33,8 @@ PRELUDE = ENVIRONMENT + """\
 t=$(mktemp -d) || exit 97
 trap 'rm -rf "$t"' EXIT
 b() { base64 -w0 -- "$@"; }
+echo "t $t"
+set --
 """
 
 _GLOB_CHARACTERS = set("*?[")
@@ -29,9 +42,18 @@ _GLOB_CHARACTERS = set("*?[")
 # the other: a plan waits for the slowest lane, not for the sum of every tool the host runs, and
 # no more than this many of them run at once.
 LANES = 4
+# Pseudo-file systems whose files stat as empty: read to the end by cp, never sized by tar.
+_PSEUDO = ("/proc/", "/sys/")
 
 
-def _read_file(index: int, path: str) -> str:
+def _archivable(path: str) -> bool:
+    """Whether tar's member name for `path` is `path` without its leading '/': an absolute path
+    with no '.', '..' or empty component (tar rewrites those)."""
+    return path.startswith("/") and os.path.normpath(path) == path and not path.startswith("//")
+
+
+def _read_one(index: int, path: str) -> str:
+    """A file answered on its own line, base64-encoded."""
     p = shlex.quote(path)
     return (
         f"if [ ! -e {p} ]; then echo '{index} none'; "
@@ -39,26 +61,66 @@ def _read_file(index: int, path: str) -> str:
     )
 
 
-def _read_glob(index: int, pattern: str) -> str:
-    """glob.glob's answer, as LocalHost gives it: wildcards may stand in any component below the root."""
+def _read_file(index: int, path: str) -> str:
+    if not _archivable(path):
+        return _read_one(index, path)
+    p = shlex.quote(path)
+    # Pseudo files are listed for the one cp after the lanes; regular files go to tar's arguments.
+    queue = f"echo {p} >>\"$t/pseudo\"; echo '{index} pseudo'" if path.startswith(_PSEUDO) else \
+        f"set -- \"$@\" {p}; echo '{index} tar'"
+    return f"if [ -f {p} ] && [ -r {p} ]; then {queue}; else {_read_one(index, path)}; fi"
+
+
+def _glob_root(pattern: str) -> tuple[str, int, list[str]]:
     absolute = pattern.startswith("/")
     components = pattern.split("/")[1:] if absolute else pattern.split("/")
     fixed = 0
     while fixed < len(components) - 1 and not _GLOB_CHARACTERS & set(components[fixed]):
         fixed += 1
     root = ("/" if absolute else "") + "/".join(components[:fixed]) or "."
-    depth = len(components) - fixed
+    return root, len(components) - fixed, components[fixed:]
+
+
+def _find(pattern: str) -> str:
+    """glob.glob's matches, as LocalHost gives them: wildcards may stand in any component below the root."""
+    root, depth, below_root = _glob_root(pattern)
     below = root.rstrip("/")
     # find's -path lets * match "/", glob's does not: at an exact depth no wildcard can span two components.
     # glob's * never matches a leading dot; find's does, so dot-entries are excluded unless the pattern names one.
-    match = f"-name {shlex.quote(components[-1])} " if depth == 1 else f"-path {shlex.quote(pattern)} "
-    dotted = any(component.startswith(".") for component in components[fixed:])
+    match = f"-name {shlex.quote(below_root[-1])} " if depth == 1 else f"-path {shlex.quote(pattern)} "
+    dotted = any(component.startswith(".") for component in below_root)
     hidden = "" if dotted else f"! -path {shlex.quote(below + '/.*')} ! -path {shlex.quote(below + '/*/.*')} "
+    return f"find -L {shlex.quote(root)} -mindepth {depth} -maxdepth {depth} -type f {match}{hidden}2>/dev/null"
+
+
+def _glob_one_by_one(index: int, listing: str) -> str:
+    """Each match of a glob on its own line, path and content base64-encoded ('!': unreadable)."""
     return (
-        f"find -L {shlex.quote(root)} -mindepth {depth} -maxdepth {depth} -type f {match}{hidden}"
-        f"2>/dev/null | sort | while IFS= read -r p; do "
-        f"echo \"{index} file $(printf %s \"$p\" | base64 -w0) $(b \"$p\" 2>/dev/null || echo '!')\"; done; "
-        f"echo '{index} end'"
+        f"while IFS= read -r p; do "
+        f"echo \"{index} file $(printf %s \"$p\" | base64 -w0) $(b \"$p\" 2>/dev/null || echo '!')\"; "
+        f"done <{listing}; echo '{index} end'"
+    )
+
+
+def _read_glob(index: int, pattern: str) -> str:
+    listing = f"\"$t/g{index}\""
+    if not _archivable(_glob_root(pattern)[0]):  # matches with names tar would rewrite
+        return f"{_find(pattern)} >{listing}; {_glob_one_by_one(index, listing)}"
+    return f"{_find(pattern)} >{listing}; echo '{index} glob'"
+
+
+def _note_pseudo_matches(index: int) -> str:
+    return f"while IFS= read -r p; do case $p in /proc/*|/sys/*) echo \"$p\" >>\"$t/pseudo\";; esac; done <\"$t/g{index}\""
+
+
+def _queue_matches(index: int) -> str:
+    """A glob's matches join tar's arguments: copied pseudo files from $t/p, a pseudo file cp could
+    not copy on a line of its own."""
+    one = f"echo \"{index} file $(printf %s \"$p\" | base64 -w0) $(b \"$p\" 2>/dev/null || echo '!')\""
+    return (
+        f"while IFS= read -r p; do case $p in /proc/*|/sys/*) "
+        f"if [ -f \"$t/p$p\" ]; then set -- \"$@\" \"$t/p$p\"; else {one}; fi;; "
+        f"*) set -- \"$@\" \"$p\";; esac; done <\"$t/g{index}\""
     )
 
 
@@ -66,7 +128,7 @@ def _run_command(index: int, argv: Sequence[str]) -> str:
     return (
         f"if command -v {shlex.quote(argv[0])} >/dev/null 2>&1; then "
         f"{shlex.join(argv)} >\"$t/o{index}\" 2>\"$t/e{index}\" </dev/null; "
-        f"echo \"{index} cmd $? $(b \"$t/o{index}\") $(b \"$t/e{index}\")\"; else echo '{index} missing'; fi"
+        f"echo \"{index} cmd $?\"; else echo '{index} missing'; fi"
     )
 
 
@@ -77,8 +139,44 @@ def _which(index: int, name: str) -> str:
     )
 
 
+def _archive(reads: Sequence[Read]) -> list[str]:
+    """After the lanes: the pseudo files copied, then one tar of everything; if tar cannot, every
+    archived answer on a line of its own instead."""
+    globs = [index for index, read in enumerate(reads)
+             if isinstance(read, ReadGlob) and _archivable(_glob_root(read.pattern)[0])]
+    pseudo, one_by_one = [], []
+    for index, read in enumerate(reads):
+        match read:
+            case ReadFile(path) if _archivable(path):
+                one_by_one.append(_read_one(index, path))
+                if path.startswith(_PSEUDO):
+                    copy = shlex.quote(f"/p{path}")
+                    pseudo.append(f"if [ -f \"$t\"{copy} ]; then set -- \"$@\" \"$t\"{copy}; else {_read_one(index, path)}; fi")
+            case ReadGlob():
+                if index in globs:
+                    one_by_one.append(_glob_one_by_one(index, f"\"$t/g{index}\""))
+            case RunCommand():
+                one_by_one.append(f"[ -e \"$t/o{index}\" ] && echo \"{index} out $(b \"$t/o{index}\") $(b \"$t/e{index}\")\"")
+    return [
+        *map(_note_pseudo_matches, globs),
+        # cp --parents reads each pseudo file to its end, into $t/p/<its path>; one it could not
+        # copy (gone, unreadable, no GNU cp) is answered on a line of its own.
+        'if [ -e "$t/pseudo" ]; then (set --; while IFS= read -r p; do set -- "$@" "$p"; done <"$t/pseudo"; '
+        'mkdir "$t/p" && exec cp --parents -- "$@" "$t/p") 2>/dev/null; fi',
+        *pseudo,
+        *map(_queue_matches, globs),
+        'for f in "$t"/o* "$t"/e* "$t"/g*; do [ -e "$f" ] && set -- "$@" "$f"; done',
+        # Any failure of tar (a file that changed or went away while it read) and every archived
+        # answer comes on its own line instead.
+        'if [ $# -gt 0 ] && tar -chf "$t/all.tar" -- "$@" 2>/dev/null; then printf \'T \'; b "$t/all.tar"; echo',
+        "else echo 'T !'",
+        *(f"  {line}" for line in one_by_one),
+        "fi",
+    ]
+
+
 def batch_script(reads: Sequence[Read]) -> str:
-    """A script answering every read, one `INDEX KIND ...` line each (globs: one per file).
+    """A script answering every read: `INDEX KIND ...` lines and one archive line (see the module's doc).
 
     Files and `command -v` are answered in order by the script itself; commands and globs in
     LANES background lanes writing to files of their own, printed whole once all have ended (the
@@ -103,49 +201,142 @@ def batch_script(reads: Sequence[Read]) -> str:
     lines = [PRELUDE, *("{\n" + "\n".join(lane) + f"\n}} >\"$t/lane{number}\" &" for number, lane in enumerate(used)), *inline]
     if used:
         lines += ["wait", " ".join(["cat", *(f'"$t/lane{number}"' for number in range(len(used)))])]
+    lines += [*_archive(reads), "exit 0"]
     return "\n".join(lines) + "\n"
-
-
 def _decode(text: str) -> str:
     return base64.b64decode(text, validate=True).decode("utf-8", errors="surrogateescape")
 
 
+def _members(encoded: str) -> dict[str, str]:
+    """The archive's regular files by absolute path (hard links resolved by tarfile)."""
+    members: dict[str, str] = {}
+    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(encoded, validate=True)), mode="r:") as archive:
+        for member in archive:
+            handle = archive.extractfile(member) if member.isfile() or member.islnk() else None
+            if handle is not None:
+                members[os.path.normpath("/" + member.name)] = handle.read().decode("utf-8", errors="surrogateescape")
+    return members
+
+
+class _Answers:
+    """What a batch's lines said, read by read, before the archive fills in the rest."""
+
+    def __init__(self, reads: Sequence[Read], output: str) -> None:
+        self.reads = reads
+        self.direct: dict[int, object] = {}  # answered on their own lines
+        self.pending: dict[int, str] = {}  # index: "tar", "pseudo" or "glob", answered by the archive
+        self.status: dict[int, int] = {}
+        self.outputs: dict[int, tuple[str, str]] = {}
+        self.matches: dict[int, dict[str, str | None]] = {}  # a glob's matches answered one by one
+        self.ended: set[int] = set()
+        self.temporary = ""
+        self.archive: dict[str, str] | None = None
+        self.archive_line = False
+        for line in output.split("\n"):
+            if line:
+                self.take(line)
+
+    def take(self, line: str) -> None:
+        tag, _, rest = line.partition(" ")
+        if tag == "t":
+            self.temporary = rest
+            return
+        if tag == "T":
+            self.archive_line = True
+            self.archive = None if rest == "!" else _members(rest)
+            return
+        index = int(tag)
+        read = self.reads[index]
+        kind, *fields = rest.split(" ")
+        if kind == "none":
+            self.direct[index] = None
+        elif kind == "ok":
+            self.direct[index] = _decode(fields[0]) if fields else ""
+        elif kind == "err":
+            self.direct[index] = ReadFailure(f"cannot read {getattr(read, 'path', read)}")
+        elif kind in ("tar", "pseudo", "glob"):
+            self.pending[index] = kind
+        elif kind == "file":
+            content = fields[1] if len(fields) > 1 else ""
+            self.matches.setdefault(index, {})[_decode(fields[0])] = None if content == "!" else _decode(content)
+        elif kind == "end":
+            self.ended.add(index)
+        elif kind == "cmd":
+            self.status[index] = int(fields[0])
+        elif kind == "out":
+            self.outputs[index] = (_decode(fields[0]) if fields else "", _decode(fields[1]) if len(fields) > 1 else "")
+        elif kind == "missing":
+            assert isinstance(read, RunCommand)
+            self.direct[index] = ReadFailure(f"{read.argv[0]}: command not found on this host")
+        else:
+            raise ValueError(f"unknown answer {kind!r}")
+
+    def member(self, path: str) -> str | None:
+        return None if self.archive is None else self.archive.get(os.path.normpath(path))
+
+    def file(self, index: int, path: str) -> object:
+        """A file queued for the archive: from it (pseudo files from their copy), else unreadable."""
+        copy = self.temporary + "/p" + path
+        found = self.member(copy) if self.pending[index] == "pseudo" else self.member(path)
+        return ReadFailure(f"cannot read {path}") if found is None else found
+
+    def glob(self, index: int) -> object:
+        matches = self.matches.get(index, {})
+        if index not in self.ended:  # answered by the archive: its listing of matches, each file's text
+            listing = self.member(f"{self.temporary}/g{index}")
+            if listing is None:
+                raise ValueError(f"no list of matches for read {index}")
+            for path in listing.split("\n")[:-1]:
+                if path not in matches:
+                    matches[path] = self.member(self.temporary + "/p" + path if path.startswith(_PSEUDO) else path)
+        found: dict[str, str] = {}
+        for path in sorted(matches):  # as LocalHost: glob.glob's matches, sorted
+            text = matches[path]
+            if text is None:
+                return ReadFailure(f"cannot read {path}")
+            found[path] = text
+        return found
+
+    def command(self, index: int, read: RunCommand) -> CommandResult:
+        if index in self.outputs:
+            stdout, stderr = self.outputs[index]
+        else:
+            out, err = self.member(f"{self.temporary}/o{index}"), self.member(f"{self.temporary}/e{index}")
+            if out is None or err is None:
+                raise ValueError(f"no output of read {index}")
+            stdout, stderr = out, err
+        return CommandResult(read.argv, self.status[index], stdout, stderr)
+
+    def answer(self, index: int) -> object:
+        read = self.reads[index]
+        if index in self.direct:
+            return self.direct[index]
+        if isinstance(read, RunCommand) and index in self.status:
+            return self.command(index, read)
+        if isinstance(read, ReadGlob) and (index in self.ended or self.pending.get(index) == "glob"):
+            return self.glob(index)
+        if isinstance(read, ReadFile) and index in self.pending:
+            return self.file(index, read.path)
+        raise KeyError(index)
+
+
 def parse_batch_output(reads: Sequence[Read], output: str) -> dict[Read, object]:
     """The answers of `batch_script(reads)` from its output; raises HostError if it is cut short."""
-    answers: dict[Read, object] = {}
-    globs: dict[int, dict[str, str]] = {}
     try:
-        for line in output.splitlines():
-            index_text, kind, *fields = line.split(" ")
-            index = int(index_text)
-            read = reads[index]
-            if kind == "none":
-                answers[read] = None
-            elif kind == "ok":
-                answers[read] = _decode(fields[0]) if fields else ""
-            elif kind == "err":
-                answers[read] = ReadFailure(f"cannot read {getattr(read, 'path', read)}")
-            elif kind == "file":
-                content = fields[1] if len(fields) > 1 else ""
-                if content == "!":
-                    answers[read] = ReadFailure(f"cannot read {_decode(fields[0])}")
-                else:
-                    globs.setdefault(index, {})[_decode(fields[0])] = _decode(content)
-            elif kind == "end":
-                answers.setdefault(read, globs.get(index, {}))
-            elif kind == "cmd":
-                stdout = _decode(fields[1]) if len(fields) > 1 else ""
-                stderr = _decode(fields[2]) if len(fields) > 2 else ""
-                assert isinstance(read, RunCommand)
-                answers[read] = CommandResult(read.argv, int(fields[0]), stdout, stderr)
-            elif kind == "missing":
-                assert isinstance(read, RunCommand)
-                answers[read] = ReadFailure(f"{read.argv[0]}: command not found on this host")
-    except (ValueError, IndexError, binascii.Error, AssertionError) as error:
+        answers = _Answers(reads, output)
+        if (answers.pending or answers.status) and not answers.archive_line:
+            raise HostError(f"the host answered {len(answers.direct)} of {len(reads)} reads (connection cut?)")
+        found: dict[Read, object] = {}
+        for index, read in enumerate(reads):
+            try:
+                found[read] = answers.answer(index)
+            except KeyError:
+                continue
+    except (ValueError, IndexError, binascii.Error, AssertionError, tarfile.TarError) as error:
         raise HostError(f"garbled answer from the host ({error})") from None
-    if len(answers) != len(reads):
-        raise HostError(f"the host answered {len(answers)} of {len(reads)} reads (connection cut?)")
-    return answers
+    if len(found) != len(reads):
+        raise HostError(f"the host answered {len(found)} of {len(reads)} reads (connection cut?)")
+    return found
 
 
 # Atomic replace of one file, run as `sh -c WRITE_SCRIPT sh TARGET MODE BACKUP SIZE SHA256` with
