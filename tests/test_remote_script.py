@@ -3,16 +3,18 @@ all-or-nothing. Run here with the machine's own /bin/sh (dash, as on Debian host
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 
 from converge.errors import HostError, ProviderError
 from converge.hosts.local import LocalHost
-from converge.hosts.remote_script import WRITE_SCRIPT, batch_script, parse_batch_output, write_arguments
+from converge.hosts.remote_script import WRITE_SCRIPT, _unpack, batch_script, parse_batch_output, write_arguments
 from converge.reads import CommandResult, Read, ReadFailure, ReadFile, ReadGlob, RunCommand, Which
 
 
@@ -56,9 +58,10 @@ def _tree(tmp_path: Path) -> list[Read]:
     ]
 
 
-def _answers(reads: list[Read], script: str) -> dict[Read, object]:
+def _answers(reads: list[Read], script: str) -> tuple[dict[Read, object], str]:
     output = subprocess.run(["sh", "-s"], input=script.encode(), capture_output=True, check=True).stdout
-    return parse_batch_output(reads, output.decode("utf-8", errors="surrogateescape"))
+    text = output.decode("utf-8", errors="surrogateescape")
+    return parse_batch_output(reads, text), text
 
 
 # The same answers when the archive cannot be made (no tar on the host, or a file that changed
@@ -67,6 +70,8 @@ def _answers(reads: list[Read], script: str) -> dict[Read, object]:
 SABOTAGED = {
     "archive": ("tar -chf", "false -chf"),
     "no tar, no cp": ("exec cp --parents", "exec false"),
+    # Alpine's and the VM tier's userland (.ci/packages/vm.txt installs busybox)
+    "busybox": ("tar -chf", "busybox tar -chf"),
     "nothing": ("", ""),
 }
 
@@ -81,7 +86,10 @@ def test_batch_answers_match_the_local_host(tmp_path: Path, sabotage: str) -> No
         script = script.replace(old, new)
         if sabotage == "no tar, no cp":
             script = script.replace("tar -chf", "false -chf")
-    remote = _answers(reads, script)
+        if sabotage == "busybox":
+            script = script.replace("exec cp --parents", "exec busybox cp --parents")
+    remote, output = _answers(reads, script)
+    assert ("\nT !\n" in output) == (sabotage in ("archive", "no tar, no cp"))
     local = LocalHost().gather(reads)
     for read in reads:
         try:
@@ -169,3 +177,25 @@ def test_ssh_config_with_match_exec_still_works(tmp_path: Path) -> None:
     )
     result = subprocess.run([sys.executable, "-c", lookup], capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
     assert result.stdout.split() == ["203.0.113.7", "fromexec"], result.stderr
+
+
+@pytest.mark.parametrize("tar_format", ["gnu", "ustar"])
+def test_the_archive_reader_agrees_with_tarfile(tmp_path: Path, tar_format: str) -> None:
+    """The batch's own tar reader against the standard library's, on archives GNU tar writes:
+    names past 100 bytes (GNU long names, ustar prefixes), hard links, bytes that are not UTF-8."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    (deep / "long-name.conf").write_text("deep\n")
+    (tmp_path / "a.conf").write_bytes(b"caf\xe9\n" * 300)
+    os.link(tmp_path / "a.conf", tmp_path / "b.conf")
+    (tmp_path / "empty.conf").write_text("")
+    (tmp_path / b"n\xe9.conf".decode("utf-8", errors="surrogateescape")).write_text("odd name\n")
+    names = [str(path) for path in sorted(tmp_path.rglob("*.conf"))]
+    archive = subprocess.run(["tar", f"--format={tar_format}", "-chf", "-", *names], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as reference:
+        expected = {member.name: reference.extractfile(member).read()  # type: ignore[union-attr]
+                    for member in reference if member.isfile() or member.islnk()}
+    assert _unpack(archive) == expected
+    assert len(expected) == 5 and any(len(name) > 100 for name in expected)
+    with pytest.raises(ValueError):
+        _unpack(archive[:1024])

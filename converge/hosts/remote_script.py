@@ -165,7 +165,8 @@ def _archive(reads: Sequence[Read]) -> list[str]:
         'mkdir "$t/p" && exec cp --parents -- "$@" "$t/p") 2>/dev/null; fi',
         *pseudo,
         *map(_queue_matches, globs),
-        'for f in "$t"/o* "$t"/e* "$t"/g*; do [ -e "$f" ] && set -- "$@" "$f"; done',
+        # Outputs and lists of matches that are empty stay out: a missing one is empty.
+        'for f in "$t"/o* "$t"/e* "$t"/g*; do [ -s "$f" ] && set -- "$@" "$f"; done',
         # Any failure of tar (a file that changed or went away while it read) and every archived
         # answer comes on its own line instead.
         'if [ $# -gt 0 ] && tar -chf "$t/all.tar" -- "$@" 2>/dev/null; then printf \'T \'; b "$t/all.tar"; echo',
@@ -207,15 +208,61 @@ def _decode(text: str) -> str:
     return base64.b64decode(text, validate=True).decode("utf-8", errors="surrogateescape")
 
 
+_BLOCK = 512
+_REGULAR, _HARD_LINK, _LONG_NAME, _LONG_LINK = (b"0", b"\0"), b"1", b"L", b"K"
+
+
+def _unpack(archive: bytes) -> dict[str, bytes]:
+    """Regular files of a tar in GNU or ustar format by member name, hard links resolved.
+
+    tarfile costs ~40 us per member, a batch archive has a hundred or more, and a plan of 200 hosts
+    parses 200 of them on one controller: this reads only what GNU tar and BusyBox write for
+    regular files (~2 us per member). Anything else (pax headers, sparse or huge files) raises
+    ValueError, and tarfile reads that archive instead."""
+    members: dict[str, bytes] = {}
+    offset, long_name, long_link = 0, b"", b""
+    while offset + _BLOCK <= len(archive):
+        header = archive[offset:offset + _BLOCK]
+        if not header.strip(b"\0"):
+            return members
+        stored = int(header[148:156].strip(b"\0 ") or b"0", 8)
+        if stored != sum(header[:148]) + sum(header[156:]) + 8 * 32:  # the checksum counts its field as spaces
+            raise ValueError("tar header checksum")
+        kind, size = header[156:157], int(header[124:136].strip(b"\0 ") or b"0", 8)
+        data = archive[offset + _BLOCK:offset + _BLOCK + size]
+        offset += _BLOCK + -(-size // _BLOCK) * _BLOCK
+        name = long_name or header[:100].split(b"\0", 1)[0]
+        if not long_name and header[257:263] == b"ustar\0":  # POSIX ustar: a prefix before the name
+            prefix = header[345:500].split(b"\0", 1)[0]
+            name = prefix + b"/" + name if prefix else name
+        link = long_link or header[157:257].split(b"\0", 1)[0]
+        long_name = long_link = b""
+        if kind == _LONG_NAME:
+            long_name = data.split(b"\0", 1)[0]
+        elif kind == _LONG_LINK:
+            long_link = data.split(b"\0", 1)[0]
+        elif kind in _REGULAR:
+            members[name.decode("utf-8", errors="surrogateescape")] = data
+        elif kind == _HARD_LINK:
+            members[name.decode("utf-8", errors="surrogateescape")] = members[link.decode("utf-8", errors="surrogateescape")]
+        elif kind != b"5":  # directories carry nothing
+            raise ValueError(f"tar member type {kind!r}")
+    raise ValueError("tar archive cut short")
+
+
 def _members(encoded: str) -> dict[str, str]:
-    """The archive's regular files by absolute path (hard links resolved by tarfile)."""
-    members: dict[str, str] = {}
-    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(encoded, validate=True)), mode="r:") as archive:
-        for member in archive:
-            handle = archive.extractfile(member) if member.isfile() or member.islnk() else None
-            if handle is not None:
-                members[os.path.normpath("/" + member.name)] = handle.read().decode("utf-8", errors="surrogateescape")
-    return members
+    """The archive's regular files by absolute path."""
+    archive = base64.b64decode(encoded, validate=True)
+    try:
+        unpacked = _unpack(archive)
+    except (ValueError, KeyError):
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
+            unpacked = {}
+            for member in tar:
+                handle = tar.extractfile(member) if member.isfile() or member.islnk() else None
+                if handle is not None:
+                    unpacked[member.name] = handle.read()
+    return {os.path.normpath("/" + name): data.decode("utf-8", errors="surrogateescape") for name, data in unpacked.items()}
 
 
 class _Answers:
@@ -272,7 +319,9 @@ class _Answers:
             raise ValueError(f"unknown answer {kind!r}")
 
     def member(self, path: str) -> str | None:
-        return None if self.archive is None else self.archive.get(os.path.normpath(path))
+        if self.archive is None:
+            raise ValueError("no archive, and answers missing")
+        return self.archive.get(os.path.normpath(path))
 
     def file(self, index: int, path: str) -> object:
         """A file queued for the archive: from it (pseudo files from their copy), else unreadable."""
@@ -283,9 +332,7 @@ class _Answers:
     def glob(self, index: int) -> object:
         matches = self.matches.get(index, {})
         if index not in self.ended:  # answered by the archive: its listing of matches, each file's text
-            listing = self.member(f"{self.temporary}/g{index}")
-            if listing is None:
-                raise ValueError(f"no list of matches for read {index}")
+            listing = self.member(f"{self.temporary}/g{index}") or ""
             for path in listing.split("\n")[:-1]:
                 if path not in matches:
                     matches[path] = self.member(self.temporary + "/p" + path if path.startswith(_PSEUDO) else path)
@@ -301,10 +348,8 @@ class _Answers:
         if index in self.outputs:
             stdout, stderr = self.outputs[index]
         else:
-            out, err = self.member(f"{self.temporary}/o{index}"), self.member(f"{self.temporary}/e{index}")
-            if out is None or err is None:
-                raise ValueError(f"no output of read {index}")
-            stdout, stderr = out, err
+            stdout = self.member(f"{self.temporary}/o{index}") or ""
+            stderr = self.member(f"{self.temporary}/e{index}") or ""
         return CommandResult(read.argv, self.status[index], stdout, stderr)
 
     def answer(self, index: int) -> object:
