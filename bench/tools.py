@@ -77,8 +77,9 @@ class Converge(Tool):
         extra = ["--yes"] if verb == "apply" else []
         extra += [argument for provider in self.only for argument in ("--only", provider)]
         if len(hosts) > 20:  # the default --forks: a user planning a larger fleet at once raises it
-            # and the connect timeout too: 200 handshakes at once on 2 shared cores outlast 10 s
-            extra += ["--forks", str(len(hosts)), "--timeout", "60"]
+            # and the connect timeout too: 200 handshakes at once on 2 shared cores outlast 10 s,
+            # and a few of them are cut short (sshd closing during the key exchange): tried again
+            extra += ["--forks", str(len(hosts)), "--timeout", "60", "--connect-attempts", "3"]
         baseline = self.baseline or self.workdir / "baseline.toml"
         return [sys.executable, "-m", "converge", verb, *extra, "--json", str(baseline), *targets]
 

@@ -47,17 +47,26 @@ def fleet_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return connection_options(command)
 
 
+CONNECT_ATTEMPTS_HELP = (
+    "Tries, one second apart, of an SSH connect that timed out, was refused, reset, found no route or was "
+    "closed during the handshake (never of an authentication failure, a host key problem (changed, revoked, "
+    "unknown), a name that does not resolve or a sudo refusal). Default: ssh_config's ConnectionAttempts, else 1."
+)
+
+
 def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """SSH options, handed to the command as one `options: ConnectOptions`."""
 
     @functools.wraps(command)
-    def wrapper(*, timeout: float, become: bool, identity: str | None, trust_new_host_keys: bool,
-                ssh_config: str | None, **rest: Any) -> Any:
-        options = ConnectOptions(timeout, become, identity, trust_new_host_keys, ssh_config, interactive=sys.stdin.isatty())
+    def wrapper(*, timeout: float, connect_attempts: int | None, become: bool, identity: str | None,
+                trust_new_host_keys: bool, ssh_config: str | None, **rest: Any) -> Any:
+        options = ConnectOptions(timeout, become, identity, trust_new_host_keys, ssh_config,
+                                 interactive=sys.stdin.isatty(), connect_attempts=connect_attempts)
         return command(options=options, **rest)
 
     options = [
         click.option("--timeout", type=click.FloatRange(0.1), default=10.0, show_default=True, help="SSH connect timeout (s)."),
+        click.option("--connect-attempts", type=click.IntRange(1), metavar="N", help=CONNECT_ATTEMPTS_HELP),
         click.option("--become", is_flag=True, help="Run privileged steps through sudo for a non-root SSH user."),
         click.option("--identity", type=click.Path(exists=True, dir_okay=False), help="SSH private key to try first."),
         click.option("--trust-new-host-keys", is_flag=True, help="Accept and record host keys not in known_hosts yet."),

@@ -333,6 +333,11 @@ def suggest_fleet(jobs: Sequence[Any], registry: Any, *, only: Sequence[str], si
 # The same SSH options as plan (converge.cli.connection_options; that module imports this one, so
 # they are repeated here, and tests/test_suggest_selinux.py checks that they stay the same).
 @click.option("--timeout", type=click.FloatRange(0.1), default=10.0, show_default=True, help="SSH connect timeout (s).")
+@click.option("--connect-attempts", type=click.IntRange(1), metavar="N",
+              help="Tries, one second apart, of an SSH connect that timed out, was refused, reset, found no route or "
+                   "was closed during the handshake (never of an authentication failure, a host key problem (changed, "
+                   "revoked, unknown), a name that does not resolve or a sudo refusal). Default: ssh_config's "
+                   "ConnectionAttempts, else 1.")
 @click.option("--become", is_flag=True, help="Run privileged reads through sudo for a non-root SSH user.")
 @click.option("--identity", type=click.Path(exists=True, dir_okay=False), help="SSH private key to try first.")
 @click.option("--trust-new-host-keys", is_flag=True, help="Accept and record host keys not in known_hosts yet.")
@@ -344,9 +349,9 @@ def suggest_fleet(jobs: Sequence[Any], registry: Any, *, only: Sequence[str], si
 @click.option("--json", "as_json", is_flag=True, help="Print hosts[].suggestions[] as JSON.")
 @click.option("--write", "write", is_flag=True, help="Write <name>.suggested.toml and generated files next to the baseline.")
 def suggest_command(baseline_path: Path | None, *, targets: tuple[str, ...], inventory: Path | None, limit: tuple[str, ...],
-                    forks: int, timeout: float, become: bool, identity: str | None, trust_new_host_keys: bool,
-                    ssh_config: str | None, only: tuple[str, ...], since: str | None, allow_sensitive: bool,
-                    as_json: bool, write: bool) -> None:
+                    forks: int, timeout: float, connect_attempts: int | None, become: bool, identity: str | None,
+                    trust_new_host_keys: bool, ssh_config: str | None, only: tuple[str, ...], since: str | None,
+                    allow_sensitive: bool, as_json: bool, write: bool) -> None:
     """Propose baseline changes from SELinux and AppArmor denials; read-only on every host."""
     import sys
 
@@ -356,7 +361,8 @@ def suggest_command(baseline_path: Path | None, *, targets: tuple[str, ...], inv
 
     registry = Registry()
     jobs = _jobs(baseline_path, targets, inventory, limit, registry)
-    options = ConnectOptions(timeout, become, identity, trust_new_host_keys, ssh_config, interactive=sys.stdin.isatty())
+    options = ConnectOptions(timeout, become, identity, trust_new_host_keys, ssh_config, interactive=sys.stdin.isatty(),
+                             connect_attempts=connect_attempts)
     results = suggest_fleet(jobs, registry, only=only, since=since, options=options, forks=forks,
                             allow_sensitive=allow_sensitive)
     click.echo(render_json(results) if as_json else render_text(results), nl=False)

@@ -194,7 +194,8 @@ def test_suggest_takes_plans_ssh_and_fleet_options() -> None:
         return {p.name: p.default for p in cli.commands[command].params if isinstance(p, click.Option)}
 
     plan, suggest = options("plan"), options("suggest")
-    shared = ("targets", "inventory", "limit", "forks", "timeout", "become", "identity", "trust_new_host_keys", "ssh_config")
+    shared = ("targets", "inventory", "limit", "forks", "timeout", "connect_attempts", "become", "identity",
+              "trust_new_host_keys", "ssh_config")
     assert all(name in plan and suggest[name] == plan[name] for name in shared), (plan, suggest)
 
 

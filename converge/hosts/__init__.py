@@ -106,6 +106,13 @@ class ConnectOptions:
     ssh_config: str | None = None
     # Whether a password may be asked on the terminal (sudo with --become).
     interactive: bool = False
+    # Tries, one second apart, of a connect that failed in a way a later try may not (OpenSSH's
+    # ConnectionAttempts); None: the host's ssh_config ConnectionAttempts, else 1.
+    connect_attempts: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.connect_attempts is not None and self.connect_attempts < 1:
+            raise ValueError(f"connect_attempts is {self.connect_attempts}: one attempt at least")
 
 
 def connect(target: str, options: ConnectOptions = ConnectOptions(), name: str | None = None) -> Host:

@@ -8,10 +8,12 @@ is refused unless the user trusts new keys explicitly; a changed one is always r
 from __future__ import annotations
 
 import dataclasses
+import errno
 import getpass
 import glob
 import io
 import ipaddress
+import logging
 import os
 import re
 import secrets
@@ -38,6 +40,10 @@ from converge.hosts.remote_script import (
     write_arguments,
 )
 from converge.reads import CommandResult, Facts, Read, ReadFile
+
+# paramiko logs a failed connect with its traceback (ERROR); with no handler configured Python
+# prints that on stderr, for every host and every try. The host's error carries the reason.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 _MATCH_EXEC = re.compile(r"^\s*match\b.*\bexec\b", re.IGNORECASE | re.MULTILINE)
 
@@ -152,28 +158,100 @@ class _UnknownHostKey(paramiko.MissingHostKeyPolicy):
         known_hosts.record(self.record_in, hostname, key, hashed=self.hashed)
 
 
-def _connect_error(where: str, error: BaseException, timeout: float) -> HostError:
+class _HandshakeTimeoutError(TimeoutError):
+    """paramiko's start_client stopped waiting for the banner or key exchange to end; what it
+    raises then ("No existing session") does not say so. The message says where it stopped."""
+
+
+# paramiko wraps what cut the reading of the host's banner short (a timeout, a reset, the host
+# closing) in an SSHException of this message, without its reason; the wrapped one says it.
+_BANNER_ERROR = "Error reading SSH protocol banner"
+# A connect that failed with one of these may succeed a second later (ssh_config(5) ConnectionAttempts).
+_RETRIED_ERRNOS = frozenset({
+    errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE, errno.ETIMEDOUT,
+    errno.EHOSTUNREACH, errno.ENETUNREACH,
+})
+
+
+def _banner_cause(error: BaseException) -> BaseException | None:
+    if isinstance(error, paramiko.SSHException) and str(error).startswith(_BANNER_ERROR):
+        return error.__context__
+    return None
+
+
+def _described(error: BaseException) -> str:
+    """Never empty: an exception's message, with its type, or its type alone (EOFError() has no message)."""
+    message = str(error).strip()
+    return f"{message} ({type(error).__name__})" if message else type(error).__name__
+
+
+def _os_failure(error: BaseException) -> str:
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    return (error.strerror if isinstance(error, OSError) else None) or _described(error)
+
+
+def _connect_failure(error: BaseException, timeout: float) -> str:
+    """Why a connect failed, in words; never empty."""
     match error:
-        case HostError():
-            return error
         case socket.gaierror():
-            return HostError(f"{where}: cannot resolve host name ({error.strerror})")
+            return f"cannot resolve host name ({error.strerror or _described(error)})"
         case paramiko.BadHostKeyException():
-            return HostError(
-                f"{where}: HOST KEY CHANGED: known_hosts has {error.expected_key.fingerprint}, the host offered "
+            return (
+                f"HOST KEY CHANGED: known_hosts has {error.expected_key.fingerprint}, the host offered "
                 f"{error.key.fingerprint}. This may be an attack; if the change is expected, remove the old key "
                 f"(ssh-keygen -R HOST) and trust the new one"
             )
         case paramiko.AuthenticationException():
-            return HostError(f"{where}: authentication failed ({error}); check the user, keys and agent")
-        case TimeoutError() | socket.timeout():
-            return HostError(f"{where}: timed out after {timeout:g} s")
-        case paramiko.ssh_exception.NoValidConnectionsError() | ConnectionRefusedError():
-            return HostError(f"{where}: connection refused")
+            return f"authentication failed ({_described(error)}); check the user, keys and agent"
+        case paramiko.SSHException() if _banner_cause(error) is not None:
+            cause = _banner_cause(error)
+            assert cause is not None
+            if isinstance(cause, TimeoutError):
+                return f"timed out after {timeout:g} s waiting for the host's SSH banner"
+            return _connect_failure(cause, timeout)
+        case _HandshakeTimeoutError():
+            return f"timed out after {timeout:g} s {error}"
+        case TimeoutError():
+            return f"timed out after {timeout:g} s"
+        case EOFError():
+            return f"connection closed by the host during the SSH handshake ({_described(error)})"
+        case paramiko.ChannelException():
+            return f"the jump host could not open a connection to it ({error.text or error.code})"
+        case paramiko.ssh_exception.NoValidConnectionsError():
+            return ", ".join(sorted({_os_failure(each) for each in error.errors.values()})) or _described(error)
         case OSError():
-            return HostError(f"{where}: {error.strerror or error}")
+            return _os_failure(error)
         case _:
-            return HostError(f"{where}: {error or type(error).__name__}")
+            return _described(error)
+
+
+def _connect_error(where: str, error: BaseException, timeout: float, attempts: int = 1) -> HostError:
+    if isinstance(error, HostError):  # says it all already (a host key refused, a ProxyJump hop's failure)
+        return error
+    tries = f" ({attempts} attempts)" if attempts > 1 else ""
+    return HostError(f"{where}: {_connect_failure(error, timeout)}{tries}")
+
+
+def _worth_retrying(error: BaseException) -> bool:
+    """Whether a later try of a connect that failed so may succeed: one that timed out, was
+    refused, reset, found no route or was closed during the handshake (a host still booting, a
+    listener or a network overwhelmed). Never an authentication failure (sshd counts them), a host
+    key problem, a name that does not resolve or anything else converge refused (HostError)."""
+    match error:
+        case HostError() | socket.gaierror() | paramiko.BadHostKeyException() | paramiko.AuthenticationException():
+            return False
+        case paramiko.SSHException() if _banner_cause(error) is not None:
+            cause = _banner_cause(error)
+            return cause is not None and _worth_retrying(cause)
+        case TimeoutError() | EOFError() | paramiko.ssh_exception.NoValidConnectionsError():
+            return True
+        case paramiko.ChannelException():  # through a jump host: it could not connect to the target
+            return error.code == paramiko.common.OPEN_FAILED_CONNECT_FAILED
+        case OSError():
+            return error.errno in _RETRIED_ERRNOS
+        case _:
+            return False
 
 
 _INCLUDE = re.compile(r"^\s*include\s+(?P<patterns>.+?)\s*$", re.IGNORECASE)
@@ -227,16 +305,13 @@ class SSHHost(Host):
         self.user = check_user_name(parsed.user or config.get("user") or getpass.getuser(), f"{target}: User")
         for hop in self._jump_hops(config):
             SSHTarget.parse(hop)
-        where = f"{self.user}@{self.hostname}:{self.port}"
+        self._where = f"{self.user}@{self.hostname}:{self.port}"
         self._jump: SSHHost | None = None
         self._lock_channel: Any = None
         self._lock_files: tuple[Any, ...] = ()
         self._config = config
-        try:
-            self._client = self._connect(config, options)
-        except Exception as error:
-            self.close()
-            raise _connect_error(where, error, options.timeout) from error
+        self._attempts = options.connect_attempts or self._config_attempts(config, target, options)
+        self._client = self._connect_with_attempts()
         self._sudo: list[str] = []
         self._sudo_password: str | None = None
         if options.become and self.user != "root":
@@ -249,14 +324,26 @@ class SSHHost(Host):
             raise HostError(f"{target}: ssh_config Port {text!r} is not a port number")
         return int(text)
 
+    @classmethod
+    def _config_attempts(cls, config: paramiko.SSHConfigDict, target: str, options: ConnectOptions) -> int:
+        text = str(config.get("connectionattempts", 1))
+        if not (text.isascii() and text.isdigit() and int(text) > 0):
+            raise HostError(f"{target}: ssh_config {cls._config_path(options)}: ConnectionAttempts {text!r} "
+                            "is not a number of attempts (a whole number, 1 or more)")
+        return int(text)
+
     @staticmethod
     def _jump_hops(config: paramiko.SSHConfigDict) -> list[str]:
         jump = config.get("proxyjump", "")
         return [] if not jump or jump.lower() == "none" else jump.split(",")
 
     @staticmethod
-    def _ssh_config(options: ConnectOptions) -> paramiko.SSHConfig:
-        path = options.ssh_config or os.path.expanduser("~/.ssh/config")
+    def _config_path(options: ConnectOptions) -> str:
+        return options.ssh_config or os.path.expanduser("~/.ssh/config")
+
+    @classmethod
+    def _ssh_config(cls, options: ConnectOptions) -> paramiko.SSHConfig:
+        path = cls._config_path(options)
         if not os.path.exists(path):
             return paramiko.SSHConfig()
         text = _with_includes(path)
@@ -267,8 +354,32 @@ class SSHHost(Host):
             setattr(paramiko.config, "invoke_import_error", None)  # noqa: B010
         return paramiko.SSHConfig.from_file(io.StringIO(text))
 
+    def _connect_with_attempts(self) -> paramiko.SSHClient:
+        """A connected client, after up to `self._attempts` tries one second apart (as OpenSSH's
+        ConnectionAttempts) of a connect that failed in a way a later try may not; each try is a
+        fresh connection, through fresh jump hosts. The error says how many tries were made."""
+        for attempt in range(1, self._attempts + 1):
+            try:
+                return self._connect(self._config, self.options)
+            except Exception as error:
+                if attempt == self._attempts or not _worth_retrying(error):
+                    raise _connect_error(self._where, error, self.options.timeout, attempt) from error
+            time.sleep(1.0)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
     def _connect(self, config: paramiko.SSHConfigDict, options: ConnectOptions) -> paramiko.SSHClient:
+        """One try: a client connected and authenticated, or the exception of the failed one
+        (closed, with its jump hosts)."""
         client = paramiko.SSHClient()
+        try:
+            self._connect_client(client, config, options)
+        except BaseException:
+            client.close()
+            self._close_jump()
+            raise
+        return client
+
+    def _connect_client(self, client: paramiko.SSHClient, config: paramiko.SSHConfigDict, options: ConnectOptions) -> None:
         user_files, global_files = known_hosts.files_of(config)
         known = known_hosts.lookup([*user_files, *global_files], known_hosts.key_name(self.hostname, self.port))
         for key in reversed(known.keys):  # the first line of each type wins, as in OpenSSH
@@ -291,17 +402,23 @@ class SSHHost(Host):
         identity = [os.path.expanduser(path) for path in config.get("identityfile", [])]
         if options.identity:
             identity.insert(0, options.identity)
-        client.connect(
-            self.hostname, port=self.port, username=self.user, key_filename=cast(Any, identity or None),  # a list works
-            timeout=options.timeout, banner_timeout=options.timeout, auth_timeout=options.timeout,
-            allow_agent=True, look_for_keys=not identity, sock=sock, transport_factory=_transport,
-        )
+        try:
+            client.connect(
+                self.hostname, port=self.port, username=self.user, key_filename=cast(Any, identity or None),  # a list works
+                timeout=options.timeout, banner_timeout=options.timeout, auth_timeout=options.timeout,
+                allow_agent=True, look_for_keys=not identity, sock=sock, transport_factory=_transport,
+            )
+        except paramiko.SSHException as error:
+            transport = client.get_transport()
+            if transport is not None and transport.is_active() and not getattr(transport, "initial_kex_done", True):
+                banner_read = bool(getattr(transport, "remote_version", ""))
+                raise _HandshakeTimeoutError("during the SSH key exchange" if banner_read else
+                                             "waiting for the host's SSH banner") from error
+            raise
         transport = client.get_transport()
         offered = transport.get_remote_server_key() if transport else None
         if offered is not None and known.is_revoked(offered):
-            client.close()
             raise _revoked_error(self.hostname, offered)
-        return client
 
     def _start_become(self) -> None:
         """Use sudo for everything; ask the password once per run on a terminal if sudo needs one."""
@@ -387,7 +504,11 @@ class SSHHost(Host):
         transport = self._client.get_transport()
         if transport is None or not transport.is_active():
             self._client.close()
-            self._client = self._connect(self._config, self.options)
+            self._close_jump()
+            try:
+                self._client = self._connect_with_attempts()
+            except HostError as error:
+                raise HostError(f"{self.name}: connection lost, and reconnecting failed: {error}") from error
         return self._client.exec_command(command, timeout=None)
 
     def _privileged(self, argv: Sequence[str], stdin: bytes = b"") -> CommandResult:
@@ -482,5 +603,9 @@ class SSHHost(Host):
         client = getattr(self, "_client", None)
         if client is not None:
             client.close()
+        self._close_jump()
+
+    def _close_jump(self) -> None:
         if self._jump is not None:
             self._jump.close()
+            self._jump = None
