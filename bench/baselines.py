@@ -40,7 +40,7 @@ CONTROLLER_ALLOWED = (f"sed -i '/^COMMIT/i -A ufw-before-input -s {CONTROLLER_AD
                       " /etc/ufw/before.rules")
 # RHEL's policy is called "targeted"; Debian's reference policy stands in for it.
 PREPARE_RHEL = ("mkdir -p /run/sshd && cp -a /etc/selinux/default /etc/selinux/targeted"
-                " && cp -a /var/lib/selinux/default /var/lib/selinux/targeted")
+                " && cp -a /var/lib/selinux/default /var/lib/selinux/targeted && " + APT_CACHE)
 
 # The files converge writes for each provider, which the peers install under their own names.
 PEER_FILES: dict[str, dict[str, str]] = {

@@ -46,6 +46,8 @@ def _pattern_matches(pattern: str, name: str) -> bool:
         except (ValueError, binascii.Error):
             return False
         return hmac.compare_digest(hmac.new(salt, name.encode(), hashlib.sha1).digest(), digest)
+    if "*" not in pattern and "?" not in pattern:  # most lines: one exact name (a fleet's known_hosts is long)
+        return pattern.lower() == name.lower()
     expression = re.escape(pattern.lower()).replace(r"\*", ".*").replace(r"\?", ".")
     return re.fullmatch(expression, name.lower()) is not None
 
