@@ -33,6 +33,9 @@ def _tree(tmp_path: Path) -> list[Read]:
     (tmp_path / "conf.d" / "notes.txt").write_text("not matched\n")
     os.link(tmp_path / "conf.d" / "10-a.conf", tmp_path / "hard-link.conf")  # tar stores it as a link
     (tmp_path / "weird name 'quoted' $x.txt").write_text("ünïcode\n\ttabs  and  spaces\n")
+    # A link into /proc stats as a regular empty file, as /etc/mtab does: tar would store it empty.
+    (tmp_path / "conf.d" / "60-proc-link.conf").symlink_to("/proc/sys/kernel/osrelease")
+    (tmp_path / "empty").write_text("")
     return [
         ReadFile(str(tmp_path / "conf.d" / "10-a.conf")),
         ReadFile(str(tmp_path / "hard-link.conf")),
@@ -55,6 +58,8 @@ def _tree(tmp_path: Path) -> list[Read]:
         RunCommand(("no-such-tool-anywhere", "--version")),
         Which("sh"),
         Which("no-such-tool-anywhere"),
+        ReadFile(str(tmp_path / "conf.d" / "60-proc-link.conf")),
+        ReadFile(str(tmp_path / "empty")),
     ]
 
 
@@ -104,6 +109,9 @@ def test_batch_answers_match_the_local_host(tmp_path: Path, sabotage: str) -> No
     assert remote[reads[15]].stdout == "$(reboot); `id`"  # arguments are data, never code
     assert list(remote[reads[7]]) == sorted(remote[reads[7]])
     assert str(tmp_path / "conf.d" / "99-link.conf") in remote[reads[7]]
+    assert remote[reads[20]] == remote[reads[9]] != ""  # the link into /proc, read to its end
+    assert remote[reads[7]][str(tmp_path / "conf.d" / "60-proc-link.conf")] == remote[reads[9]]
+    assert remote[reads[21]] == ""
 
 
 def test_a_batch_is_one_archive_when_the_host_has_tar(tmp_path: Path) -> None:

@@ -65,9 +65,11 @@ def _read_file(index: int, path: str) -> str:
     if not _archivable(path):
         return _read_one(index, path)
     p = shlex.quote(path)
-    # Pseudo files are listed for the one cp after the lanes; regular files go to tar's arguments.
-    queue = f"echo {p} >>\"$t/pseudo\"; echo '{index} pseudo'" if path.startswith(_PSEUDO) else \
-        f"set -- \"$@\" {p}; echo '{index} tar'"
+    # Files that stat as empty (pseudo files, a link into /proc such as /etc/mtab, empty files)
+    # are listed for the one cp after the lanes, which reads to the end; others go to tar's arguments.
+    pseudo = f"printf '%s\\n' {p} >>\"$t/pseudo\"; q{index}=1; echo '{index} pseudo'"
+    queue = pseudo if path.startswith(_PSEUDO) else \
+        f"if [ -s {p} ]; then set -- \"$@\" {p}; echo '{index} tar'; else {pseudo}; fi"
     return f"if [ -f {p} ] && [ -r {p} ]; then {queue}; else {_read_one(index, path)}; fi"
 
 
@@ -109,18 +111,22 @@ def _read_glob(index: int, pattern: str) -> str:
     return f"{_find(pattern)} >{listing}; echo '{index} glob'"
 
 
+# Whether the match in $p stats as empty (a pseudo file, a link to one, an empty file): copied by cp.
+_STATS_EMPTY = 'case $p in /proc/*|/sys/*) true;; *) [ ! -s "$p" ];; esac'
+
+
 def _note_pseudo_matches(index: int) -> str:
-    return f"while IFS= read -r p; do case $p in /proc/*|/sys/*) echo \"$p\" >>\"$t/pseudo\";; esac; done <\"$t/g{index}\""
+    return f"while IFS= read -r p; do if {_STATS_EMPTY}; then printf '%s\\n' \"$p\" >>\"$t/pseudo\"; fi; done <\"$t/g{index}\""
 
 
 def _queue_matches(index: int) -> str:
-    """A glob's matches join tar's arguments: copied pseudo files from $t/p, a pseudo file cp could
-    not copy on a line of its own."""
+    """A glob's matches join tar's arguments: those that stat as empty from their copies in $t/p,
+    one cp could not copy on a line of its own."""
     one = f"echo \"{index} file $(printf %s \"$p\" | base64 -w0) $(b \"$p\" 2>/dev/null || echo '!')\""
     return (
-        f"while IFS= read -r p; do case $p in /proc/*|/sys/*) "
-        f"if [ -f \"$t/p$p\" ]; then set -- \"$@\" \"$t/p$p\"; else {one}; fi;; "
-        f"*) set -- \"$@\" \"$p\";; esac; done <\"$t/g{index}\""
+        f"while IFS= read -r p; do if {_STATS_EMPTY}; then "
+        f"if [ -f \"$t/p$p\" ]; then set -- \"$@\" \"$t/p$p\"; else {one}; fi; "
+        f"else set -- \"$@\" \"$p\"; fi; done <\"$t/g{index}\""
     )
 
 
@@ -149,9 +155,9 @@ def _archive(reads: Sequence[Read]) -> list[str]:
         match read:
             case ReadFile(path) if _archivable(path):
                 one_by_one.append(_read_one(index, path))
-                if path.startswith(_PSEUDO):
-                    copy = shlex.quote(f"/p{path}")
-                    pseudo.append(f"if [ -f \"$t\"{copy} ]; then set -- \"$@\" \"$t\"{copy}; else {_read_one(index, path)}; fi")
+                copy = shlex.quote(f"/p{path}")
+                pseudo.append(f"if [ -n \"${{q{index}:-}}\" ]; then if [ -f \"$t\"{copy} ]; then "
+                              f"set -- \"$@\" \"$t\"{copy}; else {_read_one(index, path)}; fi; fi")
             case ReadGlob():
                 if index in globs:
                     one_by_one.append(_glob_one_by_one(index, f"\"$t/g{index}\""))
@@ -334,8 +340,9 @@ class _Answers:
         if index not in self.ended:  # answered by the archive: its listing of matches, each file's text
             listing = self.member(f"{self.temporary}/g{index}") or ""
             for path in listing.split("\n")[:-1]:
-                if path not in matches:
-                    matches[path] = self.member(self.temporary + "/p" + path if path.startswith(_PSEUDO) else path)
+                if path not in matches:  # in the archive, or (if it stats as empty) its copy is
+                    found = self.member(path)
+                    matches[path] = self.member(self.temporary + "/p" + path) if found is None else found
         found: dict[str, str] = {}
         for path in sorted(matches):  # as LocalHost: glob.glob's matches, sorted
             text = matches[path]
