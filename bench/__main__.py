@@ -11,6 +11,7 @@ controller, the hosts' CPU time (their SSH sessions), peak RSS, SSH sessions fro
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -18,10 +19,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench import baselines, report
 from bench.baselines import Workload
-from bench.measure import Series, apply_scenario, plan_scenario, run_once
+from bench.measure import Run, Series, apply_scenario, plan_scenario, run_once
 from bench.peers import ensure_peers, peer_versions
 from bench.tools import Floor, Tool, all_tools, write_ansible_config
 from converge.engine import host_reads
@@ -51,6 +53,9 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fleet", default=None, help="comma-separated host counts of the fleet (default 50,100,200; quick 10)")
     parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
     parser.add_argument("--write-readme", type=Path, metavar="README", help="write the tables between the markers of this file")
+    parser.add_argument("--from-results", type=Path, metavar="JSON",
+                        help="measure nothing: render the tables of an earlier run from its raw results "
+                             "(bench/.work/results-*.json)")
     options = parser.parse_args(argv)
     default_workloads = "ubuntu-web,fleet" if options.quick else ",".join(WORKLOADS)
     options.workloads = tuple(w for w in (options.workloads or default_workloads).split(",") if w)
@@ -202,8 +207,33 @@ def fleet_workload(network: SSHNetwork, tools: dict[str, Tool], workdir: Path, o
         require_no_op(f"fleet {count}", results[count])
 
 
+def rendered(meta: dict[str, object], one_host: dict[str, dict[str, dict[str, Series]]],
+             fleet: dict[int, dict[str, Series]]) -> str:
+    return report.render(meta, report.tables(one_host, fleet, FLEET_ONLY), report.targets(one_host, fleet))
+
+
+def from_results(path: Path, readme: Path | None) -> int:
+    """The tables of an earlier run, rendered again from its raw figures (nothing is measured)."""
+    raw = json.loads(path.read_text())
+
+    def series(entries: list[dict[str, Any]]) -> dict[str, Series]:
+        return {entry["tool"]: Series(entry["tool"], [Run(**run) for run in entry["runs"]]) for entry in entries}
+
+    one_host = {workload: {scenario: series(entries) for scenario, entries in scenarios.items()}
+                for workload, scenarios in raw["one_host"].items()}
+    fleet = {int(count): series(entries) for count, entries in raw["fleet"].items()}
+    text = rendered(raw["meta"], one_host, fleet)
+    print(text)
+    if readme:
+        report.write(readme, text)
+        log(f"wrote {readme} from {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     options = arguments(argv)
+    if options.from_results:
+        return from_results(options.from_results, options.write_readme)
     started = time.monotonic()
     peers_bin = ensure_peers(log)
     workdir = Path(tempfile.mkdtemp(prefix="converge-bench-"))
@@ -233,9 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     meta["duration"] = f"{time.monotonic() - started:.0f} s"
     meta["load at end"] = " ".join(f"{value:.1f}" for value in os.getloadavg())
-    tables = report.tables(one_host, fleet, FLEET_ONLY)
-    notes = report.targets(one_host, fleet)
-    text = report.render(meta, tables, notes)
+    text = rendered(meta, one_host, fleet)
     print(text)
     raw = {"meta": meta, "one_host": {w: {s: [x.as_dict() for x in series.values()] for s, series in v.items()}
                                       for w, v in one_host.items()},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,8 @@ import pytest
 import yaml
 
 from bench import baselines, report, workload
+from bench.__main__ import main as bench_main
+from bench.__main__ import rendered
 from bench.measure import Run, Series, reaped_cpu_seconds
 from bench.tools import Ansible, Converge, Pyinfra, Tool
 
@@ -123,6 +126,29 @@ def test_the_targets_say_met_or_not_met_with_the_figure() -> None:
     assert "| 200 hosts ≤ 2× the 200-host floor | 1.50× | met |" in rows
     assert "| controller CPU ≤ 10 ms per extra host | 10.1 ms | not met |" in rows
     assert "| peak RSS ≤ 150 MiB at 200 hosts | 160 MiB | not met |" in rows
+    # A missed target says what bounds it, from the same run's figures.
+    pyinfra = next(row for row in rows.splitlines() if "7× pyinfra" in row)
+    assert pyinfra.endswith("the floor running converge's read script takes 0.90 s; converge 1.11× that; "
+                            "the hosts' CPU 0.10 s (their own tools) of 1.00 s wall |")
+    assert "the floor (a connect, one exec) costs 0.0 ms of controller CPU per extra host by itself |" in rows
+    assert rows.count("| met |  |") == 4  # a met target has nothing to explain
+    assert "| 160 MiB | not met | the floor's process (paramiko, 200 transports) peaks at 50 MiB |" in rows
+
+
+def test_an_earlier_run_renders_again_from_its_raw_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plan = {"converge": _series("converge", 1.0), "floor": _series("floor", 0.5), "floor+reads": _series("floor+reads", 0.9)}
+    fleet = {1: {"converge": _series("converge", 1.0, cpu=0.5), "floor": _series("floor", 0.5)},
+             50: {"converge": _series("converge", 3.0, cpu=1.5), "floor": _series("floor", 1.0)}}
+    meta = {"date": "2026-12-02T05:00Z", "command": "python -m bench", "duration": "10 s", "load at end": "1.0",
+            "machine": {"cpu": "test"}, "versions": {"converge": "0.1.0"}}
+    raw = {"meta": meta, "one_host": {"ubuntu-web": {"plan": [x.as_dict() for x in plan.values()]}},
+           "fleet": {str(n): [x.as_dict() for x in series.values()] for n, series in fleet.items()}}
+    (tmp_path / "results.json").write_text(json.dumps(raw))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{report.START}\nold\n{report.END}\n")
+    assert bench_main(["--from-results", str(tmp_path / "results.json"), "--write-readme", str(readme)]) == 0
+    assert readme.read_text() == rendered(meta, {"ubuntu-web": {"plan": plan}}, fleet) + "\n"
+    assert "| 50 hosts ≤ 2× the 50-host floor | 3.00× | not met |" in capsys.readouterr().out
 
 
 def test_the_tables_replace_only_what_is_between_the_markers(tmp_path: Path) -> None:
