@@ -10,6 +10,8 @@ import pytest
 
 from converge.provider import ParseError
 from converge.providers.selinux.parse import parse_boolean_list, parse_port_list
+from converge.providers.selinux.provider import SelinuxProvider
+from converge.providers.selinux.spec import SelinuxSpec
 from converge.providers.selinux.store import BOOLEANS, PORTS, parse_booleans, parse_ports
 from tests.testhost import TestHost
 
@@ -55,8 +57,18 @@ def test_a_store_that_cannot_be_read_is_the_tools_error(tmp_path: Path) -> None:
         bare.close()
 
 
-@pytest.mark.parametrize(("parse", "text"), [(parse_booleans, "httpd_x maybe\n"), (parse_booleans, "lonely\n"),
-                                             (parse_ports, "tcp 80\n"), (parse_ports, "icmp 80 x_port_t\n")])
+@pytest.mark.parametrize(("parse", "text"), [(parse_booleans, "boolean httpd_x maybe\n"), (parse_booleans, "boolean lonely\n"),
+                                             (parse_ports, "port tcp 80\n"), (parse_ports, "port icmp 80 x_port_t\n"),
+                                             (parse_ports, "httpd_x 1\n")])
 def test_unreadable_lines_are_named(parse: object, text: str) -> None:
     with pytest.raises(ParseError, match=text.strip()):
         parse(text)  # type: ignore[operator]
+
+
+def test_one_process_reads_both_lists() -> None:
+    """libsemanage lets one reader hold the store and makes a second wait a second: a plan
+    declaring booleans and ports reads both lists in one process, one command of the batch."""
+    spec = SelinuxSpec.model_validate({"booleans": {"httpd_can_network_connect": True},
+                                       "ports": [{"port": "8080", "protocol": "tcp", "type": "http_port_t"}]})
+    store_reads = {read for read in SelinuxProvider().reads(spec) if "selinux-store" in getattr(read, "argv", ())}
+    assert store_reads == {BOOLEANS} and BOOLEANS is PORTS
