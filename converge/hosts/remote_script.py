@@ -341,8 +341,8 @@ class _Answers:
             listing = self.member(f"{self.temporary}/g{index}") or ""
             for path in listing.split("\n")[:-1]:
                 if path not in matches:  # in the archive, or (if it stats as empty) its copy is
-                    found = self.member(path)
-                    matches[path] = self.member(self.temporary + "/p" + path) if found is None else found
+                    archived = self.member(path)
+                    matches[path] = self.member(self.temporary + "/p" + path) if archived is None else archived
         found: dict[str, str] = {}
         for path in sorted(matches):  # as LocalHost: glob.glob's matches, sorted
             text = matches[path]
