@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import io
 import os
@@ -183,9 +184,13 @@ def _archive(reads: Sequence[Read]) -> list[str]:
 
 
 def batch_script(reads: Sequence[Read]) -> str:
-    """A script answering every read: `INDEX KIND ...` lines and one archive line (see the module's doc).
+    """A script answering every read: `INDEX KIND ...` lines and one archive line (see the module's doc)."""
+    return _batch_script(tuple(reads))
 
-    Files and `command -v` are answered in order by the script itself; commands and globs in
+
+@functools.lru_cache(maxsize=32)  # a fleet's hosts mostly share one baseline: one script for all
+def _batch_script(reads: tuple[Read, ...]) -> str:
+    """Files and `command -v` are answered in order by the script itself; commands and globs in
     LANES background lanes writing to files of their own, printed whole once all have ended (the
     answers' lines are tagged with their read, so their order between reads does not matter)."""
     inline: list[str] = []
@@ -268,7 +273,13 @@ def _members(encoded: str) -> dict[str, str]:
                 handle = tar.extractfile(member) if member.isfile() or member.islnk() else None
                 if handle is not None:
                     unpacked[member.name] = handle.read()
-    return {os.path.normpath("/" + name): data.decode("utf-8", errors="surrogateescape") for name, data in unpacked.items()}
+    return {_absolute(name): data.decode("utf-8", errors="surrogateescape") for name, data in unpacked.items()}
+
+
+def _absolute(name: str) -> str:
+    """A member's path as the script named it (tar drops the leading '/'); normpath only when needed."""
+    path = "/" + name
+    return os.path.normpath(path) if "//" in path or "/." in path or path.endswith("/") else path
 
 
 class _Answers:
@@ -327,7 +338,7 @@ class _Answers:
     def member(self, path: str) -> str | None:
         if self.archive is None:
             raise ValueError("no archive, and answers missing")
-        return self.archive.get(os.path.normpath(path))
+        return self.archive.get(_absolute(path[1:]) if path.startswith("/") else os.path.normpath(path))
 
     def file(self, index: int, path: str) -> object:
         """A file queued for the archive: from it (pseudo files from their copy), else unreadable."""

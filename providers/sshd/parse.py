@@ -30,11 +30,15 @@ class Directive:
     match: str | None
 
 
+_KEYWORD_LINE = re.compile(r"([A-Za-z0-9]+)(?:\s*=\s*|\s+|$)(.*)")
+_EFFECTIVE_KEYWORD = re.compile(r"[a-z0-9]+")
+
+
 def _words(path: str, number: int, text: str) -> tuple[str, str] | None:
     line = text.strip()
     if not line or line.startswith("#"):
         return None
-    found = re.match(r"([A-Za-z0-9]+)(?:\s*=\s*|\s+|$)(.*)", line)
+    found = _KEYWORD_LINE.match(line)
     if not found:
         raise ParseError(path, f"line {number}: not a `Keyword value` line", text)
     return found[1].lower(), found[2].strip()
@@ -92,7 +96,7 @@ def effective(text: str, where: str) -> dict[str, list[str]]:
         if not line.strip():
             continue
         keyword, _, value = line.partition(" ")
-        if not re.fullmatch(r"[a-z0-9]+", keyword):
+        if not _EFFECTIVE_KEYWORD.fullmatch(keyword):
             raise ParseError(where, "not a `keyword value` line", line)
         values.setdefault(keyword, []).append(value.strip())
     if "port" not in values:

@@ -204,7 +204,10 @@ def not_applicable_keys(facts: Facts, keys: Sequence[str], missing: Sequence[str
             if key in INITIAL_NAMESPACE_ONLY:
                 found[key] = (f"not applicable here: this host is a container ({'; '.join(signals)}), whose network "
                               f"namespace has no {key} (the initial namespace's only): {ON_THE_HOST}")
-    mounts = read_only_mounts(facts.file(MOUNTINFO) or "")
+    # Only the mounts at or above /proc/sys or below it can hold a key: a host's other mounts (a
+    # container host has hundreds) need not be looked at once per key.
+    mounts = {point: read_only for point, read_only in read_only_mounts(facts.file(MOUNTINFO) or "").items()
+              if point.startswith(PROC_SYS) or PROC_SYS.startswith(point.rstrip("/") + "/")}
     for key in keys:
         point = read_only_at(mounts, proc_path(key))
         if point is not None and key not in missing:
