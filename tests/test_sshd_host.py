@@ -9,6 +9,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+from converge.providers.sshd.provider import STAGED_SCRIPT
 from tests.testhost import TestHost
 
 WORKTREE = Path(__file__).resolve().parent.parent
@@ -92,3 +93,24 @@ def test_capture_writes_what_the_admin_set(test_host: TestHost) -> None:
     assert table == {"AcceptEnv": ["LANG", "LC_*"], "AllowGroups": ["admin", "ops"], "KbdInteractiveAuthentication": False,
                      "MaxAuthTries": 4, "Port": [2222], "PrintMotd": False, "UsePAM": True, "X11Forwarding": True}
     # PasswordAuthentication (sshd's default, set in no file) and Banner (in a Match block) are not captured.
+
+
+def test_the_staged_configuration_is_evaluated_only_when_it_differs(test_host: TestHost) -> None:
+    """A no-op plan's staged configuration is the live one: the staged read says so instead of
+    running sshd -T a second time; any other content is evaluated by sshd -T."""
+    drop_in = "/etc/ssh/sshd_config.d/00-converge.conf"
+    content = "# Managed by converge.\nMaxAuthTries 3\n"
+    test_host.run(["sh", "-c", "mkdir -p /run/sshd && ssh-keygen -A >/dev/null"])
+    test_host.write(drop_in, content)
+    try:
+        same = test_host.run(["sh", "-c", STAGED_SCRIPT, "sshd-staged", content])
+        assert same.stdout == "unchanged\n"
+        other = test_host.run(["sh", "-c", STAGED_SCRIPT, "sshd-staged", content.replace("3", "4")])
+        assert other.stdout.startswith("connection ") and "\nmaxauthtries 4\n" in other.stdout
+        # Drop-ins not read first (Include not sshd_config's first line): evaluated, never assumed.
+        test_host.run(["sed", "-i", "s#^Include /etc/ssh/sshd_config.d/\\*.conf#\\#&#", "/etc/ssh/sshd_config"])
+        unincluded = test_host.run(["sh", "-c", STAGED_SCRIPT, "sshd-staged", content])
+        assert "\nmaxauthtries 3\n" in unincluded.stdout
+    finally:
+        test_host.run(["sed", "-i", "s#^\\#\\(Include /etc/ssh/sshd_config.d/\\*.conf\\)#\\1#", "/etc/ssh/sshd_config"])
+        test_host.run(["rm", "-f", drop_in])

@@ -54,17 +54,24 @@ printf 'connection %s\npid %s\n%s\n' "$spec" "$(cat "$pidfile" 2>/dev/null | hea
 """
 # The same for the configuration the baseline stages: sshd_config and sshd_config.d copied to a
 # temporary directory, converge's drop-in replaced by $1, the Include line added if it is not first.
+# When the drop-in already holds $1 and is included first, the staged configuration is the live
+# one: it prints UNCHANGED instead of running sshd -T a second time (a no-op plan's usual case).
 STAGED_SCRIPT = "staged=$1\n" + _CONNECTION + r"""
+first=$(grep -Ev '^[[:space:]]*(#|$)' /etc/ssh/sshd_config | head -n 1)
+case $first in
+    [Ii]nclude*sshd_config.d/\*.conf*) included=yes ;;
+    *) included= ;;
+esac
+current=/etc/ssh/sshd_config.d/00-converge.conf
+if [ -n "$included" ] && [ -f "$current" ] && [ "$(cat -- "$current"; echo .)" = "$staged." ]; then
+    echo unchanged; exit 0
+fi
 t=$(mktemp -d) || exit 1
 trap 'rm -rf "$t"' EXIT
 mkdir "$t/d"
 for f in /etc/ssh/sshd_config.d/*.conf; do [ -e "$f" ] && cp -- "$f" "$t/d/"; done
 printf '%s' "$staged" > "$t/d/00-converge.conf"
-first=$(grep -Ev '^[[:space:]]*(#|$)' /etc/ssh/sshd_config | head -n 1)
-case $first in
-    [Ii]nclude*sshd_config.d/\*.conf*) : > "$t/c" ;;
-    *) printf 'Include %s\n' "$t/d/*.conf" > "$t/c" ;;
-esac
+if [ -n "$included" ]; then : > "$t/c"; else printf 'Include %s\n' "$t/d/*.conf" > "$t/c"; fi
 sed "s#\(/etc/ssh/\)\{0,1\}sshd_config\.d/\*\.conf#$t/d/*.conf#g" /etc/ssh/sshd_config >> "$t/c"
 out=$("$(command -v sshd)" -T -f "$t/c" -C "$spec" 2>&1) || {
     printf '%s\n' "$out" | sed "s#$t/d#/etc/ssh/sshd_config.d#g; s#$t/c#/etc/ssh/sshd_config#g" >&2; exit 1; }
@@ -195,7 +202,8 @@ class SshdProvider(Provider[_Base, SshdLive]):
         units = facts.command(*SYSTEMD_UNITS)
         return SshdLive(
             str(facts.which("sshd")), sshd_config, facts.glob(DROP_IN_GLOB), now,
-            evaluated(staged.stdout, "sshd -T of the staged configuration"),
+            Evaluated(now.connection, now.values, None) if staged.stdout.strip() == "unchanged"
+            else evaluated(staged.stdout, "sshd -T of the staged configuration"),
             parse.systemd_unit(units.stdout) if units.ok else None, facts.file(PASSWD) or "", facts.file(GROUP) or "",
         )
 
