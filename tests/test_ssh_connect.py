@@ -18,7 +18,7 @@ import pytest
 
 from converge.errors import HostError
 from converge.hosts.paramiko_without_invoke import paramiko
-from converge.hosts.ssh import _connect_error, _worth_retrying
+from converge.hosts.ssh import _connect_error, _lost, _worth_retrying
 from tests.sshnet import SSHD_LOG, SSHNetwork, SSHTestHost
 
 BASELINE = "[sysctl]\nkernel.kptr_restrict = 2\n"
@@ -77,6 +77,12 @@ def test_an_exception_without_a_message_is_named_never_an_empty_reason() -> None
     assert str(_connect_error(WHERE, paramiko.AuthenticationException(), 60)) == (
         f"{WHERE}: authentication failed (AuthenticationException); check the user, keys and agent")
     assert str(_connect_error(WHERE, TimeoutError(), 60, attempts=3)) == f"{WHERE}: timed out after 60 s (3 attempts)"
+
+
+def test_a_connection_lost_mid_run_says_why() -> None:
+    assert _lost(EOFError()) == "the host closed the connection (EOFError)"
+    assert _lost(OSError("Socket is closed")) == "Socket is closed (OSError)"
+    assert _lost(paramiko.SSHException()) == "SSHException"
 
 
 def test_what_paramiko_wraps_in_its_banner_error_is_the_reason() -> None:

@@ -185,6 +185,11 @@ def _described(error: BaseException) -> str:
     return f"{message} ({type(error).__name__})" if message else type(error).__name__
 
 
+def _lost(error: BaseException) -> str:
+    """Why an open connection failed, never empty (paramiko raises a bare EOFError when the host closes it)."""
+    return f"the host closed the connection ({_described(error)})" if isinstance(error, EOFError) else _described(error)
+
+
 def _os_failure(error: BaseException) -> str:
     if isinstance(error, ConnectionRefusedError):
         return "connection refused"
@@ -457,7 +462,7 @@ class SSHHost(Host):
             stderr = err.decode("utf-8", errors="surrogateescape")
             status = channel_out.channel.recv_exit_status()
         except (paramiko.SSHException, OSError, EOFError) as error:
-            raise HostError(f"{self.name}: connection lost: {error}") from error
+            raise HostError(f"{self.name}: connection lost: {_lost(error)}") from error
         if status == -1:  # the channel closed without an exit status
             raise HostError(f"{self.name}: connection lost while running {argv[0]}")
         return CommandResult(tuple(argv), status, stdout, stderr)
@@ -576,7 +581,7 @@ class SSHHost(Host):
             line = stdout.readline()
             answer = (line.decode("utf-8", errors="replace") if isinstance(line, bytes) else line).strip()
         except (paramiko.SSHException, OSError, EOFError) as error:
-            raise HostError(f"{self.name}: cannot take the apply lock: {error}") from error
+            raise HostError(f"{self.name}: cannot take the apply lock: {_lost(error)}") from error
         if answer != "locked":
             if answer.startswith("busy"):
                 stdout.channel.close()
