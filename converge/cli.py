@@ -18,7 +18,7 @@ from converge import __version__
 from converge.baseline import Baseline, load_baseline
 from converge.engine import ApplyOptions, HostRun, Job, LockRequest, apply_fleet, capture_host, close_all, plan_fleet
 from converge.errors import ConvergeError
-from converge.hosts import ConnectOptions, Host, connect
+from converge.hosts import CONNECT_ATTEMPTS_HELP, ConnectOptions, Host, connect
 from converge.hosts.lock import holder_description
 from converge.inventory import limit_hosts, load_inventory
 from converge.plan import HostPlan, plan_exit_code, printable, render_text
@@ -45,13 +45,6 @@ def fleet_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         command = option(command)
     return connection_options(command)
-
-
-CONNECT_ATTEMPTS_HELP = (
-    "Tries, one second apart, of an SSH connect that timed out, was refused, reset, found no route or was "
-    "closed during the handshake (never of an authentication failure, a host key problem (changed, revoked, "
-    "unknown), a name that does not resolve or a sudo refusal). Default: ssh_config's ConnectionAttempts, else 1."
-)
 
 
 def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -26,6 +26,7 @@ import click
 
 from converge.baseline import META_TABLE, Baseline
 from converge.errors import ConvergeError, ProviderError
+from converge.hosts import CONNECT_ATTEMPTS_HELP
 from converge.reads import Facts, Read
 
 # The kinds a proposal can have, narrowest first; the first two and the last change no baseline.
@@ -333,11 +334,7 @@ def suggest_fleet(jobs: Sequence[Any], registry: Any, *, only: Sequence[str], si
 # The same SSH options as plan (converge.cli.connection_options; that module imports this one, so
 # they are repeated here, and tests/test_suggest_selinux.py checks that they stay the same).
 @click.option("--timeout", type=click.FloatRange(0.1), default=10.0, show_default=True, help="SSH connect timeout (s).")
-@click.option("--connect-attempts", type=click.IntRange(1), metavar="N",
-              help="Tries, one second apart, of an SSH connect that timed out, was refused, reset, found no route or "
-                   "was closed during the handshake (never of an authentication failure, a host key problem (changed, "
-                   "revoked, unknown), a name that does not resolve or a sudo refusal). Default: ssh_config's "
-                   "ConnectionAttempts, else 1.")
+@click.option("--connect-attempts", type=click.IntRange(1), metavar="N", help=CONNECT_ATTEMPTS_HELP)
 @click.option("--become", is_flag=True, help="Run privileged reads through sudo for a non-root SSH user.")
 @click.option("--identity", type=click.Path(exists=True, dir_okay=False), help="SSH private key to try first.")
 @click.option("--trust-new-host-keys", is_flag=True, help="Accept and record host keys not in known_hosts yet.")

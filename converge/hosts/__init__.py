@@ -115,6 +115,14 @@ class ConnectOptions:
             raise ValueError(f"connect_attempts is {self.connect_attempts}: one attempt at least")
 
 
+# What ConnectOptions.connect_attempts does, as every command taking --connect-attempts says it.
+CONNECT_ATTEMPTS_HELP = (
+    "Tries, one second apart, of an SSH connect that timed out, was refused, reset, found no route or was "
+    "closed during the handshake (never of an authentication failure, a host key problem (changed, revoked, "
+    "unknown), a name that does not resolve or a sudo refusal). Default: ssh_config's ConnectionAttempts, else 1."
+)
+
+
 def connect(target: str, options: ConnectOptions = ConnectOptions(), name: str | None = None) -> Host:
     """A host for a target string (SPEC section 2): `local`, or anything else over SSH."""
     if target == "local":

@@ -96,18 +96,23 @@ def _find(pattern: str) -> str:
     return f"find -L {shlex.quote(root)} -mindepth {depth} -maxdepth {depth} -type f {match}{hidden}2>/dev/null"
 
 
+def _glob_archived(pattern: str) -> bool:
+    """Whether a glob's matches go to the archive: not when tar would rewrite their names."""
+    return _archivable(_glob_root(pattern)[0])
+
+
+def _match_line(index: int) -> str:
+    """The match in $p on its own line, path and content base64-encoded ('!': unreadable)."""
+    return f"echo \"{index} file $(printf %s \"$p\" | base64 -w0) $(b \"$p\" 2>/dev/null || echo '!')\""
+
+
 def _glob_one_by_one(index: int, listing: str) -> str:
-    """Each match of a glob on its own line, path and content base64-encoded ('!': unreadable)."""
-    return (
-        f"while IFS= read -r p; do "
-        f"echo \"{index} file $(printf %s \"$p\" | base64 -w0) $(b \"$p\" 2>/dev/null || echo '!')\"; "
-        f"done <{listing}; echo '{index} end'"
-    )
+    return f"while IFS= read -r p; do {_match_line(index)}; done <{listing}; echo '{index} end'"
 
 
 def _read_glob(index: int, pattern: str) -> str:
     listing = f"\"$t/g{index}\""
-    if not _archivable(_glob_root(pattern)[0]):  # matches with names tar would rewrite
+    if not _glob_archived(pattern):
         return f"{_find(pattern)} >{listing}; {_glob_one_by_one(index, listing)}"
     return f"{_find(pattern)} >{listing}; echo '{index} glob'"
 
@@ -123,10 +128,9 @@ def _note_pseudo_matches(index: int) -> str:
 def _queue_matches(index: int) -> str:
     """A glob's matches join tar's arguments: those that stat as empty from their copies in $t/p,
     one cp could not copy on a line of its own."""
-    one = f"echo \"{index} file $(printf %s \"$p\" | base64 -w0) $(b \"$p\" 2>/dev/null || echo '!')\""
     return (
         f"while IFS= read -r p; do if {_STATS_EMPTY}; then "
-        f"if [ -f \"$t/p$p\" ]; then set -- \"$@\" \"$t/p$p\"; else {one}; fi; "
+        f"if [ -f \"$t/p$p\" ]; then set -- \"$@\" \"$t/p$p\"; else {_match_line(index)}; fi; "
         f"else set -- \"$@\" \"$p\"; fi; done <\"$t/g{index}\""
     )
 
@@ -149,8 +153,7 @@ def _which(index: int, name: str) -> str:
 def _archive(reads: Sequence[Read]) -> list[str]:
     """After the lanes: the pseudo files copied, then one tar of everything; if tar cannot, every
     archived answer on a line of its own instead."""
-    globs = [index for index, read in enumerate(reads)
-             if isinstance(read, ReadGlob) and _archivable(_glob_root(read.pattern)[0])]
+    globs = [index for index, read in enumerate(reads) if isinstance(read, ReadGlob) and _glob_archived(read.pattern)]
     pseudo, one_by_one = [], []
     for index, read in enumerate(reads):
         match read:
@@ -215,6 +218,8 @@ def _batch_script(reads: tuple[Read, ...]) -> str:
         lines += ["wait", " ".join(["cat", *(f'"$t/lane{number}"' for number in range(len(used)))])]
     lines += [*_archive(reads), "exit 0"]
     return "\n".join(lines) + "\n"
+
+
 def _decode(text: str) -> str:
     return base64.b64decode(text, validate=True).decode("utf-8", errors="surrogateescape")
 
@@ -338,7 +343,7 @@ class _Answers:
     def member(self, path: str) -> str | None:
         if self.archive is None:
             raise ValueError("no archive, and answers missing")
-        return self.archive.get(_absolute(path[1:]) if path.startswith("/") else os.path.normpath(path))
+        return self.archive.get(_absolute(path.lstrip("/")))  # every path the script archives is absolute
 
     def file(self, index: int, path: str) -> object:
         """A file queued for the archive: from it (pseudo files from their copy), else unreadable."""

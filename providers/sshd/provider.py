@@ -55,7 +55,7 @@ printf 'connection %s\npid %s\n%s\n' "$spec" "$(cat "$pidfile" 2>/dev/null | hea
 # The same for the configuration the baseline stages: sshd_config and sshd_config.d copied to a
 # temporary directory, converge's drop-in replaced by $1, the Include line added if it is not first.
 # When the drop-in already holds $1 and is included first, the staged configuration is the live
-# one: it prints UNCHANGED instead of running sshd -T a second time (a no-op plan's usual case).
+# one: it prints `unchanged` instead of running sshd -T a second time (a no-op plan's usual case).
 STAGED_SCRIPT = "staged=$1\n" + _CONNECTION + r"""
 first=$(grep -Ev '^[[:space:]]*(#|$)' /etc/ssh/sshd_config | head -n 1)
 case $first in
